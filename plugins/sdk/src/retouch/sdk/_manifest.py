@@ -1,0 +1,82 @@
+"""The capability manifest a provider publishes: what it can do and what it costs."""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+
+SDK_API_VERSION = 1
+"""Bumped when the provider contract changes incompatibly; the server refuses others."""
+
+
+class Operation(enum.Enum):
+    """The edits a provider can perform."""
+
+    INPAINT = "inpaint"
+    OUTPAINT = "outpaint"
+    ENHANCE = "enhance"
+
+
+@dataclass(frozen=True, slots=True)
+class CostModel:
+    """Credits charged for one job: a flat part plus a part per started megapixel."""
+
+    credits_per_job: int = 0
+    credits_per_megapixel: int = 0
+
+    def __post_init__(self) -> None:
+        if self.credits_per_job < 0 or self.credits_per_megapixel < 0:
+            raise ValueError("credit prices cannot be negative")
+
+    def estimate(self, width: int, height: int) -> int:
+        """Credits for an output of ``width`` × ``height`` pixels."""
+        megapixels = math.ceil(width * height / 1_000_000)
+        return self.credits_per_job + self.credits_per_megapixel * megapixels
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """What a provider offers. Validated when the plugin is loaded."""
+
+    name: str
+    version: str
+    description: str
+    operations: frozenset[Operation]
+    models: tuple[str, ...]
+    """Model names; the first is the default."""
+    max_pixels: int
+    """Largest input (and output) the provider handles, in pixels."""
+    supports_mask: bool = False
+    supports_outpaint: bool = False
+    upscale_factors: tuple[int, ...] = ()
+    cost: CostModel = field(default_factory=CostModel)
+    remote: bool = False
+    """True when the provider calls a remote API; such providers may cost real money."""
+    sdk_api_version: int = SDK_API_VERSION
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.name or not self.name.replace("-", "").replace("_", "").isalnum():
+            problems.append(f"name {self.name!r} must be non-empty letters, digits, '-' or '_'")
+        if not self.operations:
+            problems.append("operations must not be empty")
+        if not self.models:
+            problems.append("models must name at least one model")
+        if self.max_pixels <= 0:
+            problems.append("max_pixels must be positive")
+        if Operation.INPAINT in self.operations and not self.supports_mask:
+            problems.append("a provider that inpaints must support masks")
+        if Operation.OUTPAINT in self.operations and not self.supports_outpaint:
+            problems.append("a provider that outpaints must set supports_outpaint")
+        if any(factor < 2 for factor in self.upscale_factors):
+            problems.append("upscale factors must be 2 or more")
+        if problems:
+            raise ValueError(f"invalid manifest for provider {self.name!r}: " + "; ".join(problems))
+
+    @property
+    def default_model(self) -> str:
+        return self.models[0]
+
+    def can(self, operation: Operation) -> bool:
+        return operation in self.operations

@@ -1,0 +1,89 @@
+"""Progress from blocking work: run it in a thread and stream its reports."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Executor
+
+from ._events import Event, Progress, Result
+
+
+class JobCancelled(Exception):
+    """Raised inside worker threads by :meth:`ProgressReporter.check` once the job is
+    cancelled, so long computations stop between steps."""
+
+
+class ProgressReporter:
+    """Collects progress from a worker thread for the provider's event stream.
+
+    ``report`` may be called from any thread. Fractions are kept monotonic: a report
+    lower than the last one is raised to it rather than sent backwards.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Progress]) -> None:
+        self._loop = loop
+        self._queue = queue
+        self._last = 0.0
+        self._lock = threading.Lock()
+        self._cancelled = threading.Event()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    def check(self) -> None:
+        """Raise :class:`JobCancelled` if the job was cancelled."""
+        if self._cancelled.is_set():
+            raise JobCancelled
+
+    def report(self, fraction: float, stage: str) -> None:
+        """Record that ``fraction`` (0..1) of the work is done, now in ``stage``."""
+        self.check()
+        with self._lock:
+            self._last = max(self._last, min(max(fraction, 0.0), 1.0))
+            progress = Progress(self._last, stage)
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, progress)
+
+
+async def run_with_progress(
+    work: Callable[[ProgressReporter], Result],
+    *,
+    executor: Executor | None = None,
+) -> AsyncIterator[Event]:
+    """Run ``work`` in ``executor`` (the loop's default when ``None``), yielding each
+    progress report as it arrives and then the work's result.
+
+    If the consumer stops (the job is cancelled), the reporter is marked cancelled so
+    ``work`` can stop at its next :meth:`ProgressReporter.check` or ``report`` call.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Progress] = asyncio.Queue()
+    reporter = ProgressReporter(loop, queue)
+    future = loop.run_in_executor(executor, work, reporter)
+    try:
+        while not future.done():
+            getter = asyncio.ensure_future(queue.get())
+            await asyncio.wait({getter, future}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                yield getter.result()
+            else:
+                getter.cancel()
+        while not queue.empty():
+            yield queue.get_nowait()
+        yield future.result()
+    finally:
+        if not future.done():
+            reporter.cancel()
+            future.add_done_callback(_discard_outcome)
+
+
+def _discard_outcome(future: asyncio.Future[Result]) -> None:
+    # Nobody awaits a cancelled job's work; fetch its outcome so asyncio does not
+    # report "exception was never retrieved" for the JobCancelled it ends with.
+    if not future.cancelled():
+        future.exception()
