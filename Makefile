@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
-PACKAGES := server/src plugins/sdk/src plugins/opencv/src clients/python/src/retouch/client
+PACKAGES := server/src plugins/sdk/src plugins/opencv/src
 
 .PHONY: install run gen gen-check lint typecheck test bench clean
 

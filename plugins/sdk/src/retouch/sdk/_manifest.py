@@ -30,7 +30,7 @@ class CostModel:
             raise ValueError("credit prices cannot be negative")
 
     def estimate(self, width: int, height: int) -> int:
-        """Credits for an output of ``width`` × ``height`` pixels."""
+        """Credits for an output of ``width`` x ``height`` pixels."""
         megapixels = math.ceil(width * height / 1_000_000)
         return self.credits_per_job + self.credits_per_megapixel * megapixels
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import Executor
+from typing import Any
 
 from ._events import Event, Progress, Result
 
@@ -54,29 +55,39 @@ async def run_with_progress(
     work: Callable[[ProgressReporter], Result],
     *,
     executor: Executor | None = None,
-) -> AsyncIterator[Event]:
+) -> AsyncGenerator[Event, None]:
     """Run ``work`` in ``executor`` (the loop's default when ``None``), yielding each
     progress report as it arrives and then the work's result.
 
     If the consumer stops (the job is cancelled), the reporter is marked cancelled so
     ``work`` can stop at its next :meth:`ProgressReporter.check` or ``report`` call.
+    A provider that re-yields these events should wrap them in
+    :func:`contextlib.aclosing`, so that closing its own generator closes this one
+    at once rather than when it is garbage-collected.
     """
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Progress] = asyncio.Queue()
     reporter = ProgressReporter(loop, queue)
     future = loop.run_in_executor(executor, work, reporter)
+    getter: asyncio.Task[Progress] | None = None
     try:
         while not future.done():
             getter = asyncio.ensure_future(queue.get())
-            await asyncio.wait({getter, future}, return_when=asyncio.FIRST_COMPLETED)
+            waiters: set[asyncio.Future[Any]] = {getter, future}
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             if getter.done():
                 yield getter.result()
             else:
+                # An item that arrived meanwhile stays queued: Queue.get gives it back.
                 getter.cancel()
         while not queue.empty():
             yield queue.get_nowait()
         yield future.result()
     finally:
+        # A getter left pending by a cancelled wait would outlive the loop and be
+        # reported as "Task was destroyed but it is pending".
+        if getter is not None and not getter.done():
+            getter.cancel()
         if not future.done():
             reporter.cancel()
             future.add_done_callback(_discard_outcome)

@@ -1,0 +1,1 @@
+"""Benchmarks with their own harness; figures go to bench/RESULTS.md."""

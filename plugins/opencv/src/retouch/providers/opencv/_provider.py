@@ -1,0 +1,220 @@
+"""The OpenCV provider: validates each request, then runs the pixel work in threads."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import aclosing
+from importlib import metadata
+
+from retouch.sdk import (
+    CostModel,
+    EditRequest,
+    EnhanceKind,
+    EnhanceRequest,
+    Event,
+    Health,
+    HealthReport,
+    InpaintRequest,
+    Manifest,
+    Operation,
+    OutpaintRequest,
+    ProgressReporter,
+    ProviderRejected,
+    Result,
+    run_with_progress,
+)
+
+from . import _enhance
+from ._config import OpenCVConfig
+from ._inpaint import METHODS, inpaint
+from ._outpaint import outpaint
+
+MAX_PIXELS = 16_777_216
+"""Largest input, and largest inpaint/outpaint output: 4096 x 4096."""
+MAX_UPSCALE_PIXELS = 67_108_864
+"""Largest upscale output: 8192 x 8192, i.e. a 4096 x 4096 input doubled."""
+
+
+def _version() -> str:
+    try:
+        return metadata.version("retouch-opencv")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+MANIFEST = Manifest(
+    name="opencv",
+    version=_version(),
+    description=(
+        "Classical CPU image editing with OpenCV: inpainting (Telea or Navier-Stokes), "
+        "outpainting by mirroring into a smooth fill, Lanczos upscaling, non-local-means "
+        "denoising and unsharp-mask sharpening. Enhance ignores the model."
+    ),
+    operations=frozenset(Operation),
+    models=tuple(METHODS),
+    max_pixels=MAX_PIXELS,
+    supports_mask=True,
+    supports_outpaint=True,
+    upscale_factors=(2, 4),
+    cost=CostModel(credits_per_job=1),
+    remote=False,
+)
+
+Work = Callable[[ProgressReporter], Result]
+
+
+class OpenCVProvider:
+    """retouch's built-in provider: classical algorithms, no model downloads, no GPU.
+
+    Config keys (all optional): ``inpaint_radius`` (1..50, default 3) and
+    ``max_workers`` (threads for pixel work, 1..64). Jobs run on the loop's default
+    executor until :meth:`start` has created the provider's own.
+    """
+
+    def __init__(self) -> None:
+        self._config = OpenCVConfig()
+        self._executor: ThreadPoolExecutor | None = None
+
+    @property
+    def manifest(self) -> Manifest:
+        """What this provider offers."""
+        return MANIFEST
+
+    @property
+    def config(self) -> OpenCVConfig:
+        """The settings in force."""
+        return self._config
+
+    async def start(self, config: Mapping[str, object]) -> None:
+        """Validate ``config`` (ValueError names each bad key) and start the workers."""
+        self._config = OpenCVConfig.from_mapping(config)
+        await self.aclose()
+        self._executor = ThreadPoolExecutor(
+            max_workers=self._config.max_workers, thread_name_prefix="retouch-opencv"
+        )
+
+    async def aclose(self) -> None:
+        """Stop the workers; queued jobs are dropped, running ones stop at their next check."""
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    async def health(self) -> HealthReport:
+        """Always healthy: everything runs in-process."""
+        return HealthReport(Health.HEALTHY)
+
+    async def run(self, request: EditRequest) -> AsyncGenerator[Event, None]:
+        """Progress from the worker thread, then the result."""
+        work = self._plan(request)
+        # aclosing: when our consumer stops, the inner stream must close now (and tell
+        # the worker to stop), not whenever it is garbage-collected.
+        async with aclosing(run_with_progress(work, executor=self._executor)) as events:
+            async for event in events:
+                yield event
+
+    def _plan(self, request: EditRequest) -> Work:
+        """Validate ``request`` and return the blocking work that carries it out."""
+        _check_image(request)
+        if request.model not in MANIFEST.models:
+            raise ProviderRejected(
+                f"unknown model {request.model!r}; the opencv provider offers "
+                f"{', '.join(MANIFEST.models)}",
+                field="model",
+            )
+        radius = self._config.inpaint_radius
+        if isinstance(request, InpaintRequest):
+            return _inpaint_work(request, radius)
+        if isinstance(request, OutpaintRequest):
+            return _outpaint_work(request, radius)
+        return _enhance_work(request)
+
+
+def _check_image(request: EditRequest) -> None:
+    image = request.image
+    if image.dtype != "uint8" or image.ndim != 3 or image.shape[2] != 3:
+        raise ProviderRejected(
+            f"expected an RGB uint8 image of shape (height, width, 3), got {image.dtype} "
+            f"{image.shape}",
+            field="image",
+        )
+    pixels = image.shape[0] * image.shape[1]
+    if pixels > MAX_PIXELS:
+        raise ProviderRejected(
+            f"the image has {pixels} pixels; the opencv provider takes at most {MAX_PIXELS} "
+            f"(4096 x 4096): scale it down first",
+            field="image",
+        )
+
+
+def _inpaint_work(request: InpaintRequest, radius: int) -> Work:
+    image, mask = request.image, request.mask
+    if mask.dtype != "uint8" or mask.shape != image.shape[:2]:
+        raise ProviderRejected(
+            f"the mask must be uint8 of shape {image.shape[:2]}, got {mask.dtype} {mask.shape}",
+            field="mask",
+        )
+    method = METHODS[request.model]
+
+    def work(reporter: ProgressReporter) -> Result:
+        out = inpaint(image, mask, method=method, radius=radius, reporter=reporter)
+        return Result(out, {"algorithm": request.model})
+
+    return work
+
+
+def _outpaint_work(request: OutpaintRequest, radius: int) -> Work:
+    width, height = request.output_size
+    if width * height > MAX_PIXELS:
+        raise ProviderRejected(
+            f"the outpainted image would be {width} x {height}, over the opencv provider's "
+            f"{MAX_PIXELS} pixels: add less padding",
+            field="padding",
+        )
+    image, padding, method = request.image, request.padding, METHODS[request.model]
+
+    def work(reporter: ProgressReporter) -> Result:
+        out = outpaint(image, padding, method=method, radius=radius, reporter=reporter)
+        return Result(out, {"algorithm": f"mirror+{request.model}"})
+
+    return work
+
+
+def _enhance_work(request: EnhanceRequest) -> Work:
+    image, strength = request.image, request.strength
+    if not 0.0 <= strength <= 1.0:
+        raise ProviderRejected(f"strength must be in 0..1, got {strength}", field="strength")
+    if request.kind is EnhanceKind.UPSCALE:
+        scale = request.scale
+        if scale not in MANIFEST.upscale_factors:
+            raise ProviderRejected(
+                f"cannot upscale by {scale}; the opencv provider upscales by "
+                f"{' or '.join(map(str, MANIFEST.upscale_factors))}",
+                field="scale",
+            )
+        width, height = request.output_size
+        if width * height > MAX_UPSCALE_PIXELS:
+            raise ProviderRejected(
+                f"upscaling by {scale} would make {width} x {height}, over the opencv "
+                f"provider's {MAX_UPSCALE_PIXELS} pixels (8192 x 8192): use a smaller factor",
+                field="scale",
+            )
+
+        def upscale_work(reporter: ProgressReporter) -> Result:
+            out = _enhance.upscale(image, scale, reporter=reporter)
+            return Result(out, {"algorithm": "lanczos4+unsharp"})
+
+        return upscale_work
+    if request.kind is EnhanceKind.DENOISE:
+
+        def denoise_work(reporter: ProgressReporter) -> Result:
+            out = _enhance.denoise(image, strength, reporter=reporter)
+            return Result(out, {"algorithm": "fast-nl-means"})
+
+        return denoise_work
+
+    def sharpen_work(reporter: ProgressReporter) -> Result:
+        out = _enhance.sharpen(image, strength, reporter=reporter)
+        return Result(out, {"algorithm": "unsharp-mask"})
+
+    return sharpen_work

@@ -1,0 +1,1 @@
+"""retouch.server: the gRPC service that validates, routes, runs and stores image edits."""

@@ -1,0 +1,167 @@
+"""Assembling the server from its parts, and its life from start to graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint
+
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from retouch.v1 import image_edit_pb2, image_edit_pb2_grpc, providers_pb2, providers_pb2_grpc
+
+from .auth import KeyRing
+from .clock import Clock, SystemClock
+from .config import ServerConfig
+from .edits import EditPreparer
+from .inputs import InputResolver
+from .interceptors import AuthInterceptor
+from .jobs import SqliteJobStore
+from .jobs.manager import JobManager
+from .registry import ProviderRegistry
+from .routing import Router
+from .services import ImageEditService, ProvidersService
+from .storage import ObjectStore, open_store
+from .uploads import Uploads
+
+log = logging.getLogger("retouch.server")
+
+SERVICE_NAMES = (
+    image_edit_pb2.DESCRIPTOR.services_by_name["ImageEdit"].full_name,
+    providers_pb2.DESCRIPTOR.services_by_name["Providers"].full_name,
+)
+
+
+@dataclass
+class RunningServer:
+    """A started server: its port, and the parts tests and benchmarks may look at."""
+
+    server: aio.Server
+    port: int
+    jobs: JobManager
+    registry: ProviderRegistry
+    store: SqliteJobStore
+    objects: ObjectStore
+    uploads: Uploads
+    health: health_aio.HealthServicer
+    config: ServerConfig
+    _background: list[asyncio.Task[None]]
+
+    async def stop(self) -> None:
+        """Stop taking calls, let running jobs finish within the grace, then fail the rest."""
+        grace = self.config.shutdown_grace_s
+        await self.health.enter_graceful_shutdown()
+        self.jobs.closing = True
+        stopping = asyncio.create_task(self.server.stop(grace))
+        await self.jobs.shutdown(grace)
+        await stopping
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self.registry.aclose()
+        await self.store.close()
+
+
+async def start_server(
+    config: ServerConfig,
+    *,
+    clock: Clock | None = None,
+    registry: ProviderRegistry | None = None,
+    entries: Iterable[EntryPoint] | None = None,
+    objects: ObjectStore | None = None,
+    rng: random.Random | None = None,
+) -> RunningServer:
+    """Build and start a server for ``config``. ``listen`` may use port 0."""
+    clock = clock or SystemClock()
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    if registry is None:
+        registry = await ProviderRegistry.discover(
+            configs=config.providers, disabled=config.disabled_providers, entries=entries
+        )
+    store = SqliteJobStore.open(config.database_path)
+    objects = objects or open_store(config.object_store_url)
+    jobs = JobManager(store, objects, Router(registry), clock)
+    await jobs.recover()
+    uploads = Uploads(
+        store, objects, clock, max_bytes=config.max_upload_bytes, ttl_s=config.upload_ttl_s
+    )
+    server = aio.server(
+        interceptors=[AuthInterceptor(KeyRing(config.tenants))],
+        options=[
+            ("grpc.max_receive_message_length", config.max_receive_message_bytes),
+            ("grpc.max_send_message_length", config.max_send_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    image_edit_pb2_grpc.add_ImageEditServicer_to_server(
+        ImageEditService(
+            jobs=jobs,
+            store=store,
+            objects=objects,
+            edits=EditPreparer(InputResolver(store, objects, clock), config, rng),
+            uploads=uploads,
+            download_chunk_bytes=config.download_chunk_bytes,
+        ),
+        server,
+    )
+    providers_pb2_grpc.add_ProvidersServicer_to_server(ProvidersService(registry), server)
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        (
+            *SERVICE_NAMES,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    port = server.add_insecure_port(config.listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {config.listen}")
+    await server.start()
+    serving = health_pb2.HealthCheckResponse.SERVING
+    await health.set("", serving)
+    for name in SERVICE_NAMES:
+        await health.set(name, serving)
+    background = [
+        asyncio.create_task(uploads.sweep_forever(config.sweep_interval_s), name="upload sweeper")
+    ]
+    log.info(
+        "retouch listening on %s (environment %s, %d provider(s): %s)",
+        config.listen.rsplit(":", 1)[0] + f":{port}",
+        config.environment,
+        len(registry.providers),
+        ", ".join(sorted(registry.providers)) or "none",
+    )
+    return RunningServer(
+        server=server,
+        port=port,
+        jobs=jobs,
+        registry=registry,
+        store=store,
+        objects=objects,
+        uploads=uploads,
+        health=health,
+        config=config,
+        _background=background,
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(config: ServerConfig, **kwargs: object) -> AsyncIterator[RunningServer]:
+    """``async with running(config) as server:`` — started, then stopped gracefully."""
+    server = await start_server(config, **kwargs)  # type: ignore[arg-type]
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+__all__ = ["RunningServer", "running", "start_server"]

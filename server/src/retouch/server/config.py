@@ -1,0 +1,204 @@
+"""Server configuration: one TOML file, environment overrides, embedded defaults.
+
+With no file at all the server listens on 127.0.0.1:50051, keeps its state under
+``.retouch/`` in the working directory, runs in the ``local`` environment, and accepts
+the development key :data:`DEV_API_KEY`. Every scalar setting can be overridden by an
+environment variable ``RETOUCH_<NAME>`` (``RETOUCH_LISTEN=0.0.0.0:50051``).
+
+Example file::
+
+    environment = "staging"
+    listen = "0.0.0.0:50051"
+    data_dir = "/var/lib/retouch"
+    max_pixels = 16777216
+
+    [[tenants]]
+    name = "checkout"
+    key_sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+
+    [providers.opencv]
+    inpaint_radius = 5
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, cast, get_args
+
+Environment = Literal["local", "test", "staging", "production"]
+ENVIRONMENTS: tuple[str, ...] = get_args(Environment)
+
+DEV_API_KEY = "retouch-dev-key"
+"""The development key README uses. The ``production`` environment refuses it."""
+
+MiB = 1024 * 1024
+
+
+def hash_key(api_key: str) -> str:
+    """The SHA-256 hex digest under which an API key is configured."""
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the setting."""
+
+
+@dataclass(frozen=True, slots=True)
+class TenantConfig:
+    """A calling service and the hash of its API key."""
+
+    name: str
+    key_sha256: str
+    admin: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"tenant name {self.name!r}: use letters, digits, '-' or '_'")
+        digest = self.key_sha256.lower()
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ConfigError(f"tenant {self.name!r}: key_sha256 must be 64 hex digits")
+
+
+DEV_TENANT = TenantConfig(name="dev", key_sha256=hash_key(DEV_API_KEY), admin=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Everything the server reads at start-up."""
+
+    listen: str = "127.0.0.1:50051"
+    data_dir: Path = Path(".retouch")
+    environment: Environment = "local"
+    log_level: str = "INFO"
+    max_pixels: int = 16_777_216
+    """Largest input image accepted, in pixels (4096 x 4096)."""
+    max_output_pixels: int = 67_108_864
+    max_receive_message_bytes: int = 32 * MiB
+    max_send_message_bytes: int = 64 * MiB
+    max_upload_bytes: int = 64 * MiB
+    upload_ttl_s: int = 3600
+    download_chunk_bytes: int = 1 * MiB
+    shutdown_grace_s: float = 10.0
+    sweep_interval_s: float = 60.0
+    object_store: str = ""
+    """``file:///path`` or ``memory://``; empty means ``<data_dir>/objects``."""
+    database: str = ""
+    """SQLite file; empty means ``<data_dir>/retouch.db``."""
+    tenants: tuple[TenantConfig, ...] = (DEV_TENANT,)
+    providers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Per-provider config tables, passed to each provider's ``start``."""
+    disabled_providers: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.environment not in ENVIRONMENTS:
+            raise ConfigError(
+                f"environment {self.environment!r}: expected one of {', '.join(ENVIRONMENTS)}"
+            )
+        for name in (
+            "max_pixels",
+            "max_output_pixels",
+            "max_receive_message_bytes",
+            "max_send_message_bytes",
+            "max_upload_bytes",
+            "upload_ttl_s",
+            "download_chunk_bytes",
+        ):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+        if self.shutdown_grace_s < 0:
+            raise ConfigError("shutdown_grace_s cannot be negative")
+        if not self.tenants:
+            raise ConfigError("at least one tenant must be configured")
+        names = [t.name for t in self.tenants]
+        if len(set(names)) != len(names):
+            raise ConfigError("tenant names must be unique")
+        if self.environment == "production" and any(
+            t.key_sha256 == DEV_TENANT.key_sha256 for t in self.tenants
+        ):
+            raise ConfigError(
+                "the production environment refuses the development key: "
+                "configure [[tenants]] with your own key hashes"
+            )
+
+    @property
+    def database_path(self) -> Path:
+        return Path(self.database) if self.database else self.data_dir / "retouch.db"
+
+    @property
+    def object_store_url(self) -> str:
+        return self.object_store or (self.data_dir / "objects").resolve().as_uri()
+
+
+_SCALARS = {
+    f.name: f
+    for f in dataclasses.fields(ServerConfig)
+    if f.name not in ("tenants", "providers", "disabled_providers")
+}
+
+
+def load_config(
+    path: Path | None = None, *, environ: Mapping[str, str] | None = None
+) -> ServerConfig:
+    """Read ``path`` (or ``$RETOUCH_CONFIG``, or nothing) and apply ``RETOUCH_*`` overrides."""
+    env = os.environ if environ is None else environ
+    if path is None and env.get("RETOUCH_CONFIG"):
+        path = Path(env["RETOUCH_CONFIG"])
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    return _build(raw, env)
+
+
+def _build(raw: Mapping[str, Any], env: Mapping[str, str]) -> ServerConfig:
+    values: dict[str, Any] = {}
+    unknown = set(raw) - set(_SCALARS) - {"tenants", "providers", "disabled_providers"}
+    if unknown:
+        raise ConfigError(f"unknown config settings: {', '.join(sorted(unknown))}")
+    for name, spec in _SCALARS.items():
+        if name in raw:
+            values[name] = _coerce(name, raw[name], spec.type)
+        env_name = f"RETOUCH_{name.upper()}"
+        if env_name in env:
+            values[name] = _coerce(env_name, env[env_name], spec.type)
+    if "tenants" in raw:
+        try:
+            values["tenants"] = tuple(TenantConfig(**t) for t in raw["tenants"])
+        except TypeError as exc:
+            raise ConfigError(f"[[tenants]]: {exc}") from exc
+    if "providers" in raw:
+        providers = raw["providers"]
+        if not isinstance(providers, dict) or not all(
+            isinstance(v, dict) for v in providers.values()
+        ):
+            raise ConfigError("[providers.<name>] entries must be tables")
+        values["providers"] = providers
+    if "disabled_providers" in raw:
+        values["disabled_providers"] = tuple(str(p) for p in raw["disabled_providers"])
+    return ServerConfig(**values)
+
+
+def _coerce(name: str, value: object, annotation: object) -> object:
+    kind = str(annotation)
+    try:
+        if kind == "int":
+            if isinstance(value, bool):
+                raise ValueError
+            return int(cast(Any, value))
+        if kind == "float":
+            return float(cast(Any, value))
+        if kind == "Path":
+            return Path(str(value))
+        return str(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {value!r} is not a valid {kind}") from exc

@@ -1,0 +1,117 @@
+"""The one edge where protobuf meets the SDK's and the store's plain types."""
+
+from __future__ import annotations
+
+from google.protobuf import timestamp_pb2
+
+from retouch.sdk import EnhanceKind, GenerationParams, Health, Manifest, Operation
+from retouch.v1 import common_pb2, image_edit_pb2, providers_pb2
+
+from .jobs.records import JobRecord, JobState, ResultRecord
+from .registry import LoadedProvider
+
+OPERATIONS: dict[Operation, common_pb2.Operation.ValueType] = {
+    Operation.INPAINT: common_pb2.OPERATION_INPAINT,
+    Operation.OUTPAINT: common_pb2.OPERATION_OUTPAINT,
+    Operation.ENHANCE: common_pb2.OPERATION_ENHANCE,
+}
+OPERATIONS_FROM_PROTO = {v: k for k, v in OPERATIONS.items()}
+
+FORMATS: dict[str, common_pb2.ImageFormat.ValueType] = {
+    "PNG": common_pb2.IMAGE_FORMAT_PNG,
+    "JPEG": common_pb2.IMAGE_FORMAT_JPEG,
+    "WEBP": common_pb2.IMAGE_FORMAT_WEBP,
+}
+FORMATS_FROM_PROTO = {v: k for k, v in FORMATS.items()}
+
+ENHANCE_KINDS: dict[int, EnhanceKind] = {
+    image_edit_pb2.ENHANCE_KIND_UPSCALE: EnhanceKind.UPSCALE,
+    image_edit_pb2.ENHANCE_KIND_DENOISE: EnhanceKind.DENOISE,
+    image_edit_pb2.ENHANCE_KIND_SHARPEN: EnhanceKind.SHARPEN,
+}
+
+HEALTH: dict[Health, providers_pb2.ProviderHealth.ValueType] = {
+    Health.HEALTHY: providers_pb2.PROVIDER_HEALTH_HEALTHY,
+    Health.DEGRADED: providers_pb2.PROVIDER_HEALTH_DEGRADED,
+    Health.UNAVAILABLE: providers_pb2.PROVIDER_HEALTH_UNAVAILABLE,
+}
+
+JOB_STATES: dict[JobState, image_edit_pb2.JobState.ValueType] = {
+    JobState.QUEUED: image_edit_pb2.JOB_STATE_QUEUED,
+    JobState.RUNNING: image_edit_pb2.JOB_STATE_RUNNING,
+    JobState.SUCCEEDED: image_edit_pb2.JOB_STATE_SUCCEEDED,
+    JobState.FAILED: image_edit_pb2.JOB_STATE_FAILED,
+    JobState.CANCELLED: image_edit_pb2.JOB_STATE_CANCELLED,
+}
+JOB_STATES_FROM_PROTO = {v: k for k, v in JOB_STATES.items()}
+
+
+def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp
+
+
+def generation_params(params: common_pb2.GenerationParams) -> GenerationParams:
+    return GenerationParams(
+        prompt=params.prompt,
+        negative_prompt=params.negative_prompt,
+        strength=params.strength if params.HasField("strength") else None,
+        guidance_scale=params.guidance_scale if params.HasField("guidance_scale") else None,
+        steps=params.steps if params.HasField("steps") else None,
+    )
+
+
+def provider_info(loaded: LoadedProvider) -> providers_pb2.ProviderInfo:
+    manifest: Manifest = loaded.manifest
+    return providers_pb2.ProviderInfo(
+        name=manifest.name,
+        version=manifest.version,
+        description=manifest.description,
+        operations=sorted(OPERATIONS[op] for op in manifest.operations),
+        models=list(manifest.models),
+        max_pixels=manifest.max_pixels,
+        supports_mask=manifest.supports_mask,
+        supports_outpaint=manifest.supports_outpaint,
+        upscale_factors=list(manifest.upscale_factors),
+        cost=providers_pb2.CostModel(
+            credits_per_job=manifest.cost.credits_per_job,
+            credits_per_megapixel=manifest.cost.credits_per_megapixel,
+        ),
+        remote=manifest.remote,
+        health=HEALTH[loaded.health.health],
+        health_detail=loaded.health.detail,
+    )
+
+
+def image_info(result: ResultRecord) -> common_pb2.ImageInfo:
+    return common_pb2.ImageInfo(
+        width=result.width,
+        height=result.height,
+        format=FORMATS[result.format],
+        size_bytes=result.size_bytes,
+        content_type=result.content_type,
+    )
+
+
+def job(record: JobRecord, result: ResultRecord | None = None) -> image_edit_pb2.Job:
+    message = image_edit_pb2.Job(
+        job_id=record.job_id,
+        request_id=record.request_id,
+        operation=OPERATIONS[Operation(record.operation)],
+        state=JOB_STATES[record.state],
+        provider=record.provider,
+        model=record.model,
+        subject=record.subject,
+        created_at=timestamp(record.created_at),
+        updated_at=timestamp(record.updated_at),
+        result_id=record.result_id,
+        error_code=record.error_code,
+        error_message=record.error_message,
+        last_seq=record.last_seq,
+        seed=record.seed,
+        cost_credits=record.cost_credits,
+    )
+    if result is not None:
+        message.result.CopyFrom(image_info(result))
+    return message

@@ -1,0 +1,232 @@
+"""The server's errors, each knowing its gRPC status code and ``google.rpc`` details.
+
+    RetouchError                 base: ``code``, ``message``, ``to_status()``
+    ├── InvalidArgument          INVALID_ARGUMENT + BadRequest (field violations)
+    ├── Unauthenticated          UNAUTHENTICATED + ErrorInfo
+    ├── PermissionDenied         PERMISSION_DENIED + ErrorInfo (reason, limit)
+    ├── ResourceExhausted        RESOURCE_EXHAUSTED + QuotaFailure (+ RetryInfo)
+    ├── NotFound                 NOT_FOUND (never says whether the thing exists)
+    ├── FailedPrecondition       FAILED_PRECONDITION + ErrorInfo
+    ├── Unavailable              UNAVAILABLE + RetryInfo
+    ├── Cancelled                CANCELLED
+    ├── DeadlineExceeded         DEADLINE_EXCEEDED
+    └── Internal                 INTERNAL + ErrorInfo with a stable reason (never a traceback)
+
+``to_status`` turns any of them into the ``grpc.Status`` that ``abort_with_status``
+sends; ``from_exception`` maps anything else to INTERNAL.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+ERROR_DOMAIN = "retouch.v1"
+
+
+class RetouchError(Exception):
+    """Base of the server's errors."""
+
+    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def details(self) -> Sequence[object]:
+        """The ``google.rpc`` detail messages to attach."""
+        return ()
+
+    def to_status(self) -> grpc.Status:
+        """This error as a ``grpc.Status`` with its details packed in."""
+        return to_status(self.code, self.message, self.details())
+
+    def to_status_proto(self) -> status_pb2.Status:
+        """This error as a ``google.rpc.Status``."""
+        return _status_proto(self.code, self.message, self.details())
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """One bad field of a request."""
+
+    field: str
+    description: str
+
+
+class InvalidArgument(RetouchError):
+    """The request is malformed: a bad image, mask or parameter."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, field: str, description: str) -> None:
+        super().__init__(description)
+        self.violations: tuple[FieldViolation, ...] = (FieldViolation(field, description),)
+
+    @classmethod
+    def of(cls, violations: Sequence[FieldViolation]) -> InvalidArgument:
+        """One error for several bad fields."""
+        first = violations[0]
+        error = cls(first.field, "; ".join(v.description for v in violations))
+        error.violations = tuple(violations)
+        return error
+
+    @property
+    def field(self) -> str:
+        return self.violations[0].field
+
+    def details(self) -> Sequence[object]:
+        return (
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, description=v.description
+                    )
+                    for v in self.violations
+                ]
+            ),
+        )
+
+
+class _WithErrorInfo(RetouchError):
+    def __init__(
+        self, message: str, *, reason: str, metadata: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.metadata = dict(metadata or {})
+
+    def details(self) -> Sequence[object]:
+        return (
+            error_details_pb2.ErrorInfo(
+                reason=self.reason, domain=ERROR_DOMAIN, metadata=self.metadata
+            ),
+        )
+
+
+class Unauthenticated(_WithErrorInfo):
+    """No credentials, or credentials that match no key."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(_WithErrorInfo):
+    """The caller is known but not allowed this (plan limits, admin-only calls)."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class FailedPrecondition(_WithErrorInfo):
+    """The request is valid but the system is not in a state to serve it."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class Internal(_WithErrorInfo):
+    """Our fault. ``reason`` is stable; the message never carries a traceback."""
+
+    code = grpc.StatusCode.INTERNAL
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaViolation:
+    """Which limit refused the request (``subject`` names the bucket or quota)."""
+
+    subject: str
+    description: str
+
+
+class ResourceExhausted(RetouchError):
+    """A rate limit, quota or credit balance refused the request."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        violations: Sequence[QuotaViolation],
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.violations = tuple(violations)
+        self.retry_after = retry_after
+
+    def details(self) -> Sequence[object]:
+        quota = error_details_pb2.QuotaFailure(
+            violations=[
+                error_details_pb2.QuotaFailure.Violation(
+                    subject=v.subject, description=v.description
+                )
+                for v in self.violations
+            ]
+        )
+        if self.retry_after is None:
+            return (quota,)
+        return (quota, retry_info(self.retry_after))
+
+
+class NotFound(RetouchError):
+    """Missing, or someone else's: callers cannot tell which."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class Unavailable(RetouchError):
+    """No provider can take the job now; retry after ``retry_after`` seconds."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def details(self) -> Sequence[object]:
+        return (retry_info(self.retry_after),)
+
+
+class Cancelled(RetouchError):
+    """The job was cancelled."""
+
+    code = grpc.StatusCode.CANCELLED
+
+
+class DeadlineExceeded(RetouchError):
+    """The caller's deadline passed before the job finished."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def retry_info(seconds: float) -> error_details_pb2.RetryInfo:
+    """A RetryInfo detail saying "retry after ``seconds``" (rounded up to the ms)."""
+    millis = max(0, math.ceil(seconds * 1000))
+    return error_details_pb2.RetryInfo(
+        retry_delay=duration_pb2.Duration(seconds=millis // 1000, nanos=(millis % 1000) * 1_000_000)
+    )
+
+
+def _status_proto(
+    code: grpc.StatusCode, message: str, details: Sequence[object]
+) -> status_pb2.Status:
+    packed = []
+    for detail in details:
+        any_detail = any_pb2.Any()
+        any_detail.Pack(detail)  # type: ignore[arg-type]
+        packed.append(any_detail)
+    return status_pb2.Status(code=code.value[0], message=message, details=packed)
+
+
+def to_status(code: grpc.StatusCode, message: str, details: Sequence[object] = ()) -> grpc.Status:
+    """A ``grpc.Status`` with ``google.rpc`` details, for ``abort_with_status``."""
+    return rpc_status.to_status(_status_proto(code, message, details))
+
+
+def status_code_name(code: int) -> str:
+    """``"INVALID_ARGUMENT"`` for 3, and so on."""
+    return code_pb2.Code.Name(code)  # type: ignore[arg-type]

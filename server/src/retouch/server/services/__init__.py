@@ -1,0 +1,6 @@
+"""gRPC servicers: thin adapters from the contract to the server's parts."""
+
+from .image_edit import ImageEditService
+from .providers import ProvidersService
+
+__all__ = ["ImageEditService", "ProvidersService"]

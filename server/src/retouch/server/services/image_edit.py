@@ -1,0 +1,206 @@
+"""The ImageEdit service: edits as streamed jobs, uploads, job queries and downloads."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from google.protobuf.message import Message
+from grpc import aio
+
+from retouch.v1 import image_edit_pb2 as pb
+from retouch.v1 import image_edit_pb2_grpc
+
+from ..auth import current_caller
+from ..convert import JOB_STATES_FROM_PROTO, job, timestamp
+from ..edits import EditPreparer, PreparedEdit
+from ..errors import Cancelled, DeadlineExceeded, InvalidArgument, NotFound
+from ..jobs import JobStore
+from ..jobs.manager import JobManager, Submission
+from ..storage import ObjectNotFound, ObjectStore
+from ..uploads import Uploads
+from .rpc import rpc
+
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+
+Context = aio.ServicerContext[Any, Any]
+
+
+class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
+    """Implements ``retouch.v1.ImageEdit``."""
+
+    def __init__(
+        self,
+        *,
+        jobs: JobManager,
+        store: JobStore,
+        objects: ObjectStore,
+        edits: EditPreparer,
+        uploads: Uploads,
+        download_chunk_bytes: int,
+    ) -> None:
+        self._jobs = jobs
+        self._store = store
+        self._objects = objects
+        self._edits = edits
+        self._uploads = uploads
+        self._chunk = download_chunk_bytes
+
+    @rpc
+    async def Inpaint(
+        self, request: pb.InpaintRequest, context: Context
+    ) -> AsyncIterator[pb.JobEvent]:
+        caller = current_caller()
+        async for event in self._edit(
+            request, context, lambda: self._edits.inpaint(request, caller)
+        ):
+            yield event
+
+    @rpc
+    async def Outpaint(
+        self, request: pb.OutpaintRequest, context: Context
+    ) -> AsyncIterator[pb.JobEvent]:
+        caller = current_caller()
+        async for event in self._edit(
+            request, context, lambda: self._edits.outpaint(request, caller)
+        ):
+            yield event
+
+    @rpc
+    async def Enhance(
+        self, request: pb.EnhanceRequest, context: Context
+    ) -> AsyncIterator[pb.JobEvent]:
+        caller = current_caller()
+        async for event in self._edit(
+            request, context, lambda: self._edits.enhance(request, caller)
+        ):
+            yield event
+
+    async def _edit(
+        self,
+        request: pb.InpaintRequest | pb.OutpaintRequest | pb.EnhanceRequest,
+        context: Context,
+        prepare: Callable[[], Awaitable[PreparedEdit]],
+    ) -> AsyncIterator[pb.JobEvent]:
+        caller = current_caller()
+        job_id = await self._jobs.submit(
+            Submission(
+                caller=caller,
+                request_id=request.request_id,
+                fingerprint=_fingerprint(request) if request.request_id else "",
+                prepare=prepare,
+                timeout=context.time_remaining(),
+            )
+        )
+        started_here = self._jobs.live_job(job_id)
+        finished = False
+        try:
+            async for event in self._jobs.follow(job_id, caller):
+                if event.HasField("completed") and request.output.inline:
+                    event = await self._with_inline_data(event, job_id)
+                yield event
+            finished = True
+        finally:
+            if not finished and started_here is not None and not started_here.finished:
+                remaining = context.time_remaining()
+                expired = remaining is not None and remaining <= 0
+                self._jobs.abandon(
+                    job_id,
+                    DeadlineExceeded("the caller's deadline passed before the job finished")
+                    if expired
+                    else Cancelled("the caller cancelled the call"),
+                )
+
+    async def _with_inline_data(self, event: pb.JobEvent, job_id: str) -> pb.JobEvent:
+        live = self._jobs.live_job(job_id)
+        data = live.inline_data if live is not None else None
+        if data is None:
+            result = await self._store.get_result(event.completed.result_id)
+            if result is None:
+                return event
+            data = await self._objects.get(result.object_key)
+        with_data = pb.JobEvent()
+        with_data.CopyFrom(event)
+        with_data.completed.data = data
+        return with_data
+
+    @rpc
+    async def Upload(
+        self, request_iterator: AsyncIterator[pb.UploadChunk], context: Context
+    ) -> pb.Upload:
+        record = await self._uploads.receive(request_iterator, current_caller())
+        return pb.Upload(
+            upload_id=record.upload_id,
+            size_bytes=record.size_bytes,
+            sha256=record.sha256,
+            expires_at=timestamp(record.expires_at),
+        )
+
+    @rpc
+    async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.Job:
+        record = await self._jobs.get(request.job_id, current_caller())
+        result = await self._store.get_result(record.result_id) if record.result_id else None
+        return job(record, result)
+
+    @rpc
+    async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
+        if request.page_size > MAX_PAGE_SIZE:
+            raise InvalidArgument("page_size", f"page_size must be 0..{MAX_PAGE_SIZE}")
+        if request.state and request.state not in JOB_STATES_FROM_PROTO:
+            raise InvalidArgument("state", "unknown job state")
+        limit = request.page_size or DEFAULT_PAGE_SIZE
+        records = await self._store.list_jobs(
+            current_caller().owner,
+            state=JOB_STATES_FROM_PROTO.get(request.state),
+            before_id=request.page_token or None,
+            limit=limit + 1,
+        )
+        page = records[:limit]
+        return pb.ListJobsResponse(
+            jobs=[job(r) for r in page],
+            next_page_token=page[-1].job_id if len(records) > limit else "",
+        )
+
+    @rpc
+    async def CancelJob(self, request: pb.CancelJobRequest, context: Context) -> pb.Job:
+        record = await self._jobs.cancel(request.job_id, current_caller())
+        return job(record)
+
+    @rpc
+    async def WatchJob(
+        self, request: pb.WatchJobRequest, context: Context
+    ) -> AsyncIterator[pb.JobEvent]:
+        async for event in self._jobs.follow(request.job_id, current_caller(), request.after_seq):
+            yield event
+
+    @rpc
+    async def DownloadResult(
+        self, request: pb.DownloadResultRequest, context: Context
+    ) -> AsyncIterator[pb.Chunk]:
+        caller = current_caller()
+        result = await self._store.get_result(request.result_id) if request.result_id else None
+        if result is None or result.owner != caller.owner:
+            raise NotFound(f"result {request.result_id!r} not found")
+        first = True
+        try:
+            async for data in self._objects.iter_chunks(result.object_key, self._chunk):
+                if first:
+                    yield pb.Chunk(
+                        data=data, total_size=result.size_bytes, content_type=result.content_type
+                    )
+                    first = False
+                else:
+                    yield pb.Chunk(data=data)
+        except ObjectNotFound:
+            raise NotFound(f"result {request.result_id!r} not found") from None
+
+
+def _fingerprint(request: Message) -> str:
+    # Deterministic serialization makes equal requests hash equally, whatever order
+    # the client set fields in.
+    return hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
+
+
+__all__ = ["ImageEditService"]

@@ -1,0 +1,41 @@
+"""The Providers service: what the loaded plugins can do, cost, and how healthy they are."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from grpc import aio
+
+from retouch.v1 import providers_pb2 as pb
+from retouch.v1 import providers_pb2_grpc
+
+from ..auth import current_caller
+from ..convert import OPERATIONS_FROM_PROTO, provider_info
+from ..errors import InvalidArgument
+from ..registry import ProviderRegistry
+from .rpc import rpc
+
+
+class ProvidersService(providers_pb2_grpc.ProvidersServicer):
+    """Implements ``retouch.v1.Providers``."""
+
+    def __init__(self, registry: ProviderRegistry) -> None:
+        self._registry = registry
+
+    @rpc
+    async def ListProviders(
+        self, request: pb.ListProvidersRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.ListProvidersResponse:
+        current_caller()
+        operation = None
+        if request.operation:
+            operation = OPERATIONS_FROM_PROTO.get(request.operation)
+            if operation is None:
+                raise InvalidArgument("operation", "unknown operation")
+        await self._registry.refresh_health()
+        providers = [
+            provider_info(loaded)
+            for name, loaded in sorted(self._registry.providers.items())
+            if operation is None or loaded.manifest.can(operation)
+        ]
+        return pb.ListProvidersResponse(providers=providers)

@@ -1,0 +1,62 @@
+"""Errors at the RPC edge: our errors become their status; anything else INTERNAL."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar, cast
+
+from grpc import aio
+
+from ..errors import Internal, RetouchError
+
+log = logging.getLogger("retouch.server.rpc")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_UNEXPECTED = Internal(
+    "the server failed to handle this call; it has been logged", reason="UNEXPECTED_ERROR"
+)
+
+
+def rpc(method: F) -> F:
+    """Wrap a servicer method (coroutine or async generator) so that a
+    :class:`RetouchError` ends the call with its status and details, and an unexpected
+    exception ends it with a stable INTERNAL status after being logged."""
+    if inspect.isasyncgenfunction(method):
+
+        @functools.wraps(method)
+        async def stream(
+            self: Any, request: Any, context: aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            try:
+                async for response in method(self, request, context):
+                    yield response
+            except RetouchError as error:
+                await context.abort_with_status(error.to_status())
+            except (asyncio.CancelledError, aio.AbortError):
+                raise
+            except Exception:
+                log.exception("unexpected error in %s", method.__qualname__)
+                await context.abort_with_status(_UNEXPECTED.to_status())
+
+        return cast(F, stream)
+
+    call = cast(Callable[..., Awaitable[Any]], method)
+
+    @functools.wraps(method)
+    async def unary(self: Any, request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await call(self, request, context)
+        except RetouchError as error:
+            await context.abort_with_status(error.to_status())
+        except (asyncio.CancelledError, aio.AbortError):
+            raise
+        except Exception:
+            log.exception("unexpected error in %s", method.__qualname__)
+            await context.abort_with_status(_UNEXPECTED.to_status())
+
+    return cast(F, unary)

@@ -1,0 +1,86 @@
+"""Fixtures shared by every test: a real server on a free loopback port, and its stubs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from grpc import aio
+
+from retouch.server.app import RunningServer, running
+from retouch.server.config import DEV_TENANT, ServerConfig, TenantConfig, hash_key
+from retouch.v1 import image_edit_pb2_grpc, providers_pb2_grpc
+from tests.helpers import photo, png, square_mask
+
+OTHER_KEY = "acme-secret-key"
+OTHER_TENANT = TenantConfig(name="acme", key_sha256=hash_key(OTHER_KEY))
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> ServerConfig:
+    return ServerConfig(
+        listen="127.0.0.1:0",
+        data_dir=tmp_path / "data",
+        environment="test",
+        tenants=(DEV_TENANT, OTHER_TENANT),
+        shutdown_grace_s=2.0,
+    )
+
+
+@pytest.fixture
+async def server(config: ServerConfig) -> AsyncIterator[RunningServer]:
+    async with running(config) as started:
+        yield started
+
+
+@pytest.fixture
+async def channel(server: RunningServer) -> AsyncIterator[aio.Channel]:
+    async with aio.insecure_channel(f"127.0.0.1:{server.port}") as opened:
+        yield opened
+
+
+@pytest.fixture
+def edit(channel: aio.Channel) -> image_edit_pb2_grpc.ImageEditStub:
+    return image_edit_pb2_grpc.ImageEditStub(channel)
+
+
+@pytest.fixture
+def providers(channel: aio.Channel) -> providers_pb2_grpc.ProvidersStub:
+    return providers_pb2_grpc.ProvidersStub(channel)
+
+
+@pytest.fixture
+def photo_png() -> bytes:
+    return png(photo())
+
+
+@pytest.fixture
+def mask_png() -> bytes:
+    return png(square_mask((256, 256), (96, 96, 160, 160)))
+
+
+@pytest.fixture
+async def slow_server(config: ServerConfig) -> AsyncIterator[RunningServer]:
+    """A server whose only provider is a fake that takes ~2 s in 40 steps."""
+    from retouch.sdk import Health, HealthReport, Operation
+    from retouch.sdk.testing import FakeProvider
+    from retouch.server.registry import LoadedProvider, ProviderRegistry
+
+    fake = FakeProvider(
+        name="slow",
+        operations=frozenset({Operation.INPAINT, Operation.OUTPAINT, Operation.ENHANCE}),
+        steps=40,
+        step_delay=0.05,
+    )
+    await fake.start({})
+    registry = ProviderRegistry()
+    registry.add(LoadedProvider(fake, fake.manifest, HealthReport(Health.HEALTHY)))
+    async with running(config, registry=registry) as started:
+        yield started
+
+
+@pytest.fixture
+async def slow_edit(slow_server: RunningServer) -> AsyncIterator[image_edit_pb2_grpc.ImageEditStub]:
+    async with aio.insecure_channel(f"127.0.0.1:{slow_server.port}") as opened:
+        yield image_edit_pb2_grpc.ImageEditStub(opened)

@@ -1,0 +1,173 @@
+"""Graceful shutdown, and jobs that outlive their server: none stays running forever."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from retouch.sdk import Health, HealthReport, Operation
+from retouch.sdk.testing import FakeProvider
+from retouch.server.app import start_server
+from retouch.server.config import ServerConfig
+from retouch.server.registry import LoadedProvider, ProviderRegistry
+from retouch.v1 import common_pb2, image_edit_pb2_grpc
+from retouch.v1 import image_edit_pb2 as pb
+from tests.helpers import metadata, photo, png
+
+
+async def rest_of(call: aio.UnaryStreamCall) -> list[pb.JobEvent]:  # type: ignore[type-arg]
+    events = []
+    while (event := await call.read()) is not aio.EOF:
+        events.append(event)
+    return events
+
+
+async def fake_registry(steps: int, step_delay: float) -> ProviderRegistry:
+    fake = FakeProvider(
+        name="fake", operations=frozenset({Operation.ENHANCE}), steps=steps, step_delay=step_delay
+    )
+    await fake.start({})
+    registry = ProviderRegistry()
+    registry.add(LoadedProvider(fake, fake.manifest, HealthReport(Health.HEALTHY)))
+    return registry
+
+
+def sharpen() -> pb.EnhanceRequest:
+    return pb.EnhanceRequest(
+        image=common_pb2.ImageInput(data=png(photo((64, 64)))), kind=pb.ENHANCE_KIND_SHARPEN
+    )
+
+
+@pytest.mark.parametrize(
+    ("steps", "grace", "finishes"),
+    [(4, 5.0, True), (200, 0.3, False)],
+    ids=["finishes-within-grace", "failed-after-grace"],
+)
+async def test_graceful_stop_finishes_or_fails_running_jobs(
+    tmp_path: Path, steps: int, grace: float, finishes: bool
+) -> None:
+    config = ServerConfig(listen="127.0.0.1:0", data_dir=tmp_path, shutdown_grace_s=grace)
+    server = await start_server(config, registry=await fake_registry(steps, 0.05))
+    async with aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        edit = image_edit_pb2_grpc.ImageEditStub(channel)
+        call = edit.Enhance(sharpen(), metadata=metadata())
+        first = await call.read()
+        assert isinstance(first, pb.JobEvent)
+        stopping = asyncio.create_task(server.stop())
+        if finishes:
+            events = await rest_of(call)
+            assert events[-1].HasField("completed")
+        else:
+            with pytest.raises(aio.AioRpcError) as ended:
+                await rest_of(call)
+            assert ended.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+        await stopping
+    state = await server_state_after_restart(config, first.job_id)
+    assert state == (pb.JOB_STATE_SUCCEEDED if finishes else pb.JOB_STATE_FAILED)
+
+
+async def server_state_after_restart(config: ServerConfig, job_id: str) -> int:
+    server = await start_server(config, registry=ProviderRegistry())
+    try:
+        async with aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            job = await image_edit_pb2_grpc.ImageEditStub(channel).GetJob(
+                pb.GetJobRequest(job_id=job_id), metadata=metadata()
+            )
+            return job.state
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+def server_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    process, port = spawn_server(tmp_path)
+    yield process, port
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+def spawn_server(data_dir: Path) -> tuple[subprocess.Popen[str], int]:
+    """``retouch-server`` as a real process on a free port; returns it and its port."""
+    env = {**os.environ, "RETOUCH_DATA_DIR": str(data_dir), "RETOUCH_LISTEN": "127.0.0.1:0"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "retouch.server"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    for line in process.stderr:
+        found = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+        if found:
+            # Keep draining the log so the server never blocks on a full pipe.
+            threading.Thread(target=process.stderr.read, daemon=True).start()
+            return process, int(found.group(1))
+    raise AssertionError(f"server exited with {process.wait()} before listening")
+
+
+async def serving(port: int) -> AsyncIterator[aio.Channel]:
+    async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        answer = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        yield channel
+
+
+async def test_a_job_killed_with_its_server_fails_at_the_next_start(tmp_path: Path) -> None:
+    process, port = spawn_server(tmp_path)
+    try:
+        async for channel in serving(port):
+            edit = image_edit_pb2_grpc.ImageEditStub(channel)
+            slow = pb.EnhanceRequest(
+                image=common_pb2.ImageInput(data=png(photo((1200, 1200)))),
+                kind=pb.ENHANCE_KIND_DENOISE,
+                strength=1.0,
+            )
+            call = edit.Enhance(slow, metadata=metadata())
+            accepted = await call.read()
+            assert isinstance(accepted, pb.JobEvent)
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            with pytest.raises(aio.AioRpcError):
+                await rest_of(call)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    process, port = spawn_server(tmp_path)
+    try:
+        async for channel in serving(port):
+            edit = image_edit_pb2_grpc.ImageEditStub(channel)
+            job = await edit.GetJob(pb.GetJobRequest(job_id=accepted.job_id), metadata=metadata())
+            assert job.state == pb.JOB_STATE_FAILED
+            assert job.error_code == "UNAVAILABLE"
+            with pytest.raises(aio.AioRpcError) as replay:
+                async for _ in edit.WatchJob(
+                    pb.WatchJobRequest(job_id=accepted.job_id), metadata=metadata()
+                ):
+                    pass
+            assert replay.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+
+
+async def test_sigterm_stops_the_server_cleanly(
+    server_process: tuple[subprocess.Popen[str], int],
+) -> None:
+    process, port = server_process
+    async for _ in serving(port):
+        pass
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 0

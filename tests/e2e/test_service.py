@@ -1,0 +1,86 @@
+"""Health, reflection, auth details and the Providers service."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from retouch.server.app import RunningServer
+from retouch.v1 import common_pb2, image_edit_pb2, providers_pb2, providers_pb2_grpc
+from tests.helpers import metadata, rpc_details
+
+
+async def test_health_needs_no_credentials(channel: aio.Channel) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "retouch.v1.ImageEdit", "retouch.v1.Providers"):
+        answer = await health.Check(health_pb2.HealthCheckRequest(service=service))
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.mark.parametrize(
+    ("pairs", "reason"),
+    [
+        ((), "MISSING_CREDENTIALS"),
+        ((("authorization", "Basic abc"),), "MALFORMED_CREDENTIALS"),
+        ((("authorization", "Bearer wrong"),), "INVALID_API_KEY"),
+    ],
+)
+async def test_bad_credentials_get_unauthenticated_with_error_info(
+    providers: providers_pb2_grpc.ProvidersStub, pairs: tuple[tuple[str, str], ...], reason: str
+) -> None:
+    with pytest.raises(aio.AioRpcError) as refused:
+        await providers.ListProviders(providers_pb2.ListProvidersRequest(), metadata=pairs)
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    (info,) = rpc_details(refused.value)
+    assert isinstance(info, error_details_pb2.ErrorInfo)
+    assert info.reason == reason
+    assert info.domain == "retouch.v1"
+
+
+async def test_list_providers_shows_the_opencv_manifest(
+    providers: providers_pb2_grpc.ProvidersStub,
+) -> None:
+    answer = await providers.ListProviders(
+        providers_pb2.ListProvidersRequest(), metadata=metadata()
+    )
+    (opencv,) = [p for p in answer.providers if p.name == "opencv"]
+    assert set(opencv.operations) == {
+        common_pb2.OPERATION_INPAINT,
+        common_pb2.OPERATION_OUTPAINT,
+        common_pb2.OPERATION_ENHANCE,
+    }
+    assert opencv.models[:2] == ["telea", "ns"]
+    assert opencv.supports_mask
+    assert opencv.supports_outpaint
+    assert list(opencv.upscale_factors) == [2, 4]
+    assert not opencv.remote
+    assert opencv.health == providers_pb2.PROVIDER_HEALTH_HEALTHY
+    assert opencv.cost.credits_per_job >= 0
+
+
+async def test_list_providers_filters_by_operation(
+    providers: providers_pb2_grpc.ProvidersStub,
+) -> None:
+    answer = await providers.ListProviders(
+        providers_pb2.ListProvidersRequest(operation=common_pb2.OPERATION_ENHANCE),
+        metadata=metadata(),
+    )
+    assert all(common_pb2.OPERATION_ENHANCE in p.operations for p in answer.providers)
+
+
+async def test_message_size_limits_are_set(server: RunningServer, channel: aio.Channel) -> None:
+    """A request over the receive limit is refused by gRPC itself, before any handler."""
+    edit = image_edit_pb2.InpaintRequest(
+        image=common_pb2.ImageInput(data=b"\0" * (server.config.max_receive_message_bytes + 1))
+    )
+    from retouch.v1 import image_edit_pb2_grpc
+
+    with pytest.raises(aio.AioRpcError) as refused:
+        async for _ in image_edit_pb2_grpc.ImageEditStub(channel).Inpaint(
+            edit, metadata=metadata()
+        ):
+            pass
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -1,0 +1,281 @@
+"""The object store contract, run over every backend, plus what is backend-specific."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncGenerator, AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from retouch.server.storage import (
+    FilesystemObjectStore,
+    MemoryObjectStore,
+    ObjectNotFound,
+    ObjectStore,
+    StorageError,
+    open_store,
+)
+
+BAD_KEYS = [
+    "",
+    "/etc/passwd",
+    "../outside",
+    "results/../../outside",
+    "results/./job.png",
+    ".",
+    "a//b",
+    "a/",
+    "a\\b",
+    "..\\outside",
+    "a\x00b",
+    "a\nb",
+    "x" * 1025,
+]
+
+
+@pytest.fixture(params=["memory", "filesystem"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ObjectStore]:
+    backend: ObjectStore
+    if request.param == "memory":
+        backend = MemoryObjectStore()
+    else:
+        backend = FilesystemObjectStore(tmp_path / "objects")
+    yield backend
+    await backend.aclose()
+
+
+async def collect(store: ObjectStore, key: str, chunk_size: int) -> list[bytes]:
+    return [chunk async for chunk in store.iter_chunks(key, chunk_size)]
+
+
+# --- the contract, for every backend --------------------------------------------------
+
+
+def test_backends_implement_the_protocol(store: ObjectStore) -> None:
+    assert isinstance(store, ObjectStore)
+
+
+async def test_put_then_get_returns_the_same_bytes(store: ObjectStore) -> None:
+    await store.put("results/acme/user:42/job-1.png", b"\x89PNG data", content_type="image/png")
+    assert await store.get("results/acme/user:42/job-1.png") == b"\x89PNG data"
+    assert await store.size("results/acme/user:42/job-1.png") == 9
+    assert await store.exists("results/acme/user:42/job-1.png")
+
+
+async def test_put_replaces_an_existing_object(store: ObjectStore) -> None:
+    await store.put("k", b"first, and longer", content_type="text/plain")
+    await store.put("k", b"second", content_type="text/plain")
+    assert await store.get("k") == b"second"
+    assert await store.size("k") == 6
+
+
+async def test_empty_objects_are_objects(store: ObjectStore) -> None:
+    await store.put("empty", b"", content_type="application/octet-stream")
+    assert await store.exists("empty")
+    assert await store.get("empty") == b""
+    assert await store.size("empty") == 0
+    assert await collect(store, "empty", 4) == []
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 10, 11, 1 << 20])
+async def test_iter_chunks_reassembles_the_object(store: ObjectStore, chunk_size: int) -> None:
+    data = bytes(range(10))
+    await store.put("chunked", data, content_type="application/octet-stream")
+    chunks = await collect(store, "chunked", chunk_size)
+    assert b"".join(chunks) == data
+    assert all(0 < len(chunk) <= chunk_size for chunk in chunks)
+    assert len(chunks) == -(-len(data) // chunk_size)
+
+
+async def test_iter_chunks_streams_a_result_sized_object(store: ObjectStore) -> None:
+    data = os.urandom(1_300_000)
+    await store.put("results/big.png", data, content_type="image/png")
+    chunks = await collect(store, "results/big.png", 64 * 1024)
+    assert len(chunks) == 20
+    assert b"".join(chunks) == data
+
+
+async def test_iter_chunks_refuses_a_non_positive_chunk_size(store: ObjectStore) -> None:
+    await store.put("k", b"data", content_type="text/plain")
+    with pytest.raises(ValueError, match="chunk_size"):
+        await collect(store, "k", 0)
+
+
+async def test_delete_removes_and_is_idempotent(store: ObjectStore) -> None:
+    await store.put("uploads/u1", b"bytes", content_type="image/png")
+    await store.delete("uploads/u1")
+    assert not await store.exists("uploads/u1")
+    await store.delete("uploads/u1")
+    await store.delete("never/stored")
+
+
+async def test_missing_objects_raise_object_not_found(store: ObjectStore) -> None:
+    with pytest.raises(ObjectNotFound) as caught:
+        await store.get("results/missing.png")
+    assert caught.value.key == "results/missing.png"
+    with pytest.raises(ObjectNotFound):
+        await store.size("results/missing.png")
+    with pytest.raises(ObjectNotFound):
+        await collect(store, "results/missing.png", 1024)
+    assert not await store.exists("results/missing.png")
+
+
+async def test_a_key_prefix_is_not_an_object(store: ObjectStore) -> None:
+    await store.put("results/acme/job.png", b"x", content_type="image/png")
+    assert not await store.exists("results/acme")
+    with pytest.raises(ObjectNotFound):
+        await store.get("results/acme")
+    with pytest.raises(ObjectNotFound):
+        await store.size("results")
+    with pytest.raises(ObjectNotFound):
+        await collect(store, "results/acme", 8)
+    with pytest.raises(ObjectNotFound):
+        await store.get("results/acme/job.png/inner")
+    await store.delete("results/acme")
+    assert await store.get("results/acme/job.png") == b"x"
+
+
+@pytest.mark.parametrize("key", BAD_KEYS)
+async def test_unsafe_keys_are_refused_by_every_method(store: ObjectStore, key: str) -> None:
+    with pytest.raises(ValueError):
+        await store.put(key, b"x", content_type="text/plain")
+    with pytest.raises(ValueError):
+        await store.get(key)
+    with pytest.raises(ValueError):
+        await collect(store, key, 8)
+    with pytest.raises(ValueError):
+        await store.size(key)
+    with pytest.raises(ValueError):
+        await store.delete(key)
+    with pytest.raises(ValueError):
+        await store.exists(key)
+
+
+async def test_unicode_and_punctuation_keys_work(store: ObjectStore) -> None:
+    key = "results/tenant-a/user:Zoë@example.com/job_1.v2.webp"
+    await store.put(key, b"w", content_type="image/webp")
+    assert await store.get(key) == b"w"
+
+
+async def test_concurrent_puts_of_one_key_leave_one_complete_object(store: ObjectStore) -> None:
+    payloads = [bytes([n]) * (200_000 + n) for n in range(16)]
+    await asyncio.gather(
+        *(store.put("results/race.png", p, content_type="image/png") for p in payloads)
+    )
+    assert await store.get("results/race.png") in payloads
+    assert await store.size("results/race.png") == len(await store.get("results/race.png"))
+
+
+async def test_concurrent_puts_of_different_keys_all_land(store: ObjectStore) -> None:
+    await asyncio.gather(
+        *(store.put(f"many/{n}", str(n).encode(), content_type="text/plain") for n in range(20))
+    )
+    for n in range(20):
+        assert await store.get(f"many/{n}") == str(n).encode()
+
+
+# --- filesystem specifics -------------------------------------------------------------
+
+
+async def test_filesystem_stores_one_file_per_key_and_no_temporaries(tmp_path: Path) -> None:
+    store = FilesystemObjectStore(tmp_path / "root")
+    payloads = [bytes([n]) * 100_000 for n in range(8)]
+    await asyncio.gather(*(store.put("a/b/c.png", p, content_type="image/png") for p in payloads))
+    files = [p for p in (tmp_path / "root").rglob("*") if p.is_file()]
+    assert files == [tmp_path / "root" / "a" / "b" / "c.png"]
+    assert files[0].read_bytes() in payloads
+
+
+async def test_filesystem_reader_finishes_on_the_object_it_started(tmp_path: Path) -> None:
+    store = FilesystemObjectStore(tmp_path, durable=False)
+    await store.put("k", b"old" * 1000, content_type="text/plain")
+    chunks = store.iter_chunks("k", 1000)
+    first = await anext(chunks)
+    await store.put("k", b"new" * 2000, content_type="text/plain")
+    rest = [chunk async for chunk in chunks]
+    assert first + b"".join(rest) == b"old" * 1000
+    assert await store.get("k") == b"new" * 2000
+
+
+async def test_filesystem_closes_an_abandoned_reader(tmp_path: Path) -> None:
+    store = FilesystemObjectStore(tmp_path)
+    await store.put("k", b"x" * 100, content_type="text/plain")
+    before = len(os.listdir("/proc/self/fd")) if Path("/proc/self/fd").exists() else None
+    chunks = store.iter_chunks("k", 10)
+    assert isinstance(chunks, AsyncGenerator)
+    assert await anext(chunks) == b"x" * 10
+    await chunks.aclose()
+    if before is not None:
+        assert len(os.listdir("/proc/self/fd")) == before
+
+
+async def test_filesystem_key_that_runs_through_an_object_is_a_storage_error(
+    tmp_path: Path,
+) -> None:
+    store = FilesystemObjectStore(tmp_path)
+    await store.put("a", b"object", content_type="text/plain")
+    with pytest.raises(StorageError, match="could not store 'a/b'"):
+        await store.put("a/b", b"nested", content_type="text/plain")
+    await store.put("dir/x", b"x", content_type="text/plain")
+    with pytest.raises(StorageError):
+        await store.put("dir", b"over a directory", content_type="text/plain")
+    assert await store.get("a") == b"object"
+    assert [p.name for p in tmp_path.rglob(".put-*")] == []
+
+
+def test_filesystem_creates_its_root(tmp_path: Path) -> None:
+    store = FilesystemObjectStore(tmp_path / "deep" / "root")
+    assert store.root == (tmp_path / "deep" / "root").resolve()
+    assert store.root.is_dir()
+
+
+async def test_memory_store_keeps_the_content_type() -> None:
+    store = MemoryObjectStore()
+    await store.put("r.webp", b"w", content_type="image/webp")
+    assert store.content_type("r.webp") == "image/webp"
+
+
+# --- selection by URL -----------------------------------------------------------------
+
+
+def test_open_store_memory_url() -> None:
+    assert isinstance(open_store("memory://"), MemoryObjectStore)
+
+
+def test_open_store_file_url_and_plain_path(tmp_path: Path) -> None:
+    from_url = open_store(f"file://{tmp_path}/with%20space")
+    assert isinstance(from_url, FilesystemObjectStore)
+    assert from_url.root == tmp_path / "with space"
+    localhost = open_store(f"file://localhost{tmp_path}")
+    assert isinstance(localhost, FilesystemObjectStore)
+    assert localhost.root == tmp_path
+    plain = open_store(str(tmp_path / "plain"))
+    assert isinstance(plain, FilesystemObjectStore)
+    assert plain.root == tmp_path / "plain"
+
+
+async def test_open_store_relative_path_is_resolved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = open_store("data/objects")
+    assert isinstance(store, FilesystemObjectStore)
+    assert store.root == tmp_path / "data" / "objects"
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("file://relative/path", "absolute"),
+        ("file://otherhost/abs", "absolute"),
+        ("s3://bucket/prefix", "unknown storage URL scheme 's3'"),
+        ("redis://localhost", "unknown storage URL scheme"),
+    ],
+)
+def test_open_store_refuses_what_it_cannot_open(url: str, says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        open_store(url)
