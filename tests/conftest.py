@@ -41,12 +41,12 @@ async def channel(server: RunningServer) -> AsyncIterator[aio.Channel]:
 
 
 @pytest.fixture
-def edit(channel: aio.Channel) -> image_edit_pb2_grpc.ImageEditStub:
+def edit(channel: aio.Channel) -> image_edit_pb2_grpc.ImageEditAsyncStub:
     return image_edit_pb2_grpc.ImageEditStub(channel)
 
 
 @pytest.fixture
-def providers(channel: aio.Channel) -> providers_pb2_grpc.ProvidersStub:
+def providers(channel: aio.Channel) -> providers_pb2_grpc.ProvidersAsyncStub:
     return providers_pb2_grpc.ProvidersStub(channel)
 
 
@@ -81,6 +81,8 @@ async def slow_server(config: ServerConfig) -> AsyncIterator[RunningServer]:
 
 
 @pytest.fixture
-async def slow_edit(slow_server: RunningServer) -> AsyncIterator[image_edit_pb2_grpc.ImageEditStub]:
+async def slow_edit(
+    slow_server: RunningServer,
+) -> AsyncIterator[image_edit_pb2_grpc.ImageEditAsyncStub]:
     async with aio.insecure_channel(f"127.0.0.1:{slow_server.port}") as opened:
         yield image_edit_pb2_grpc.ImageEditStub(opened)

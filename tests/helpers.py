@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from grpc import aio
 from numpy.typing import NDArray
 from skimage import data as samples
 
 from retouch.server.config import DEV_API_KEY
+from retouch.v1 import image_edit_pb2 as pb
 
 # The photos scikit-image bundles with its wheel; nothing is downloaded.
 
 
 def photo(size: tuple[int, int] = (256, 256)) -> NDArray[np.uint8]:
     """The astronaut photo, RGB, resized to (width, height)."""
-    return np.ascontiguousarray(cv2.resize(samples.astronaut(), size, interpolation=cv2.INTER_AREA))
+    astronaut: NDArray[np.uint8] = samples.astronaut()  # type: ignore[no-untyped-call]
+    resized = cv2.resize(astronaut, size, interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(resized, dtype=np.uint8)
 
 
 def png(pixels: NDArray[np.uint8]) -> bytes:
     """RGB or gray pixels as PNG bytes."""
-    if pixels.ndim == 3:
-        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
-    ok, encoded = cv2.imencode(".png", pixels)
+    bgr = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR) if pixels.ndim == 3 else pixels
+    ok, encoded = cv2.imencode(".png", bgr)
     assert ok
     return encoded.tobytes()
 
@@ -30,7 +33,7 @@ def decode_png(data: bytes) -> NDArray[np.uint8]:
     """PNG bytes as RGB pixels."""
     pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     assert pixels is not None
-    return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+    return np.asarray(cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB), dtype=np.uint8)
 
 
 def square_mask(size: tuple[int, int], box: tuple[int, int, int, int]) -> NDArray[np.uint8]:
@@ -84,3 +87,22 @@ def bad_fields(error: object) -> list[str]:
         if isinstance(detail, error_details_pb2.BadRequest)
         for violation in detail.field_violations
     ]
+
+
+async def read_all(call: object) -> list[pb.JobEvent]:
+    """Every remaining event of a streaming call, read with ``read()`` so that it also
+    works after earlier ``read()`` calls (gRPC forbids mixing that with iteration)."""
+    events: list[pb.JobEvent] = []
+    while True:
+        event = await call.read()  # type: ignore[attr-defined]
+        if event is aio.EOF:
+            return events
+        assert isinstance(event, pb.JobEvent)
+        events.append(event)
+
+
+async def read_one(call: object) -> pb.JobEvent:
+    """The next event of a streaming call."""
+    event = await call.read()  # type: ignore[attr-defined]
+    assert isinstance(event, pb.JobEvent)
+    return event

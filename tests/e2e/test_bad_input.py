@@ -63,7 +63,7 @@ def bomb_png() -> bytes:
     ids=["empty", "garbage", "gif", "truncated", "bomb"],
 )
 async def test_bad_images_are_refused(
-    edit: image_edit_pb2_grpc.ImageEditStub, mask_png: bytes, data: bytes, field: str
+    edit: image_edit_pb2_grpc.ImageEditAsyncStub, mask_png: bytes, data: bytes, field: str
 ) -> None:
     error = await refused(
         edit.Inpaint(
@@ -77,7 +77,7 @@ async def test_bad_images_are_refused(
 
 
 async def test_a_mask_of_another_size_is_refused_not_resized(
-    edit: image_edit_pb2_grpc.ImageEditStub, photo_png: bytes
+    edit: image_edit_pb2_grpc.ImageEditAsyncStub, photo_png: bytes
 ) -> None:
     small_mask = png(square_mask((128, 128), (10, 10, 20, 20)))
     error = await refused(
@@ -92,7 +92,7 @@ async def test_a_mask_of_another_size_is_refused_not_resized(
 
 
 async def test_an_empty_mask_is_refused(
-    edit: image_edit_pb2_grpc.ImageEditStub, photo_png: bytes
+    edit: image_edit_pb2_grpc.ImageEditAsyncStub, photo_png: bytes
 ) -> None:
     empty = png(np.zeros((256, 256), np.uint8))
     error = await refused(
@@ -105,7 +105,7 @@ async def test_an_empty_mask_is_refused(
 
 
 async def test_an_opaque_image_without_a_mask_is_refused(
-    edit: image_edit_pb2_grpc.ImageEditStub, photo_png: bytes
+    edit: image_edit_pb2_grpc.ImageEditAsyncStub, photo_png: bytes
 ) -> None:
     error = await refused(
         edit.Inpaint(pb.InpaintRequest(image=image(photo_png)), metadata=metadata())
@@ -113,13 +113,13 @@ async def test_an_opaque_image_without_a_mask_is_refused(
     assert bad_fields(error) == ["mask"]
 
 
-async def test_a_missing_image_is_refused(edit: image_edit_pb2_grpc.ImageEditStub) -> None:
+async def test_a_missing_image_is_refused(edit: image_edit_pb2_grpc.ImageEditAsyncStub) -> None:
     error = await refused(edit.Inpaint(pb.InpaintRequest(), metadata=metadata()))
     assert bad_fields(error) == ["image"]
 
 
 async def test_every_bad_parameter_is_reported_at_once(
-    edit: image_edit_pb2_grpc.ImageEditStub, photo_png: bytes, mask_png: bytes
+    edit: image_edit_pb2_grpc.ImageEditAsyncStub, photo_png: bytes, mask_png: bytes
 ) -> None:
     error = await refused(
         edit.Inpaint(
@@ -153,7 +153,7 @@ async def test_every_bad_parameter_is_reported_at_once(
     ],
 )
 async def test_bad_enhance_parameters_are_refused(
-    edit: image_edit_pb2_grpc.ImageEditStub,
+    edit: image_edit_pb2_grpc.ImageEditAsyncStub,
     photo_png: bytes,
     request_: pb.EnhanceRequest,
     field: str,
@@ -164,7 +164,7 @@ async def test_bad_enhance_parameters_are_refused(
 
 
 async def test_outpaint_needs_a_side(
-    edit: image_edit_pb2_grpc.ImageEditStub, photo_png: bytes
+    edit: image_edit_pb2_grpc.ImageEditAsyncStub, photo_png: bytes
 ) -> None:
     error = await refused(
         edit.Outpaint(pb.OutpaintRequest(image=image(photo_png)), metadata=metadata())
@@ -174,7 +174,7 @@ async def test_outpaint_needs_a_side(
 
 
 async def test_unknown_providers_and_models_are_refused(
-    edit: image_edit_pb2_grpc.ImageEditStub, photo_png: bytes, mask_png: bytes
+    edit: image_edit_pb2_grpc.ImageEditAsyncStub, photo_png: bytes, mask_png: bytes
 ) -> None:
     unknown_provider = await refused(
         edit.Inpaint(
@@ -201,7 +201,7 @@ async def test_unknown_providers_and_models_are_refused(
 
 
 async def test_a_bad_subject_is_refused(
-    edit: image_edit_pb2_grpc.ImageEditStub, photo_png: bytes, mask_png: bytes
+    edit: image_edit_pb2_grpc.ImageEditAsyncStub, photo_png: bytes, mask_png: bytes
 ) -> None:
     error = await refused(
         edit.Inpaint(

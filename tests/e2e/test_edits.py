@@ -20,7 +20,9 @@ def image(data: bytes) -> common_pb2.ImageInput:
     return common_pb2.ImageInput(data=data)
 
 
-async def download(edit: image_edit_pb2_grpc.ImageEditStub, result_id: str, **kw: object) -> bytes:
+async def download(
+    edit: image_edit_pb2_grpc.ImageEditAsyncStub, result_id: str, **kw: object
+) -> bytes:
     chunks = [
         c
         async for c in edit.DownloadResult(
@@ -32,7 +34,7 @@ async def download(edit: image_edit_pb2_grpc.ImageEditStub, result_id: str, **kw
 
 
 async def test_inpaint_streams_accepted_progress_completed(
-    edit: image_edit_pb2_grpc.ImageEditStub, photo_png: bytes, mask_png: bytes
+    edit: image_edit_pb2_grpc.ImageEditAsyncStub, photo_png: bytes, mask_png: bytes
 ) -> None:
     events = await run(
         edit.Inpaint(
@@ -61,7 +63,7 @@ async def test_inpaint_streams_accepted_progress_completed(
 
 
 async def test_inpaint_keeps_unmasked_pixels_and_fills_the_hole(
-    edit: image_edit_pb2_grpc.ImageEditStub,
+    edit: image_edit_pb2_grpc.ImageEditAsyncStub,
 ) -> None:
     original = photo()
     mask = square_mask((256, 256), (100, 100, 140, 140))
@@ -98,7 +100,7 @@ async def test_inpaint_keeps_unmasked_pixels_and_fills_the_hole(
     ],
 )
 async def test_results_come_in_the_requested_format(
-    edit: image_edit_pb2_grpc.ImageEditStub,
+    edit: image_edit_pb2_grpc.ImageEditAsyncStub,
     photo_png: bytes,
     mask_png: bytes,
     fmt: common_pb2.ImageFormat.ValueType,
@@ -122,7 +124,7 @@ async def test_results_come_in_the_requested_format(
 
 
 async def test_transparent_pixels_are_the_mask_when_none_is_sent(
-    edit: image_edit_pb2_grpc.ImageEditStub,
+    edit: image_edit_pb2_grpc.ImageEditAsyncStub,
 ) -> None:
     rgba = np.dstack([photo(), np.full((256, 256), 255, np.uint8)])
     rgba[50:80, 50:80, 3] = 0
@@ -145,7 +147,7 @@ async def test_transparent_pixels_are_the_mask_when_none_is_sent(
 
 
 async def test_outpaint_extends_each_side_and_keeps_the_original(
-    edit: image_edit_pb2_grpc.ImageEditStub, photo_png: bytes
+    edit: image_edit_pb2_grpc.ImageEditAsyncStub, photo_png: bytes
 ) -> None:
     events = await run(
         edit.Outpaint(
@@ -168,7 +170,7 @@ async def test_outpaint_extends_each_side_and_keeps_the_original(
 
 @pytest.mark.parametrize("scale", [2, 4])
 async def test_upscale_multiplies_the_size(
-    edit: image_edit_pb2_grpc.ImageEditStub, scale: int
+    edit: image_edit_pb2_grpc.ImageEditAsyncStub, scale: int
 ) -> None:
     small = png(photo((64, 48)))
     events = await run(
@@ -183,7 +185,7 @@ async def test_upscale_multiplies_the_size(
 
 @pytest.mark.parametrize("kind", [pb.ENHANCE_KIND_DENOISE, pb.ENHANCE_KIND_SHARPEN])
 async def test_denoise_and_sharpen_keep_the_size_and_change_pixels(
-    edit: image_edit_pb2_grpc.ImageEditStub, kind: pb.EnhanceKind.ValueType
+    edit: image_edit_pb2_grpc.ImageEditAsyncStub, kind: pb.EnhanceKind.ValueType
 ) -> None:
     rng = np.random.default_rng(7)
     noisy = np.clip(photo((96, 96)).astype(int) + rng.normal(0, 20, (96, 96, 3)), 0, 255)
@@ -205,7 +207,7 @@ async def test_denoise_and_sharpen_keep_the_size_and_change_pixels(
 
 
 async def test_edits_chain_on_a_previous_result(
-    edit: image_edit_pb2_grpc.ImageEditStub, photo_png: bytes, mask_png: bytes
+    edit: image_edit_pb2_grpc.ImageEditAsyncStub, photo_png: bytes, mask_png: bytes
 ) -> None:
     first = await run(
         edit.Inpaint(
@@ -226,7 +228,7 @@ async def test_edits_chain_on_a_previous_result(
 
 
 async def test_a_named_model_is_used(
-    edit: image_edit_pb2_grpc.ImageEditStub, photo_png: bytes, mask_png: bytes
+    edit: image_edit_pb2_grpc.ImageEditAsyncStub, photo_png: bytes, mask_png: bytes
 ) -> None:
     events = await run(
         edit.Inpaint(
@@ -242,7 +244,7 @@ async def test_a_named_model_is_used(
 
 
 async def test_unauthenticated_calls_are_refused(
-    edit: image_edit_pb2_grpc.ImageEditStub, photo_png: bytes, mask_png: bytes
+    edit: image_edit_pb2_grpc.ImageEditAsyncStub, photo_png: bytes, mask_png: bytes
 ) -> None:
     with pytest.raises(aio.AioRpcError) as refused:
         await run(edit.Inpaint(pb.InpaintRequest(image=image(photo_png), mask=image(mask_png))))

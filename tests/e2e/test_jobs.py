@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
@@ -11,9 +12,10 @@ from grpc import aio
 from retouch.server.app import RunningServer
 from retouch.v1 import common_pb2, image_edit_pb2_grpc
 from retouch.v1 import image_edit_pb2 as pb
-from tests.helpers import bad_fields, metadata
+from tests.helpers import bad_fields, metadata, read_all, read_one
 
-Stub = image_edit_pb2_grpc.ImageEditStub
+if TYPE_CHECKING:
+    Stub = image_edit_pb2_grpc.ImageEditAsyncStub
 
 
 def inpaint(photo_png: bytes, mask_png: bytes, **fields: object) -> pb.InpaintRequest:
@@ -24,18 +26,10 @@ def inpaint(photo_png: bytes, mask_png: bytes, **fields: object) -> pb.InpaintRe
     )
 
 
-async def collect(call: aio.UnaryStreamCall) -> list[pb.JobEvent]:  # type: ignore[type-arg]
-    """Every remaining event; works after ``call.read()`` too (gRPC forbids mixing styles)."""
-    events = []
-    while (event := await call.read()) is not aio.EOF:
-        events.append(event)
-    return events
-
-
 async def test_get_job_reports_a_finished_job(
     edit: Stub, photo_png: bytes, mask_png: bytes
 ) -> None:
-    events = await collect(
+    events = await read_all(
         edit.Inpaint(inpaint(photo_png, mask_png, request_id="r-1"), metadata=metadata())
     )
     job = await edit.GetJob(pb.GetJobRequest(job_id=events[0].job_id), metadata=metadata())
@@ -52,7 +46,7 @@ async def test_get_job_reports_a_finished_job(
 async def test_list_jobs_pages_newest_first(edit: Stub, photo_png: bytes, mask_png: bytes) -> None:
     ids = []
     for _ in range(3):
-        events = await collect(edit.Inpaint(inpaint(photo_png, mask_png), metadata=metadata()))
+        events = await read_all(edit.Inpaint(inpaint(photo_png, mask_png), metadata=metadata()))
         ids.append(events[0].job_id)
     first = await edit.ListJobs(pb.ListJobsRequest(page_size=2), metadata=metadata())
     assert [j.job_id for j in first.jobs] == ids[::-1][:2]
@@ -69,8 +63,8 @@ async def test_list_jobs_pages_newest_first(edit: Stub, photo_png: bytes, mask_p
 async def test_watch_replays_a_finished_job_after_a_seq(
     edit: Stub, photo_png: bytes, mask_png: bytes
 ) -> None:
-    events = await collect(edit.Inpaint(inpaint(photo_png, mask_png), metadata=metadata()))
-    replay = await collect(
+    events = await read_all(edit.Inpaint(inpaint(photo_png, mask_png), metadata=metadata()))
+    replay = await read_all(
         edit.WatchJob(pb.WatchJobRequest(job_id=events[0].job_id, after_seq=1), metadata=metadata())
     )
     assert [e.seq for e in replay] == [e.seq for e in events[1:]]
@@ -81,15 +75,15 @@ async def test_watch_reattaches_to_a_running_job(
     slow_edit: Stub, photo_png: bytes, mask_png: bytes
 ) -> None:
     call = slow_edit.Inpaint(inpaint(photo_png, mask_png), metadata=metadata())
-    seen = [await call.read() for _ in range(3)]
-    watched = await collect(
+    seen = [await read_one(call) for _ in range(3)]
+    watched = await read_all(
         slow_edit.WatchJob(
             pb.WatchJobRequest(job_id=seen[0].job_id, after_seq=2), metadata=metadata()
         )
     )
     assert watched[0].seq == 3
     assert watched[-1].HasField("completed")
-    rest = await collect(call)
+    rest = await read_all(call)
     assert rest[-1].completed.result_id == watched[-1].completed.result_id
 
 
@@ -97,17 +91,16 @@ async def test_cancel_job_stops_a_running_job(
     slow_edit: Stub, slow_server: RunningServer, photo_png: bytes, mask_png: bytes
 ) -> None:
     call = slow_edit.Inpaint(inpaint(photo_png, mask_png), metadata=metadata())
-    first = await call.read()
-    assert isinstance(first, pb.JobEvent)
+    first = await read_one(call)
     job = await slow_edit.CancelJob(pb.CancelJobRequest(job_id=first.job_id), metadata=metadata())
     assert job.state == pb.JOB_STATE_CANCELLED
     assert job.error_code == "CANCELLED"
     with pytest.raises(aio.AioRpcError) as ended:
-        await collect(call)
+        await read_all(call)
     assert ended.value.code() == grpc.StatusCode.CANCELLED
     watched = slow_edit.WatchJob(pb.WatchJobRequest(job_id=first.job_id), metadata=metadata())
     with pytest.raises(aio.AioRpcError) as replayed:
-        await collect(watched)
+        await read_all(watched)
     assert replayed.value.code() == grpc.StatusCode.CANCELLED
 
 
@@ -115,8 +108,7 @@ async def test_a_client_that_goes_away_cancels_its_job(
     slow_edit: Stub, photo_png: bytes, mask_png: bytes
 ) -> None:
     call = slow_edit.Inpaint(inpaint(photo_png, mask_png), metadata=metadata())
-    first = await call.read()
-    assert isinstance(first, pb.JobEvent)
+    first = await read_one(call)
     call.cancel()
     for _ in range(100):
         job = await slow_edit.GetJob(pb.GetJobRequest(job_id=first.job_id), metadata=metadata())
@@ -130,10 +122,9 @@ async def test_a_deadline_ends_the_job_as_deadline_exceeded(
     slow_edit: Stub, photo_png: bytes, mask_png: bytes
 ) -> None:
     call = slow_edit.Inpaint(inpaint(photo_png, mask_png), metadata=metadata(), timeout=0.5)
-    first = await call.read()
-    assert isinstance(first, pb.JobEvent)
+    first = await read_one(call)
     with pytest.raises(aio.AioRpcError) as ended:
-        await collect(call)
+        await read_all(call)
     assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     for _ in range(100):
         job = await slow_edit.GetJob(pb.GetJobRequest(job_id=first.job_id), metadata=metadata())
@@ -148,8 +139,8 @@ async def test_a_repeated_request_id_returns_the_same_job(
     edit: Stub, photo_png: bytes, mask_png: bytes
 ) -> None:
     request = inpaint(photo_png, mask_png, request_id="same")
-    first = await collect(edit.Inpaint(request, metadata=metadata()))
-    again = await collect(edit.Inpaint(request, metadata=metadata()))
+    first = await read_all(edit.Inpaint(request, metadata=metadata()))
+    again = await read_all(edit.Inpaint(request, metadata=metadata()))
     assert again == first
     listed = await edit.ListJobs(pb.ListJobsRequest(), metadata=metadata())
     assert len(listed.jobs) == 1
@@ -160,7 +151,7 @@ async def test_concurrent_duplicates_make_one_job(
 ) -> None:
     request = inpaint(photo_png, mask_png, request_id="twice")
     results = await asyncio.gather(
-        *(collect(slow_edit.Inpaint(request, metadata=metadata())) for _ in range(5))
+        *(read_all(slow_edit.Inpaint(request, metadata=metadata())) for _ in range(5))
     )
     assert len({events[0].job_id for events in results}) == 1
     assert len({events[-1].completed.result_id for events in results}) == 1
@@ -171,10 +162,10 @@ async def test_concurrent_duplicates_make_one_job(
 async def test_a_request_id_reused_for_another_request_is_refused(
     edit: Stub, photo_png: bytes, mask_png: bytes
 ) -> None:
-    await collect(edit.Inpaint(inpaint(photo_png, mask_png, request_id="k"), metadata=metadata()))
+    await read_all(edit.Inpaint(inpaint(photo_png, mask_png, request_id="k"), metadata=metadata()))
     different = inpaint(photo_png, mask_png, request_id="k", mask_options=pb.MaskOptions(grow_px=3))
     with pytest.raises(aio.AioRpcError) as refused:
-        await collect(edit.Inpaint(different, metadata=metadata()))
+        await read_all(edit.Inpaint(different, metadata=metadata()))
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert bad_fields(refused.value) == ["request_id"]
 
@@ -185,6 +176,6 @@ async def test_inline_data_comes_to_a_duplicate_that_asks_for_it(
     request = inpaint(
         photo_png, mask_png, request_id="inline", output=common_pb2.OutputOptions(inline=True)
     )
-    first = await collect(edit.Inpaint(request, metadata=metadata()))
-    again = await collect(edit.Inpaint(request, metadata=metadata()))
+    first = await read_all(edit.Inpaint(request, metadata=metadata()))
+    again = await read_all(edit.Inpaint(request, metadata=metadata()))
     assert again[-1].completed.data == first[-1].completed.data != b""

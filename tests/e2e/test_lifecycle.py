@@ -11,6 +11,7 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -24,14 +25,7 @@ from retouch.server.config import ServerConfig
 from retouch.server.registry import LoadedProvider, ProviderRegistry
 from retouch.v1 import common_pb2, image_edit_pb2_grpc
 from retouch.v1 import image_edit_pb2 as pb
-from tests.helpers import metadata, photo, png
-
-
-async def rest_of(call: aio.UnaryStreamCall) -> list[pb.JobEvent]:  # type: ignore[type-arg]
-    events = []
-    while (event := await call.read()) is not aio.EOF:
-        events.append(event)
-    return events
+from tests.helpers import metadata, photo, png, read_all, read_one
 
 
 async def fake_registry(steps: int, step_delay: float) -> ProviderRegistry:
@@ -63,15 +57,14 @@ async def test_graceful_stop_finishes_or_fails_running_jobs(
     async with aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         edit = image_edit_pb2_grpc.ImageEditStub(channel)
         call = edit.Enhance(sharpen(), metadata=metadata())
-        first = await call.read()
-        assert isinstance(first, pb.JobEvent)
+        first = await read_one(call)
         stopping = asyncio.create_task(server.stop())
         if finishes:
-            events = await rest_of(call)
+            events = await read_all(call)
             assert events[-1].HasField("completed")
         else:
             with pytest.raises(aio.AioRpcError) as ended:
-                await rest_of(call)
+                await read_all(call)
             assert ended.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
         await stopping
     state = await server_state_after_restart(config, first.job_id)
@@ -120,7 +113,8 @@ def spawn_server(data_dir: Path) -> tuple[subprocess.Popen[str], int]:
 
 async def serving(port: int) -> AsyncIterator[aio.Channel]:
     async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        answer = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        health: Any = health_pb2_grpc.HealthStub(channel)
+        answer = await health.Check(health_pb2.HealthCheckRequest())
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
         yield channel
 
@@ -136,12 +130,11 @@ async def test_a_job_killed_with_its_server_fails_at_the_next_start(tmp_path: Pa
                 strength=1.0,
             )
             call = edit.Enhance(slow, metadata=metadata())
-            accepted = await call.read()
-            assert isinstance(accepted, pb.JobEvent)
+            accepted = await read_one(call)
             process.send_signal(signal.SIGKILL)
             process.wait()
             with pytest.raises(aio.AioRpcError):
-                await rest_of(call)
+                await read_all(call)
     finally:
         if process.poll() is None:
             process.kill()

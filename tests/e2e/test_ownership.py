@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import grpc
 import pytest
 from grpc import aio
@@ -11,7 +13,8 @@ from retouch.v1 import image_edit_pb2 as pb
 from tests.conftest import OTHER_KEY
 from tests.helpers import metadata
 
-Stub = image_edit_pb2_grpc.ImageEditStub
+if TYPE_CHECKING:
+    Stub = image_edit_pb2_grpc.ImageEditAsyncStub
 
 STRANGERS = [
     pytest.param({"key": OTHER_KEY}, id="other-tenant"),
@@ -34,7 +37,7 @@ async def finished_job(edit: Stub, photo_png: bytes, mask_png: bytes) -> list[pb
 
 async def outcome(call: object) -> None:
     if hasattr(call, "__aiter__"):
-        async for _ in call:  # type: ignore[attr-defined]
+        async for _ in call:
             pass
     else:
         await call  # type: ignore[misc]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import pytest
 from google.rpc import error_details_pb2
@@ -14,7 +16,7 @@ from tests.helpers import metadata, rpc_details
 
 
 async def test_health_needs_no_credentials(channel: aio.Channel) -> None:
-    health = health_pb2_grpc.HealthStub(channel)
+    health: Any = health_pb2_grpc.HealthStub(channel)
     for service in ("", "retouch.v1.ImageEdit", "retouch.v1.Providers"):
         answer = await health.Check(health_pb2.HealthCheckRequest(service=service))
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
@@ -29,7 +31,9 @@ async def test_health_needs_no_credentials(channel: aio.Channel) -> None:
     ],
 )
 async def test_bad_credentials_get_unauthenticated_with_error_info(
-    providers: providers_pb2_grpc.ProvidersStub, pairs: tuple[tuple[str, str], ...], reason: str
+    providers: providers_pb2_grpc.ProvidersAsyncStub,
+    pairs: tuple[tuple[str, str], ...],
+    reason: str,
 ) -> None:
     with pytest.raises(aio.AioRpcError) as refused:
         await providers.ListProviders(providers_pb2.ListProvidersRequest(), metadata=pairs)
@@ -41,7 +45,7 @@ async def test_bad_credentials_get_unauthenticated_with_error_info(
 
 
 async def test_list_providers_shows_the_opencv_manifest(
-    providers: providers_pb2_grpc.ProvidersStub,
+    providers: providers_pb2_grpc.ProvidersAsyncStub,
 ) -> None:
     answer = await providers.ListProviders(
         providers_pb2.ListProvidersRequest(), metadata=metadata()
@@ -62,7 +66,7 @@ async def test_list_providers_shows_the_opencv_manifest(
 
 
 async def test_list_providers_filters_by_operation(
-    providers: providers_pb2_grpc.ProvidersStub,
+    providers: providers_pb2_grpc.ProvidersAsyncStub,
 ) -> None:
     answer = await providers.ListProviders(
         providers_pb2.ListProvidersRequest(operation=common_pb2.OPERATION_ENHANCE),

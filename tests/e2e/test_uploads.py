@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
@@ -17,7 +18,8 @@ from retouch.v1 import common_pb2, image_edit_pb2_grpc
 from retouch.v1 import image_edit_pb2 as pb
 from tests.helpers import metadata
 
-Stub = image_edit_pb2_grpc.ImageEditStub
+if TYPE_CHECKING:
+    Stub = image_edit_pb2_grpc.ImageEditAsyncStub
 
 
 async def chunks(data: bytes, size: int = 64 * 1024) -> AsyncIterator[pb.UploadChunk]:
@@ -61,7 +63,7 @@ async def test_empty_and_oversized_uploads_are_refused(tmp_path: Path, photo_png
         running(config) as server,
         aio.insecure_channel(f"127.0.0.1:{server.port}") as channel,
     ):
-        edit = Stub(channel)
+        edit = image_edit_pb2_grpc.ImageEditStub(channel)
         for data in (b"", photo_png):
             with pytest.raises(aio.AioRpcError) as refused:
                 await edit.Upload(chunks(data, 100), metadata=metadata())
@@ -75,7 +77,7 @@ async def test_expired_uploads_are_swept(tmp_path: Path, photo_png: bytes, mask_
         running(config, clock=clock) as server,
         aio.insecure_channel(f"127.0.0.1:{server.port}") as channel,
     ):
-        edit = Stub(channel)
+        edit = image_edit_pb2_grpc.ImageEditStub(channel)
         upload = await edit.Upload(chunks(photo_png), metadata=metadata())
         clock.advance(61)
         assert await server.uploads.sweep() == 1

@@ -286,6 +286,19 @@ def test_rotated_photo_comes_back_upright() -> None:
     assert np.abs(decoded.pixels.astype(int) - upright).mean() < 3
 
 
+def test_png_exif_after_the_image_data_is_found() -> None:
+    pixels = rng_image(6, 10)
+    data = with_orientation(Image.fromarray(pixels), "PNG", 8)
+    start = data.index(b"eXIf") - 4
+    (length,) = struct.unpack(">I", data[start : start + 4])
+    chunk = data[start : start + 12 + length]
+    without = data.replace(chunk, b"")
+    iend = without.index(b"IEND") - 4
+    moved = without[:iend] + chunk + without[iend:]
+    assert moved.index(b"eXIf") > moved.index(b"IDAT")
+    np.testing.assert_array_equal(decode(moved).pixels, np.rot90(pixels, 1))
+
+
 def test_broken_exif_is_ignored() -> None:
     pixels = rng_image()
     data = save(Image.fromarray(pixels), "PNG", exif=b"Exif\x00\x00not a tiff header")
@@ -366,6 +379,23 @@ def test_animated_images_are_refused() -> None:
     for fmt in ("WEBP", "PNG"):
         data = save(frames[0], fmt, save_all=True, append_images=frames[1:], duration=100)
         assert "animated" in refusal(data).message
+
+
+def test_headers_padded_with_thousands_of_chunks_are_refused() -> None:
+    png = save(Image.fromarray(rng_image()), "PNG")
+    padded_png = png[:33] + png_chunk(b"tEXt", b"") * 5000 + png[33:]
+    assert "corrupt" in refusal(padded_png).message
+    jpeg = save(Image.fromarray(rng_image()), "JPEG")
+    padded_jpeg = jpeg[:2] + b"\xff\xe5\x00\x02" * 5000 + jpeg[2:]
+    assert "corrupt" in refusal(padded_jpeg).message
+
+
+def test_jpeg_fill_bytes_before_a_marker_are_skipped() -> None:
+    pixels = smooth_image()
+    jpeg = save(Image.fromarray(pixels), "JPEG", quality=95)
+    sof = jpeg.index(b"\xff\xc0")
+    padded = jpeg[:sof] + b"\xff" * 100_000 + jpeg[sof:]
+    np.testing.assert_array_equal(decode(padded).pixels, decode(jpeg).pixels)
 
 
 def test_twelve_bit_jpeg_is_refused() -> None:

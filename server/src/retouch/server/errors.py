@@ -229,4 +229,4 @@ def to_status(code: grpc.StatusCode, message: str, details: Sequence[object] = (
 
 def status_code_name(code: int) -> str:
     """``"INVALID_ARGUMENT"`` for 3, and so on."""
-    return code_pb2.Code.Name(code)  # type: ignore[arg-type]
+    return str(code_pb2.Code.Name(code))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -54,4 +54,4 @@ class Provider(Protocol):
 
     async def health(self) -> HealthReport: ...
 
-    def run(self, request: EditRequest) -> AsyncIterator[Event]: ...
+    def run(self, request: EditRequest) -> AsyncGenerator[Event, None]: ...

@@ -7,7 +7,9 @@ huge images with its process-wide limit before telling us their size.
 
 from __future__ import annotations
 
+import re
 import struct
+import zlib
 from dataclasses import dataclass
 
 from PIL import Image
@@ -17,6 +19,11 @@ from retouch.server.errors import InvalidArgument
 ACCEPTED = "accepted formats are PNG, JPEG and WebP"
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+_LATE_EXIF_WINDOW = 80 * 1024  # EXIF carried over from a JPEG fits in 64 KiB
+# More chunks or segments than any real encoder writes before the pixel data; the
+# header walk is pure Python, so it must stay short whatever a client sends.
+_MAX_CHUNKS = 4096
 _PNG_GRAY_ALPHA, _PNG_PALETTE = 4, 3
 _EXIF_ORIENTATION = 0x0112
 
@@ -109,7 +116,7 @@ def _describe(data: bytes) -> str:
             return "a HEIF/HEIC image"
     if data[:4] == b"RIFF":
         return "a RIFF file that is not WebP"
-    if data.lstrip()[:1] == b"<":
+    if data[:256].lstrip()[:1] == b"<":
         return "text that looks like SVG or XML"
     return f"{len(data):,} bytes in no recognised image format (starting {data[:8].hex(' ')})"
 
@@ -118,19 +125,22 @@ def _png_header(data: bytes, field: str) -> Header:
     if len(data) < 33 or data[12:16] != b"IHDR":
         raise InvalidArgument(field, "the PNG data is truncated or corrupt: no IHDR chunk")
     width, height, depth, color = struct.unpack_from(">IIBB", data, 16)
+    truncated = InvalidArgument(field, "the PNG data is truncated or corrupt")
     exif: bytes | None = None
-    has_trns = animated = ended = False
-    # Walk the chunk list (lengths only, no data copied) to find metadata wherever a
-    # writer put it, and to refuse truncated files before the decoder starts.
+    has_trns = animated = False
+    # tRNS and acTL must come before the image data and eXIf normally does, so Python
+    # walks only the chunks up to the first IDAT. The IDAT run can be hundreds of
+    # thousands of chunks, and this parse holds the GIL; libpng checks it instead.
     pos = 8
-    while pos + 12 <= len(data):
+    for _ in range(_MAX_CHUNKS):
+        if pos + 12 > len(data):
+            raise truncated
         length, kind = struct.unpack_from(">I4s", data, pos)
+        if kind in (b"IDAT", b"IEND"):
+            break
         end = pos + 12 + length
         if end > len(data):
-            break
-        if kind == b"IEND":
-            ended = True
-            break
+            raise truncated
         if kind == b"tRNS":
             has_trns = True
         elif kind == b"acTL":
@@ -138,24 +148,49 @@ def _png_header(data: bytes, field: str) -> Header:
         elif kind == b"eXIf" and exif is None:
             exif = data[pos + 8 : pos + 8 + length]
         pos = end
-    if not ended:
-        raise InvalidArgument(
-            field, f"the PNG data is truncated or corrupt: its chunks end mid-file at {pos:,} bytes"
-        )
+    else:
+        raise InvalidArgument(field, f"the PNG data is corrupt: over {_MAX_CHUNKS} chunks")
+    if kind != b"IDAT":
+        raise InvalidArgument(field, "the PNG data is corrupt: it holds no image data")
+    if data.rfind(_PNG_IEND) == -1:
+        raise truncated
     if animated:
         raise InvalidArgument(field, "animated PNG is not supported; send a single still image")
     return Header(
         format="PNG",
         width=width,
         height=height,
-        orientation=_orientation(exif),
+        orientation=_orientation(exif if exif is not None else _late_png_exif(data, pos)),
         needs_pillow=color == _PNG_PALETTE or depth < 8 or has_trns,
     )
+
+
+def _late_png_exif(data: bytes, image_data_start: int) -> bytes | None:
+    """An eXIf chunk some writers put after the image data, found from the file's end.
+
+    Only the tail is searched and each candidate must pass its CRC, so compressed
+    bytes that happen to spell "eXIf" cost little and are never mistaken for one.
+    """
+    stop = len(data)
+    floor = max(image_data_start, len(data) - _LATE_EXIF_WINDOW)
+    for _ in range(4):
+        found = data.rfind(b"eXIf", floor, stop)
+        if found < 4:
+            return None
+        (length,) = struct.unpack_from(">I", data, found - 4)
+        end = found + 4 + length
+        if end + 4 <= len(data):
+            body = data[found + 4 : end]
+            if zlib.crc32(b"eXIf" + body) == int.from_bytes(data[end : end + 4], "big"):
+                return body
+        stop = found + 3
+    return None
 
 
 # Start-of-frame markers carry the size; C4 (DHT), C8 (JPG) and CC (DAC) share the range.
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _JPEG_STANDALONE = frozenset([0x01, *range(0xD0, 0xD9)])
+_JPEG_FILL = re.compile(rb"\xff+")
 
 
 def _jpeg_header(data: bytes, field: str) -> Header:
@@ -163,13 +198,11 @@ def _jpeg_header(data: bytes, field: str) -> Header:
     exif: bytes | None = None
     frame: tuple[int, int, int, int] | None = None
     pos = 2
-    while True:
-        if pos >= len(data) or data[pos] != 0xFF:
+    for _ in range(_MAX_CHUNKS):
+        fill = _JPEG_FILL.match(data, pos)
+        if fill is None or fill.end() + 3 > len(data):
             raise corrupt
-        while pos < len(data) and data[pos] == 0xFF:
-            pos += 1
-        if pos + 3 > len(data):
-            raise corrupt
+        pos = fill.end()
         marker = data[pos]
         pos += 1
         if marker in _JPEG_STANDALONE:
@@ -190,6 +223,8 @@ def _jpeg_header(data: bytes, field: str) -> Header:
         elif marker == 0xDA:
             break
         pos += length
+    else:
+        raise corrupt
     if frame is None:
         raise corrupt
     precision, width, height, components = frame
@@ -212,11 +247,14 @@ def _webp_header(data: bytes, field: str) -> Header:
     size: tuple[int, int] | None = None
     exif: bytes | None = None
     pos = 12
-    while pos + 8 <= len(data):
+    for _ in range(_MAX_CHUNKS):
+        if pos + 8 > len(data):
+            break
         kind, length = struct.unpack_from("<4sI", data, pos)
-        body = data[pos + 8 : pos + 8 + length]
-        if len(body) != length:
+        if pos + 8 + length > len(data):
             raise corrupt
+        # The bitstream chunks are most of the file; only their headers are needed.
+        body = data[pos + 8 : pos + 8 + (length if kind == b"EXIF" else min(length, 16))]
         if kind == b"VP8X" and length >= 10:
             if body[0] & 0x02:
                 raise InvalidArgument(
@@ -238,6 +276,8 @@ def _webp_header(data: bytes, field: str) -> Header:
         elif kind == b"EXIF" and exif is None:
             exif = body
         pos += 8 + length + (length & 1)
+    else:
+        raise corrupt
     if size is None:
         raise corrupt
     return Header(

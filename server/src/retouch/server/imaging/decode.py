@@ -121,6 +121,7 @@ def _decode_with_opencv(
         array = _u8(raw)
     else:
         raise InvalidArgument(field, f"{raw.dtype} pixels are not supported")
+    _check_decoded_size(array.shape[1], array.shape[0], header, field)
     if array.ndim == 2:
         return array, None
     channels = array.shape[2]
@@ -137,6 +138,7 @@ def _decode_with_pillow(
 ) -> tuple[NDArray[np.uint8], NDArray[np.uint8] | None]:
     try:
         with Image.open(io.BytesIO(data), formats=[header.format]) as image:
+            _check_decoded_size(image.width, image.height, header, field)
             return _planes_from_pillow(image, field)
     except Image.DecompressionBombError:
         # Only reachable when max_pixels is set above Pillow's own process-wide limit.
@@ -171,6 +173,17 @@ def _planes_from_pillow(
         field,
         f"pixel mode {mode!r} is not supported; send 8- or 16-bit RGB, RGBA or grayscale",
     )
+
+
+def _check_decoded_size(width: int, height: int, header: Header, field: str) -> None:
+    # The pixel limit was checked against our reading of the header; a decoder that
+    # reads another size from the same bytes must not slip past it.
+    if (width, height) != (header.width, header.height):
+        raise InvalidArgument(
+            field,
+            f"the {header.format} data is corrupt: its header says "
+            f"{header.width}x{header.height} but the image data is {width}x{height}",
+        )
 
 
 def _scale16(wide: NDArray[np.generic]) -> NDArray[np.uint8]:

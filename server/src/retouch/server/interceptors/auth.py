@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 from grpc import aio
 
-from ..auth import SUBJECT_HEADER, KeyRing, set_current_caller
+from ..auth import SUBJECT_HEADER, Caller, KeyRing, set_current_caller
 from ..errors import RetouchError
 
 PUBLIC_SERVICES = frozenset(
@@ -19,12 +19,19 @@ PUBLIC_SERVICES = frozenset(
     }
 )
 
+if TYPE_CHECKING:
+    Handler: TypeAlias = grpc.RpcMethodHandler[Any, Any]
+else:  # generic only in the type stubs
+    Handler = grpc.RpcMethodHandler
+_KINDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
+
 
 class AuthInterceptor(aio.ServerInterceptor):
     """Resolves the caller from metadata and refuses unauthenticated calls.
 
-    The caller is made available to handlers through :func:`retouch.server.auth.current_caller`;
-    the handler is wrapped so the context variable is set in the task that runs it.
+    Handlers read the caller with :func:`retouch.server.auth.current_caller`. The
+    handler is wrapped so that the context variable is set inside the task that runs
+    it, whatever task the interceptor itself ran in.
     """
 
     def __init__(self, keys: KeyRing, public_services: Collection[str] = PUBLIC_SERVICES) -> None:
@@ -33,80 +40,63 @@ class AuthInterceptor(aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
-        method: str = handler_call_details.method  # type: ignore[attr-defined]
-        if handler is None or method.lstrip("/").rsplit("/", 1)[0] in self._public:
+        details: Any = handler_call_details
+        service = str(details.method).lstrip("/").rsplit("/", 1)[0]
+        if handler is None or service in self._public:
             return handler
-        metadata = dict(handler_call_details.invocation_metadata or ())  # type: ignore[attr-defined]
+        metadata = dict(details.invocation_metadata or ())
         try:
             caller = self._keys.authenticate(
                 _text(metadata.get("authorization")), _text(metadata.get(SUBJECT_HEADER))
             )
         except RetouchError as error:
             return _refusing(handler, error)
-        return _with_caller(handler, lambda: set_current_caller(caller))
+        return _with_caller(handler, caller)
 
 
-def _text(value: Any) -> str | None:
+def _text(value: object) -> str | None:
     if value is None:
         return None
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _replace(handler: grpc.RpcMethodHandler, **behaviours: Any) -> grpc.RpcMethodHandler:
-    return handler._replace(**behaviours)  # type: ignore[attr-defined,no-any-return]
+def _kind(handler: Handler) -> str:
+    return next(name for name in _KINDS if getattr(handler, name) is not None)
 
 
-def _with_caller(
-    handler: grpc.RpcMethodHandler, bind: Callable[[], object]
-) -> grpc.RpcMethodHandler:
-    if handler.unary_unary:
-        inner_uu = handler.unary_unary
+def _with_caller(handler: Handler, caller: Caller) -> Handler:
+    kind = _kind(handler)
+    inner: Any = getattr(handler, kind)
+    if kind.endswith("_unary"):
 
-        async def unary_unary(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-            bind()
-            return await inner_uu(request, context)
+        async def respond(request: Any, context: Any) -> Any:
+            set_current_caller(caller)
+            return await inner(request, context)
 
-        return _replace(handler, unary_unary=unary_unary)
-    if handler.stream_unary:
-        inner_su = handler.stream_unary
+        return _replace(handler, kind, respond)
 
-        async def stream_unary(requests: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-            bind()
-            return await inner_su(requests, context)
-
-        return _replace(handler, stream_unary=stream_unary)
-    if handler.unary_stream:
-        inner_us = handler.unary_stream
-
-        async def unary_stream(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-            bind()
-            async for response in inner_us(request, context):
-                yield response
-
-        return _replace(handler, unary_stream=unary_stream)
-    inner_ss = handler.stream_stream
-
-    async def stream_stream(requests: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-        bind()
-        async for response in inner_ss(requests, context):
+    async def stream(request: Any, context: Any) -> Any:
+        set_current_caller(caller)
+        async for response in inner(request, context):
             yield response
 
-    return _replace(handler, stream_stream=stream_stream)
+    return _replace(handler, kind, stream)
 
 
-def _refusing(handler: grpc.RpcMethodHandler, error: RetouchError) -> grpc.RpcMethodHandler:
+def _refusing(handler: Handler, error: RetouchError) -> Handler:
     status = error.to_status()
 
-    async def refuse(_request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+    async def refuse(_request: Any, context: Any) -> None:
         await context.abort_with_status(status)
 
-    kind = next(
-        name
-        for name in ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
-        if getattr(handler, name)
-    )
-    return _replace(handler, **{kind: refuse})
+    return _replace(handler, _kind(handler), refuse)
+
+
+def _replace(handler: Handler, kind: str, behaviour: Callable[..., Any]) -> Handler:
+    # RpcMethodHandler is a namedtuple at run time.
+    replaced: Handler = handler._replace(**{kind: behaviour})  # type: ignore[attr-defined]
+    return replaced

@@ -121,16 +121,16 @@ class JobManager:
                 _same_request(existing.fingerprint, submission.fingerprint)
                 return existing.job_id
             break
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._pending[key] = (submission.fingerprint, future)
+        started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._pending[key] = (submission.fingerprint, started)
         try:
             job_id = await self._start(submission)
         except BaseException as exc:
-            future.set_exception(exc if isinstance(exc, Exception) else Cancelled("cancelled"))
-            future.exception()  # retrieved here; waiters retry on their own
+            started.set_exception(exc if isinstance(exc, Exception) else Cancelled("cancelled"))
+            started.exception()  # retrieved here; waiters retry on their own
             raise
         else:
-            future.set_result(job_id)
+            started.set_result(job_id)
             return job_id
         finally:
             del self._pending[key]

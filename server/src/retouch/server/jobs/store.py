@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 from .records import JobRecord, JobState, ResultRecord, UploadRecord
 
@@ -314,5 +314,5 @@ def _job_row(job: JobRecord) -> tuple[object, ...]:
 def _job(row: Sequence[object]) -> JobRecord:
     values = list(row)
     values[6] = JobState(values[6])
-    values[15] = bytes(values[15])  # type: ignore[arg-type]
+    values[15] = bytes(cast(bytes, values[15]))
     return JobRecord(*values)  # type: ignore[arg-type]

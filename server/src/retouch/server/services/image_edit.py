@@ -104,7 +104,8 @@ class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
             finished = True
         finally:
             if not finished and started_here is not None and not started_here.finished:
-                remaining = context.time_remaining()
+                # No deadline reads as None at run time, whatever the stubs say.
+                remaining: float | None = context.time_remaining()
                 expired = remaining is not None and remaining <= 0
                 self._jobs.abandon(
                     job_id,
