@@ -3,8 +3,10 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -72,6 +74,34 @@ IMAGE_FORMAT_JPEG: ImageFormat.ValueType  # 2
 IMAGE_FORMAT_WEBP: ImageFormat.ValueType  # 3
 """WebP; see OutputOptions.quality (100 means lossless)."""
 Global___ImageFormat: _TypeAlias = ImageFormat  # noqa: Y015
+
+class _RoutePreference:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RoutePreferenceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RoutePreference.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ROUTE_PREFERENCE_UNSPECIFIED: _RoutePreference.ValueType  # 0
+    """Not set: the server prefers the cheapest provider."""
+    ROUTE_PREFERENCE_COST: _RoutePreference.ValueType  # 1
+    """The lowest estimated cost in credits."""
+    ROUTE_PREFERENCE_SPEED: _RoutePreference.ValueType  # 2
+    """The fastest provider, by its recent latency."""
+    ROUTE_PREFERENCE_QUALITY: _RoutePreference.ValueType  # 3
+    """The provider with the best quality rank in its manifest."""
+
+class RoutePreference(_RoutePreference, metaclass=_RoutePreferenceEnumTypeWrapper):
+    """What the router optimises for when the caller does not name a provider."""
+
+ROUTE_PREFERENCE_UNSPECIFIED: RoutePreference.ValueType  # 0
+"""Not set: the server prefers the cheapest provider."""
+ROUTE_PREFERENCE_COST: RoutePreference.ValueType  # 1
+"""The lowest estimated cost in credits."""
+ROUTE_PREFERENCE_SPEED: RoutePreference.ValueType  # 2
+"""The fastest provider, by its recent latency."""
+ROUTE_PREFERENCE_QUALITY: RoutePreference.ValueType  # 3
+"""The provider with the best quality rank in its manifest."""
+Global___RoutePreference: _TypeAlias = RoutePreference  # noqa: Y015
 
 @_typing.final
 class ImageInput(_message.Message):
@@ -208,25 +238,105 @@ class ProviderChoice(_message.Message):
 
     PROVIDER_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
+    PREFER_FIELD_NUMBER: _builtins.int
+    MAX_COST_CREDITS_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
     """A provider name from Providers.ListProviders; empty lets the server choose."""
     model: _builtins.str
     """A model of that provider (for example "telea" or "ns" for opencv); empty uses
     the provider's default model.
     """
+    prefer: Global___RoutePreference.ValueType
+    """How to rank the providers able to do the job; the others are fallbacks, tried
+    in order when one fails in a way worth retrying.
+    """
+    max_cost_credits: _builtins.int
+    """Refuse providers whose estimated cost exceeds this many credits; unset means no
+    limit beyond the caller's balance.
+    """
     def __init__(
         self,
         *,
         provider: _builtins.str = ...,
         model: _builtins.str = ...,
+        prefer: Global___RoutePreference.ValueType = ...,
+        max_cost_credits: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_cost_credits", b"_max_cost_credits", "max_cost_credits", b"max_cost_credits"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_cost_credits", b"_max_cost_credits", "max_cost_credits", b"max_cost_credits", "model", b"model", "prefer", b"prefer", "provider", b"provider"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max_cost_credits: _TypeAlias = _typing.Literal["max_cost_credits"]  # noqa: Y015
+    _WhichOneofArgType__max_cost_credits: _TypeAlias = _typing.Literal["_max_cost_credits", b"_max_cost_credits"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_cost_credits) -> _WhichOneofReturnType__max_cost_credits | None: ...
+
+Global___ProviderChoice: _TypeAlias = ProviderChoice  # noqa: Y015
+
+@_typing.final
+class ExcludedProvider(_message.Message):
+    """A provider the router did not choose, and why."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    provider: _builtins.str
+    """The provider's name."""
+    reason: _builtins.str
+    """Why it was excluded, for example "cannot outpaint" or "costs 8 credits, more
+    than max_cost_credits 5".
+    """
+    def __init__(
+        self,
+        *,
+        provider: _builtins.str = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "provider", b"provider"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["provider", b"provider", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ProviderChoice: _TypeAlias = ProviderChoice  # noqa: Y015
+Global___ExcludedProvider: _TypeAlias = ExcludedProvider  # noqa: Y015
+
+@_typing.final
+class RoutingDecision(_message.Message):
+    """How the router chose a provider for a job."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHOSEN_FIELD_NUMBER: _builtins.int
+    CANDIDATES_FIELD_NUMBER: _builtins.int
+    EXCLUDED_FIELD_NUMBER: _builtins.int
+    PREFER_FIELD_NUMBER: _builtins.int
+    chosen: _builtins.str
+    """The provider the job was given to first."""
+    prefer: Global___RoutePreference.ValueType
+    """The preference the ranking followed."""
+    @_builtins.property
+    def candidates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The providers able to take the job, in the order they would be tried."""
+
+    @_builtins.property
+    def excluded(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExcludedProvider]:
+        """The providers left out, with reasons."""
+
+    def __init__(
+        self,
+        *,
+        chosen: _builtins.str = ...,
+        candidates: _abc.Iterable[_builtins.str] | None = ...,
+        excluded: _abc.Iterable[Global___ExcludedProvider] | None = ...,
+        prefer: Global___RoutePreference.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "chosen", b"chosen", "excluded", b"excluded", "prefer", b"prefer"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoutingDecision: _TypeAlias = RoutingDecision  # noqa: Y015
 
 @_typing.final
 class ImageInfo(_message.Message):

@@ -360,6 +360,8 @@ class Accepted(_message.Message):
     SEED_FIELD_NUMBER: _builtins.int
     INPUT_WIDTH_FIELD_NUMBER: _builtins.int
     INPUT_HEIGHT_FIELD_NUMBER: _builtins.int
+    ROUTING_FIELD_NUMBER: _builtins.int
+    CREDITS_LEFT_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
     """Provider chosen for the job."""
     model: _builtins.str
@@ -374,6 +376,14 @@ class Accepted(_message.Message):
     """Width of the input image in pixels."""
     input_height: _builtins.int
     """Height of the input image in pixels."""
+    credits_left: _builtins.int
+    """Credits left to the caller after this job's reservation; -1 when the plan does
+    not use credits.
+    """
+    @_builtins.property
+    def routing(self) -> _common_pb2.RoutingDecision:
+        """Why this provider was chosen, and which others could have been."""
+
     def __init__(
         self,
         *,
@@ -384,10 +394,12 @@ class Accepted(_message.Message):
         seed: _builtins.int = ...,
         input_width: _builtins.int = ...,
         input_height: _builtins.int = ...,
+        routing: _common_pb2.RoutingDecision | None = ...,
+        credits_left: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["routing", b"routing"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["estimated_cost_credits", b"estimated_cost_credits", "input_height", b"input_height", "input_width", b"input_width", "model", b"model", "provider", b"provider", "quota_left", b"quota_left", "seed", b"seed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credits_left", b"credits_left", "estimated_cost_credits", b"estimated_cost_credits", "input_height", b"input_height", "input_width", b"input_width", "model", b"model", "provider", b"provider", "quota_left", b"quota_left", "routing", b"routing", "seed", b"seed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

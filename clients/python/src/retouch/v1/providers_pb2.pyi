@@ -139,6 +139,8 @@ class ProviderInfo(_message.Message):
     REMOTE_FIELD_NUMBER: _builtins.int
     HEALTH_FIELD_NUMBER: _builtins.int
     HEALTH_DETAIL_FIELD_NUMBER: _builtins.int
+    QUALITY_RANK_FIELD_NUMBER: _builtins.int
+    RECENT_LATENCY_MS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Name used in ProviderChoice.provider."""
     version: _builtins.str
@@ -157,6 +159,12 @@ class ProviderInfo(_message.Message):
     """Current health."""
     health_detail: _builtins.str
     """Why it is degraded or unavailable."""
+    quality_rank: _builtins.int
+    """Relative quality, higher is better; ROUTE_PREFERENCE_QUALITY ranks by it."""
+    recent_latency_ms: _builtins.int
+    """Median wall time of its recent jobs on this server, in milliseconds (0 before
+    its first job); ROUTE_PREFERENCE_SPEED ranks by it.
+    """
     @_builtins.property
     def operations(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.Operation.ValueType]:
         """Operations it performs."""
@@ -189,10 +197,12 @@ class ProviderInfo(_message.Message):
         remote: _builtins.bool = ...,
         health: Global___ProviderHealth.ValueType = ...,
         health_detail: _builtins.str = ...,
+        quality_rank: _builtins.int = ...,
+        recent_latency_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "description", b"description", "health", b"health", "health_detail", b"health_detail", "max_pixels", b"max_pixels", "models", b"models", "name", b"name", "operations", b"operations", "remote", b"remote", "supports_mask", b"supports_mask", "supports_outpaint", b"supports_outpaint", "upscale_factors", b"upscale_factors", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "description", b"description", "health", b"health", "health_detail", b"health_detail", "max_pixels", b"max_pixels", "models", b"models", "name", b"name", "operations", b"operations", "quality_rank", b"quality_rank", "recent_latency_ms", b"recent_latency_ms", "remote", b"remote", "supports_mask", b"supports_mask", "supports_outpaint", b"supports_outpaint", "upscale_factors", b"upscale_factors", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

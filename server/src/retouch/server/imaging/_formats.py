@@ -24,7 +24,7 @@ _LATE_EXIF_WINDOW = 80 * 1024  # EXIF carried over from a JPEG fits in 64 KiB
 # More chunks or segments than any real encoder writes before the pixel data; the
 # header walk is pure Python, so it must stay short whatever a client sends.
 _MAX_CHUNKS = 4096
-_PNG_GRAY_ALPHA, _PNG_PALETTE = 4, 3
+_PNG_PALETTE = 3
 _EXIF_ORIENTATION = 0x0112
 
 # Formats we recognise only to refuse them by name.

@@ -15,12 +15,14 @@ import stat
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import BinaryIO
 
 from .base import ObjectNotFound, StorageError, validate_chunk_size, validate_key
 
 # A key that names a directory of other keys, or runs through an object as if it
 # were one, is simply "no such object" on the read side.
 _MISSING = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
+_READ_AHEAD = 1024 * 1024
 
 
 class FilesystemObjectStore:
@@ -75,9 +77,13 @@ class FilesystemObjectStore:
             file = await asyncio.to_thread(open, path, "rb", buffering=0)
         except _MISSING:
             raise ObjectNotFound(key) from None
+        # One thread hop per chunk made streaming a 1.3 MB result in 64 KiB chunks
+        # take 4 ms against 0.5 ms for get(); each hop now reads up to _READ_AHEAD.
+        per_hop = max(1, _READ_AHEAD // chunk_size)
         try:
-            while chunk := await asyncio.to_thread(file.read, chunk_size):
-                yield chunk
+            while chunks := await asyncio.to_thread(_read_chunks, file, chunk_size, per_hop):
+                for chunk in chunks:
+                    yield chunk
         finally:
             file.close()
 
@@ -127,6 +133,13 @@ class FilesystemObjectStore:
             raise
         if self._durable:
             _fsync_directory(path.parent)
+
+
+def _read_chunks(file: BinaryIO, chunk_size: int, count: int) -> list[bytes]:
+    chunks: list[bytes] = []
+    while len(chunks) < count and (chunk := file.read(chunk_size)):
+        chunks.append(chunk)
+    return chunks
 
 
 def _fsync_directory(directory: Path) -> None:

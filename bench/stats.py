@@ -1,0 +1,69 @@
+"""Latency summaries and the targets figures are held to."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """Latency samples in milliseconds, reduced to what the report shows."""
+
+    n: int
+    p50: float
+    p90: float
+    mean: float
+    min: float
+    max: float
+
+    @classmethod
+    def of(cls, samples_ms: Sequence[float]) -> Summary:
+        """Summarise ``samples_ms``; percentiles interpolate linearly, like numpy's."""
+        if not samples_ms:
+            raise ValueError("cannot summarise zero samples")
+        values = np.asarray(samples_ms, dtype=np.float64)
+        p50, p90 = np.percentile(values, [50, 90])
+        return cls(
+            n=len(values),
+            p50=float(p50),
+            p90=float(p90),
+            mean=float(values.mean()),
+            min=float(values.min()),
+            max=float(values.max()),
+        )
+
+    def text(self) -> str:
+        """``p50 / p90 / mean`` in ms, for tables."""
+        return f"{self.p50:.1f} / {self.p90:.1f} / {self.mean:.1f}"
+
+
+@dataclass(frozen=True, slots=True)
+class Figure:
+    """One measured figure and the target it must meet."""
+
+    name: str
+    value: float
+    unit: str
+    limit: float
+    at_least: bool = False
+    """True when the figure must reach ``limit`` (throughput), not stay under it."""
+    detail: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.value >= self.limit if self.at_least else self.value <= self.limit
+
+    @property
+    def verdict(self) -> str:
+        return "PASS" if self.passed else "MISS"
+
+    @property
+    def target(self) -> str:
+        return f"{'>=' if self.at_least else '<='} {self.limit:g} {self.unit}"
+
+    @property
+    def measured(self) -> str:
+        return f"{self.value:.1f} {self.unit}"
