@@ -37,13 +37,15 @@ def echo_handler(replies: int, last_reply_bytes: int) -> grpc.GenericRpcHandler:
     small = b"\x01" * SMALL_REPLY_BYTES
     last = b"\x02" * last_reply_bytes
 
-    async def stream(request: bytes, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[bytes]:
+    async def stream(
+        request: bytes, context: aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[bytes]:
         for _ in range(replies - 1):
             yield small
         yield last
 
     method = grpc.unary_stream_rpc_method_handler(
-        stream,  # type: ignore[arg-type]
+        stream,
         request_deserializer=_identity,
         response_serializer=_identity,
     )

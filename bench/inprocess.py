@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from retouch.providers.opencv import OpenCVProvider
 from retouch.sdk import InpaintRequest, Result, composite
 from retouch.server.config import ServerConfig
-from retouch.server.imaging import DEFAULT_QUALITY, decode_image, decode_mask, prepare_mask
+from retouch.server.imaging import (
+    DEFAULT_QUALITY,
+    decode_image,
+    decode_mask,
+    encode_image,
+    prepare_mask,
+)
 
 from .workload import Workload
 
@@ -44,8 +50,6 @@ class InProcessPipeline:
         self._max_pixels = ServerConfig().max_pixels
 
     async def run(self, workload: Workload) -> StageTimes:
-        from retouch.server.imaging import encode_image
-
         started = time.perf_counter()
         image = decode_image(workload.image_png, field="image", max_pixels=self._max_pixels)
         raw = decode_mask(

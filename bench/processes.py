@@ -22,7 +22,7 @@ _STOP_TIMEOUT_S = 10.0
 
 @contextmanager
 def retouch_server(data_dir: Path) -> Iterator[int]:
-    """``python -m retouch.server`` with default config and state in ``data_dir``; yields its port."""
+    """``python -m retouch.server``, default config, state in ``data_dir``; yields its port."""
     env = {"RETOUCH_DATA_DIR": str(data_dir), "RETOUCH_LISTEN": "127.0.0.1:0"}
     with _serving(["-m", "retouch.server"], env) as port:
         yield port

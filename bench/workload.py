@@ -55,8 +55,9 @@ class Workload:
 
 def make_workload(side: int, hole_fraction: float = HOLE_FRACTION) -> Workload:
     """The astronaut at ``side`` x ``side`` with a centred square covering ``hole_fraction``."""
-    astronaut: NDArray[np.uint8] = data.astronaut()
-    pixels = cv2.resize(astronaut, (side, side), interpolation=cv2.INTER_AREA)
+    astronaut: NDArray[np.uint8] = data.astronaut()  # type: ignore[no-untyped-call]
+    resized = cv2.resize(astronaut, (side, side), interpolation=cv2.INTER_AREA)
+    pixels = np.asarray(resized, dtype=np.uint8)
     hole = round(side * math.sqrt(hole_fraction))
     mask = np.zeros((side, side), np.uint8)
     start = (side - hole) // 2
@@ -69,7 +70,7 @@ def make_workload(side: int, hole_fraction: float = HOLE_FRACTION) -> Workload:
     )
 
 
-def _png(pixels: NDArray[np.uint8]) -> bytes:
+def _png(pixels: cv2.typing.MatLike) -> bytes:
     ok, encoded = cv2.imencode(".png", pixels)
     if not ok:
         raise RuntimeError("OpenCV could not encode the bench image")

@@ -81,8 +81,8 @@ def prepare_mask(
     """Threshold ``mask`` at 128, invert it if asked, grow it, then feather the blend.
 
     Growing and feathering measure Euclidean distance, so the region grows like a
-    round brush (the elliptical-kernel dilation, at any radius in the same ~6 ms for
-    1024x1024 where ``cv2.dilate`` takes 1.3 s at 256 px). Raises
+    round brush: what dilating with an elliptical kernel does, but in ~6 ms at any
+    radius for 1024x1024 where ``cv2.dilate`` took 1.3 s at 256 px. Raises
     :class:`InvalidArgument` for adjustments outside 0..256 px, or a mask that selects
     nothing.
     """
@@ -124,8 +124,8 @@ def prepare_mask(
     if feather_px == 0:
         alpha[window] = grown[window]
     else:
-        # 255 up to grow_px from the original region, then a linear fall to 0 at
-        # reach: exactly feather_px distances in between get a partial weight.
+        # 255 up to grow_px from the original region, then a linear fall that reaches
+        # 0 at grow_px + feather_px + 1: the feather_px pixels between are partial.
         weight = (reach - distance) * (255.0 / (feather_px + 1))
         alpha[window] = np.clip(weight + 0.5, 0.0, 255.0).astype(np.uint8)
     return PreparedMask(binary=grown, alpha=alpha)

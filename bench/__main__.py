@@ -1,0 +1,29 @@
+"""``python -m bench`` (``make bench``): run the speed and quality benches, write RESULTS.md."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from .machine import describe_machine
+from .quality import run_quality_bench
+from .report import render, summary
+from .speed import run_speed_bench
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def main() -> int:
+    machine = describe_machine()
+    speed = asyncio.run(run_speed_bench())
+    print("bench: quality", file=sys.stderr, flush=True)
+    quality = run_quality_bench()
+    RESULTS.write_text(render(machine, speed, quality))
+    print(summary(speed))
+    print(f"figures written to {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
