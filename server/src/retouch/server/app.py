@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint
 
@@ -15,7 +15,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from retouch.v1 import image_edit_pb2, image_edit_pb2_grpc, providers_pb2, providers_pb2_grpc
+from retouch.v1 import (
+    account_pb2,
+    account_pb2_grpc,
+    image_edit_pb2,
+    image_edit_pb2_grpc,
+    providers_pb2,
+    providers_pb2_grpc,
+)
 
 from .auth import KeyRing
 from .clock import Clock, SystemClock
@@ -25,9 +32,12 @@ from .inputs import InputResolver
 from .interceptors import AuthInterceptor
 from .jobs import SqliteJobStore
 from .jobs.manager import JobManager
+from .jobs.store import connect_sqlite
+from .policy import MemoryRateLimiter, Policy, SqliteLedger
+from .policy.upstream import UpstreamLimits
 from .registry import ProviderRegistry
 from .routing import Router
-from .services import ImageEditService, ProvidersService
+from .services import AccountService, ImageEditService, ProvidersService
 from .storage import ObjectStore, open_store
 from .uploads import Uploads
 
@@ -36,6 +46,7 @@ log = logging.getLogger("retouch.server")
 SERVICE_NAMES = (
     image_edit_pb2.DESCRIPTOR.services_by_name["ImageEdit"].full_name,
     providers_pb2.DESCRIPTOR.services_by_name["Providers"].full_name,
+    account_pb2.DESCRIPTOR.services_by_name["Account"].full_name,
 )
 
 
@@ -77,17 +88,41 @@ async def start_server(
     entries: Iterable[EntryPoint] | None = None,
     objects: ObjectStore | None = None,
     rng: random.Random | None = None,
+    use_policy: bool = True,
 ) -> RunningServer:
-    """Build and start a server for ``config``. ``listen`` may use port 0."""
+    """Build and start a server for ``config``. ``listen`` may use port 0.
+
+    ``use_policy=False`` runs edits without plans, buckets or the ledger: only for
+    measuring what the policy costs.
+    """
     clock = clock or SystemClock()
     config.data_dir.mkdir(parents=True, exist_ok=True)
     if registry is None:
         registry = await ProviderRegistry.discover(
             configs=config.providers, disabled=config.disabled_providers, entries=entries
         )
-    store = SqliteJobStore.open(config.database_path)
+    database = connect_sqlite(config.database_path)
+    store = SqliteJobStore(database)
     objects = objects or open_store(config.object_store_url)
-    jobs = JobManager(store, objects, Router(registry), clock)
+    limiter = MemoryRateLimiter(clock)
+    router = Router(registry)
+    upstream = UpstreamLimits(limiter, registry, clock)
+    policy = Policy(
+        plans=config.plans,
+        tenants={t.name: t for t in config.tenants},
+        ledger=SqliteLedger(database),
+        limiter=limiter,
+        clock=clock,
+        environment=config.environment,
+    )
+    jobs = JobManager(
+        store,
+        objects,
+        router,
+        clock,
+        policy=policy if use_policy else None,
+        upstream=upstream,
+    )
     await jobs.recover()
     uploads = Uploads(
         store, objects, clock, max_bytes=config.max_upload_bytes, ttl_s=config.upload_ttl_s
@@ -100,18 +135,25 @@ async def start_server(
             ("grpc.so_reuseport", 0),
         ],
     )
+    edits = EditPreparer(InputResolver(store, objects, clock), config, rng)
     image_edit_pb2_grpc.add_ImageEditServicer_to_server(
         ImageEditService(
             jobs=jobs,
+            policy=policy if use_policy else None,
             store=store,
             objects=objects,
-            edits=EditPreparer(InputResolver(store, objects, clock), config, rng),
+            edits=edits,
             uploads=uploads,
             download_chunk_bytes=config.download_chunk_bytes,
         ),
         server,
     )
-    providers_pb2_grpc.add_ProvidersServicer_to_server(ProvidersService(registry), server)
+    providers_pb2_grpc.add_ProvidersServicer_to_server(
+        ProvidersService(registry, router.latency), server
+    )
+    account_pb2_grpc.add_AccountServicer_to_server(
+        AccountService(policy=policy, jobs=jobs, edits=edits, upstream=upstream), server
+    )
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
@@ -131,7 +173,10 @@ async def start_server(
     for name in SERVICE_NAMES:
         await health.set(name, serving)
     background = [
-        asyncio.create_task(uploads.sweep_forever(config.sweep_interval_s), name="upload sweeper")
+        asyncio.create_task(uploads.sweep_forever(config.sweep_interval_s), name="upload sweeper"),
+        asyncio.create_task(
+            _every(config.sweep_interval_s, jobs.settle_orphans), name="reservation sweeper"
+        ),
     ]
     log.info(
         "retouch listening on %s (environment %s, %d provider(s): %s)",
@@ -152,6 +197,17 @@ async def start_server(
         config=config,
         _background=background,
     )
+
+
+async def _every(interval_s: float, work: Callable[[], Awaitable[object]]) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await work()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("periodic %s failed; will retry", getattr(work, "__name__", "work"))
 
 
 @contextlib.asynccontextmanager

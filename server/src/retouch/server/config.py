@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
+from .policy.plans import DEFAULT_PLAN, Plan, PlanBook, PlanError
+
 Environment = Literal["local", "test", "staging", "production"]
 ENVIRONMENTS: tuple[str, ...] = get_args(Environment)
 
@@ -56,6 +58,11 @@ class TenantConfig:
     name: str
     key_sha256: str
     admin: bool = False
+    default_plan: str = DEFAULT_PLAN.name
+    """The plan of this tenant's subjects until SetPlan puts them on another."""
+    rate_per_s: float = 100.0
+    """Requests per second for the whole tenant (token bucket refill)."""
+    burst: int = 200
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("-", "").replace("_", "").isalnum():
@@ -63,6 +70,8 @@ class TenantConfig:
         digest = self.key_sha256.lower()
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
             raise ConfigError(f"tenant {self.name!r}: key_sha256 must be 64 hex digits")
+        if self.rate_per_s <= 0 or self.burst < 1:
+            raise ConfigError(f"tenant {self.name!r}: rate_per_s and burst must be positive")
 
 
 DEV_TENANT = TenantConfig(name="dev", key_sha256=hash_key(DEV_API_KEY), admin=True)
@@ -94,6 +103,8 @@ class ServerConfig:
     providers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Per-provider config tables, passed to each provider's ``start``."""
     disabled_providers: tuple[str, ...] = ()
+    plans: PlanBook = field(default_factory=PlanBook)
+    """Plans by name, from ``[plans.<name>]`` tables; one generous default otherwise."""
 
     def __post_init__(self) -> None:
         if self.environment not in ENVIRONMENTS:
@@ -118,6 +129,12 @@ class ServerConfig:
         names = [t.name for t in self.tenants]
         if len(set(names)) != len(names):
             raise ConfigError("tenant names must be unique")
+        for tenant in self.tenants:
+            if self.plans.get(tenant.default_plan) is None:
+                raise ConfigError(
+                    f"tenant {tenant.name!r}: default_plan {tenant.default_plan!r} is not a "
+                    f"configured plan ({', '.join(sorted(self.plans.plans))})"
+                )
         if self.environment == "production" and any(
             t.key_sha256 == DEV_TENANT.key_sha256 for t in self.tenants
         ):
@@ -138,7 +155,7 @@ class ServerConfig:
 _SCALARS = {
     f.name: f
     for f in dataclasses.fields(ServerConfig)
-    if f.name not in ("tenants", "providers", "disabled_providers")
+    if f.name not in ("tenants", "providers", "disabled_providers", "plans")
 }
 
 
@@ -162,7 +179,7 @@ def load_config(
 
 def _build(raw: Mapping[str, Any], env: Mapping[str, str]) -> ServerConfig:
     values: dict[str, Any] = {}
-    unknown = set(raw) - set(_SCALARS) - {"tenants", "providers", "disabled_providers"}
+    unknown = set(raw) - set(_SCALARS) - {"tenants", "providers", "disabled_providers", "plans"}
     if unknown:
         raise ConfigError(f"unknown config settings: {', '.join(sorted(unknown))}")
     for name, spec in _SCALARS.items():
@@ -183,6 +200,16 @@ def _build(raw: Mapping[str, Any], env: Mapping[str, str]) -> ServerConfig:
         ):
             raise ConfigError("[providers.<name>] entries must be tables")
         values["providers"] = providers
+    if "plans" in raw:
+        tables = raw["plans"]
+        if not isinstance(tables, dict) or not all(isinstance(t, dict) for t in tables.values()):
+            raise ConfigError("[plans.<name>] entries must be tables")
+        try:
+            values["plans"] = PlanBook(
+                {name: Plan.from_table(name, table) for name, table in tables.items()}
+            )
+        except PlanError as exc:
+            raise ConfigError(str(exc)) from exc
     if "disabled_providers" in raw:
         values["disabled_providers"] = tuple(str(p) for p in raw["disabled_providers"])
     return ServerConfig(**values)

@@ -9,6 +9,7 @@ from retouch.v1 import common_pb2, image_edit_pb2, providers_pb2
 
 from .jobs.records import JobRecord, JobState, ResultRecord
 from .registry import LoadedProvider
+from .routing import Route
 
 OPERATIONS: dict[Operation, common_pb2.Operation.ValueType] = {
     Operation.INPAINT: common_pb2.OPERATION_INPAINT,
@@ -62,7 +63,9 @@ def generation_params(params: common_pb2.GenerationParams) -> GenerationParams:
     )
 
 
-def provider_info(loaded: LoadedProvider) -> providers_pb2.ProviderInfo:
+def provider_info(
+    loaded: LoadedProvider, recent_latency_ms: float = 0.0
+) -> providers_pb2.ProviderInfo:
     manifest: Manifest = loaded.manifest
     return providers_pb2.ProviderInfo(
         name=manifest.name,
@@ -81,6 +84,8 @@ def provider_info(loaded: LoadedProvider) -> providers_pb2.ProviderInfo:
         remote=manifest.remote,
         health=HEALTH[loaded.health.health],
         health_detail=loaded.health.detail,
+        quality_rank=manifest.quality_rank,
+        recent_latency_ms=round(recent_latency_ms),
     )
 
 
@@ -115,3 +120,28 @@ def job(record: JobRecord, result: ResultRecord | None = None) -> image_edit_pb2
     if result is not None:
         message.result.CopyFrom(image_info(result))
     return message
+
+
+PREFERENCES: dict[int, str] = {
+    common_pb2.ROUTE_PREFERENCE_UNSPECIFIED: "cost",
+    common_pb2.ROUTE_PREFERENCE_COST: "cost",
+    common_pb2.ROUTE_PREFERENCE_SPEED: "speed",
+    common_pb2.ROUTE_PREFERENCE_QUALITY: "quality",
+}
+PREFERENCES_TO_PROTO: dict[str, common_pb2.RoutePreference.ValueType] = {
+    "cost": common_pb2.ROUTE_PREFERENCE_COST,
+    "speed": common_pb2.ROUTE_PREFERENCE_SPEED,
+    "quality": common_pb2.ROUTE_PREFERENCE_QUALITY,
+}
+
+
+def routing_decision(route: Route) -> common_pb2.RoutingDecision:
+    return common_pb2.RoutingDecision(
+        chosen=route.candidates[0].name,
+        candidates=[c.name for c in route.candidates],
+        excluded=[
+            common_pb2.ExcludedProvider(provider=name, reason=reason)
+            for name, reason in route.excluded
+        ],
+        prefer=PREFERENCES_TO_PROTO[route.prefer],
+    )

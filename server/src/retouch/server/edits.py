@@ -7,9 +7,11 @@ are read and decoded once, off the event loop.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -28,10 +30,11 @@ from retouch.v1 import common_pb2, image_edit_pb2
 
 from .auth import Caller
 from .config import ServerConfig
-from .convert import ENHANCE_KINDS, FORMATS_FROM_PROTO, generation_params
+from .convert import ENHANCE_KINDS, FORMATS_FROM_PROTO, PREFERENCES, generation_params
 from .errors import FieldViolation, InvalidArgument
 from .imaging import decode_image, decode_mask, mask_from_alpha, prepare_mask
 from .inputs import InputResolver
+from .policy import EditIntent
 from .routing import RouteRequest
 
 MAX_REQUEST_ID = 128
@@ -65,6 +68,24 @@ class PreparedEdit:
     """Applied to the provider's image (in a worker thread): keeps unmasked pixels."""
 
 
+class Gate(Protocol):
+    """The policy's say on an edit: called once its fields are valid, and once decoded."""
+
+    async def admit(self, intent: EditIntent) -> None: ...
+
+    def check_pixels(self, width: int, height: int) -> None: ...
+
+
+class OpenGate:
+    """A gate that lets everything through (no policy)."""
+
+    async def admit(self, intent: EditIntent) -> None:
+        return None
+
+    def check_pixels(self, width: int, height: int) -> None:
+        return None
+
+
 class EditPreparer:
     """Turns ImageEdit requests into :class:`PreparedEdit`s, or INVALID_ARGUMENT."""
 
@@ -75,7 +96,9 @@ class EditPreparer:
         self._config = config
         self._rng = rng or random.SystemRandom()
 
-    async def inpaint(self, request: image_edit_pb2.InpaintRequest, caller: Caller) -> PreparedEdit:
+    async def inpaint(
+        self, request: image_edit_pb2.InpaintRequest, caller: Caller, gate: Gate
+    ) -> PreparedEdit:
         violations = _common(request.request_id, request.output, request.params)
         options = request.mask_options
         for name in ("grow_px", "feather_px"):
@@ -84,6 +107,7 @@ class EditPreparer:
                     FieldViolation(f"mask_options.{name}", f"{name} must be 0..{MAX_MASK_OPTION}")
                 )
         _raise_if(violations)
+        await gate.admit(_intent(request.output, request.provider, request.params))
         image_bytes = await self._inputs.read(request.image, caller, field="image")
         mask_bytes = (
             await self._inputs.read(request.mask, caller, field="mask")
@@ -94,6 +118,7 @@ class EditPreparer:
 
         def decode() -> tuple[RGBImage, np.ndarray, np.ndarray]:
             image = decode_image(image_bytes, field="image", max_pixels=max_pixels)
+            gate.check_pixels(image.width, image.height)
             size = (image.width, image.height)
             if mask_bytes is not None:
                 raw = decode_mask(mask_bytes, field="mask", size=size, max_pixels=max_pixels)
@@ -128,7 +153,7 @@ class EditPreparer:
         )
 
     async def outpaint(
-        self, request: image_edit_pb2.OutpaintRequest, caller: Caller
+        self, request: image_edit_pb2.OutpaintRequest, caller: Caller, gate: Gate
     ) -> PreparedEdit:
         violations = _common(request.request_id, request.output, request.params)
         padding = Padding(request.left, request.right, request.top, request.bottom)
@@ -144,12 +169,14 @@ class EditPreparer:
                 FieldViolation("feather_px", f"feather_px must be 0..{MAX_MASK_OPTION}")
             )
         _raise_if(violations)
+        await gate.admit(_intent(request.output, request.provider, request.params))
         image_bytes = await self._inputs.read(request.image, caller, field="image")
         image = await asyncio.to_thread(
             decode_image, image_bytes, field="image", max_pixels=self._config.max_pixels
         )
         pixels = image.pixels
         height, width = pixels.shape[:2]
+        gate.check_pixels(width, height)
         out_w, out_h = width + padding.left + padding.right, height + padding.top + padding.bottom
         self._check_output(out_w, out_h)
         params = generation_params(request.params)
@@ -182,7 +209,9 @@ class EditPreparer:
             finish=finish,
         )
 
-    async def enhance(self, request: image_edit_pb2.EnhanceRequest, caller: Caller) -> PreparedEdit:
+    async def enhance(
+        self, request: image_edit_pb2.EnhanceRequest, caller: Caller, gate: Gate
+    ) -> PreparedEdit:
         violations = _common(request.request_id, request.output, None)
         kind = ENHANCE_KINDS.get(request.kind)
         if kind is None:
@@ -196,12 +225,14 @@ class EditPreparer:
             violations.append(FieldViolation("strength", "strength must be 0..1"))
         _raise_if(violations)
         assert kind is not None
+        await gate.admit(_intent(request.output, request.provider, None, strength))
         image_bytes = await self._inputs.read(request.image, caller, field="image")
         image = await asyncio.to_thread(
             decode_image, image_bytes, field="image", max_pixels=self._config.max_pixels
         )
         pixels = image.pixels
         height, width = pixels.shape[:2]
+        gate.check_pixels(width, height)
         scale = request.scale if kind is EnhanceKind.UPSCALE else 1
         self._check_output(width * scale, height * scale)
 
@@ -212,9 +243,7 @@ class EditPreparer:
 
         route = _route(Operation.ENHANCE, width, height, request.provider)
         if kind is EnhanceKind.UPSCALE:
-            route = RouteRequest(
-                route.operation, width, height, route.provider, route.model, upscale=scale
-            )
+            route = dataclasses.replace(route, upscale=scale)
         return PreparedEdit(
             operation=Operation.ENHANCE,
             route=route,
@@ -285,4 +314,28 @@ def _output(options: common_pb2.OutputOptions) -> OutputSpec:
 def _route(
     operation: Operation, width: int, height: int, choice: common_pb2.ProviderChoice
 ) -> RouteRequest:
-    return RouteRequest(operation, width, height, provider=choice.provider, model=choice.model)
+    return RouteRequest(
+        operation,
+        width,
+        height,
+        provider=choice.provider,
+        model=choice.model,
+        prefer=PREFERENCES.get(choice.prefer, "cost"),
+        max_cost=choice.max_cost_credits if choice.HasField("max_cost_credits") else None,
+    )
+
+
+def _intent(
+    output: common_pb2.OutputOptions,
+    choice: common_pb2.ProviderChoice,
+    params: common_pb2.GenerationParams | None,
+    strength: float | None = None,
+) -> EditIntent:
+    if params is not None and params.HasField("strength"):
+        strength = params.strength
+    return EditIntent(
+        output_format=_output(output).format,
+        provider=choice.provider,
+        steps=params.steps if params is not None and params.HasField("steps") else None,
+        strength=strength,
+    )

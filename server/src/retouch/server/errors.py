@@ -153,10 +153,12 @@ class ResourceExhausted(RetouchError):
         *,
         violations: Sequence[QuotaViolation],
         retry_after: float | None = None,
+        reason: str = "RESOURCE_EXHAUSTED",
     ) -> None:
         super().__init__(message)
         self.violations = tuple(violations)
         self.retry_after = retry_after
+        self.reason = reason
 
     def details(self) -> Sequence[object]:
         quota = error_details_pb2.QuotaFailure(
@@ -167,9 +169,10 @@ class ResourceExhausted(RetouchError):
                 for v in self.violations
             ]
         )
+        info = error_details_pb2.ErrorInfo(reason=self.reason, domain=ERROR_DOMAIN)
         if self.retry_after is None:
-            return (quota,)
-        return (quota, retry_info(self.retry_after))
+            return (quota, info)
+        return (quota, info, retry_info(self.retry_after))
 
 
 class NotFound(RetouchError):

@@ -53,6 +53,10 @@ class Manifest:
     cost: CostModel = field(default_factory=CostModel)
     remote: bool = False
     """True when the provider calls a remote API; such providers may cost real money."""
+    quality_rank: int = 0
+    """Relative quality among providers, higher is better; used by quality routing."""
+    requests_per_minute: float | None = None
+    """The upstream API's request limit, if it has one; the server keeps under it."""
     sdk_api_version: int = SDK_API_VERSION
 
     def __post_init__(self) -> None:
@@ -69,6 +73,8 @@ class Manifest:
             problems.append("a provider that inpaints must support masks")
         if Operation.OUTPAINT in self.operations and not self.supports_outpaint:
             problems.append("a provider that outpaints must set supports_outpaint")
+        if self.requests_per_minute is not None and self.requests_per_minute <= 0:
+            problems.append("requests_per_minute must be positive")
         if any(factor < 2 for factor in self.upscale_factors):
             problems.append("upscale factors must be 2 or more")
         if problems:

@@ -12,12 +12,13 @@ from grpc import aio
 from retouch.v1 import image_edit_pb2 as pb
 from retouch.v1 import image_edit_pb2_grpc
 
-from ..auth import current_caller
+from ..auth import Caller, current_caller
 from ..convert import JOB_STATES_FROM_PROTO, job, timestamp
-from ..edits import EditPreparer, PreparedEdit
+from ..edits import EditPreparer, Gate, OpenGate, PreparedEdit
 from ..errors import Cancelled, DeadlineExceeded, InvalidArgument, NotFound
 from ..jobs import JobStore
 from ..jobs.manager import JobManager, Submission
+from ..policy import Policy, PolicyGate
 from ..storage import ObjectNotFound, ObjectStore
 from ..uploads import Uploads
 from .rpc import rpc
@@ -26,6 +27,7 @@ DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 
 Context = aio.ServicerContext[Any, Any]
+EditMessage = pb.InpaintRequest | pb.OutpaintRequest | pb.EnhanceRequest
 
 
 class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
@@ -35,6 +37,7 @@ class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
         self,
         *,
         jobs: JobManager,
+        policy: Policy | None,
         store: JobStore,
         objects: ObjectStore,
         edits: EditPreparer,
@@ -42,6 +45,7 @@ class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
         download_chunk_bytes: int,
     ) -> None:
         self._jobs = jobs
+        self._policy = policy
         self._store = store
         self._objects = objects
         self._edits = edits
@@ -52,45 +56,39 @@ class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
     async def Inpaint(
         self, request: pb.InpaintRequest, context: Context
     ) -> AsyncIterator[pb.JobEvent]:
-        caller = current_caller()
-        async for event in self._edit(
-            request, context, lambda: self._edits.inpaint(request, caller)
-        ):
+        async for event in self._edit(request, context, self._edits.inpaint):
             yield event
 
     @rpc
     async def Outpaint(
         self, request: pb.OutpaintRequest, context: Context
     ) -> AsyncIterator[pb.JobEvent]:
-        caller = current_caller()
-        async for event in self._edit(
-            request, context, lambda: self._edits.outpaint(request, caller)
-        ):
+        async for event in self._edit(request, context, self._edits.outpaint):
             yield event
 
     @rpc
     async def Enhance(
         self, request: pb.EnhanceRequest, context: Context
     ) -> AsyncIterator[pb.JobEvent]:
-        caller = current_caller()
-        async for event in self._edit(
-            request, context, lambda: self._edits.enhance(request, caller)
-        ):
+        async for event in self._edit(request, context, self._edits.enhance):
             yield event
 
     async def _edit(
         self,
-        request: pb.InpaintRequest | pb.OutpaintRequest | pb.EnhanceRequest,
+        request: EditMessage,
         context: Context,
-        prepare: Callable[[], Awaitable[PreparedEdit]],
+        prepare: Callable[[Any, Caller, Gate], Awaitable[PreparedEdit]],
     ) -> AsyncIterator[pb.JobEvent]:
         caller = current_caller()
+        plan = await self._policy.plan_for(caller) if self._policy else None
+        gate: Gate = PolicyGate(self._policy, caller, plan) if self._policy and plan else OpenGate()
         job_id = await self._jobs.submit(
             Submission(
                 caller=caller,
                 request_id=request.request_id,
                 fingerprint=_fingerprint(request) if request.request_id else "",
-                prepare=prepare,
+                prepare=lambda: prepare(request, caller, gate),
+                plan=plan,
                 timeout=context.time_remaining(),
             )
         )

@@ -13,14 +13,16 @@ from ..auth import current_caller
 from ..convert import OPERATIONS_FROM_PROTO, provider_info
 from ..errors import InvalidArgument
 from ..registry import ProviderRegistry
+from ..routing import LatencyTracker
 from .rpc import rpc
 
 
 class ProvidersService(providers_pb2_grpc.ProvidersServicer):
     """Implements ``retouch.v1.Providers``."""
 
-    def __init__(self, registry: ProviderRegistry) -> None:
+    def __init__(self, registry: ProviderRegistry, latency: LatencyTracker) -> None:
         self._registry = registry
+        self._latency = latency
 
     @rpc
     async def ListProviders(
@@ -34,7 +36,7 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
                 raise InvalidArgument("operation", "unknown operation")
         await self._registry.refresh_health()
         providers = [
-            provider_info(loaded)
+            provider_info(loaded, recent_latency_ms=self._latency.median(name))
             for name, loaded in sorted(self._registry.providers.items())
             if operation is None or loaded.manifest.can(operation)
         ]

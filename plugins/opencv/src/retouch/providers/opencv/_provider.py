@@ -58,6 +58,7 @@ MANIFEST = Manifest(
     supports_outpaint=True,
     upscale_factors=(2, 4),
     cost=CostModel(credits_per_job=1),
+    quality_rank=1,
     remote=False,
 )
 

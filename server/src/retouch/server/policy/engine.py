@@ -1,0 +1,228 @@
+"""The policy decision for one edit: plan caps, token buckets, price, reservation.
+
+Order, cheapest refusal first: plan caps on the request's parameters → the subject's
+and the tenant's token buckets → (the input is decoded) → plan caps on pixels → the
+router's pick → a quota and credit reservation. Nothing is charged until a job ends.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from retouch.sdk import Manifest
+
+from ..clock import Clock
+from ..errors import PermissionDenied, QuotaViolation, ResourceExhausted
+from .ledger import Balance, Ledger
+from .plans import Plan, PlanBook
+from .ratelimit import BucketSnapshot, Decision, RateLimiter
+
+if TYPE_CHECKING:
+    from ..auth import Caller
+    from ..config import TenantConfig
+
+LOCAL_ENVIRONMENTS = ("local", "test")
+
+
+@dataclass(frozen=True, slots=True)
+class EditIntent:
+    """What an edit asks for, known before its inputs are decoded."""
+
+    output_format: str
+    provider: str = ""
+    steps: int | None = None
+    strength: float | None = None
+
+
+class Policy:
+    """Decides whether a caller may run an edit, and holds and settles its price."""
+
+    def __init__(
+        self,
+        *,
+        plans: PlanBook,
+        tenants: Mapping[str, TenantConfig],
+        ledger: Ledger,
+        limiter: RateLimiter,
+        clock: Clock,
+        environment: str,
+    ) -> None:
+        self._plans = plans
+        self._tenants = tenants
+        self.ledger = ledger
+        self._limiter = limiter
+        self._clock = clock
+        self.environment = environment
+
+    async def plan_for(self, caller: Caller, subject: str | None = None) -> Plan:
+        """The plan of ``subject`` (default: the caller's), or its tenant's default."""
+        owner = f"{caller.tenant}/{subject or caller.subject}"
+        name = await self.ledger.plan_of(owner) or self._tenants[caller.tenant].default_plan
+        plan = self._plans.get(name)
+        if plan is None:  # a plan removed from the config: fall back to the default
+            plan = self._plans.plans[self._tenants[caller.tenant].default_plan]
+        return plan
+
+    async def admit(
+        self, caller: Caller, plan: Plan, intent: EditIntent, *, dry_run: bool = False
+    ) -> None:
+        """Plan caps on parameters, then one token from each of the caller's buckets
+        (only looked at, not taken, in a ``dry_run``)."""
+        if intent.output_format not in plan.output_formats:
+            raise _denied(
+                plan,
+                "PLAN_OUTPUT_FORMAT",
+                f"output format {intent.output_format}",
+                ", ".join(plan.output_formats),
+            )
+        if intent.steps is not None and intent.steps > plan.max_steps:
+            raise _denied(plan, "PLAN_MAX_STEPS", f"{intent.steps} steps", str(plan.max_steps))
+        if intent.strength is not None and intent.strength > plan.max_strength:
+            raise _denied(
+                plan, "PLAN_MAX_STRENGTH", f"strength {intent.strength:g}", f"{plan.max_strength:g}"
+            )
+        if intent.provider and not plan_allows(plan, intent.provider):
+            raise _denied(
+                plan,
+                "PLAN_PROVIDER_NOT_ALLOWED",
+                f"provider {intent.provider!r}",
+                ", ".join(plan.allowed_providers or ()),
+            )
+        tenant = self._tenants[caller.tenant]
+        for key, rate, burst, name in (
+            (f"subject:{caller.owner}", plan.rate_per_s, plan.burst, "subject"),
+            (f"tenant:{caller.tenant}", tenant.rate_per_s, tenant.burst, "tenant"),
+        ):
+            await self._take_token(key, rate, burst, name, dry_run=dry_run)
+
+    def plan_named(self, name: str) -> Plan | None:
+        return self._plans.get(name)
+
+    def plan_names(self) -> list[str]:
+        return sorted(self._plans.plans)
+
+    def now(self) -> float:
+        return self._clock.now()
+
+    def check_pixels(self, plan: Plan, width: int, height: int) -> None:
+        if width * height > plan.max_pixels:
+            raise _denied(
+                plan,
+                "PLAN_MAX_PIXELS",
+                f"a {width}x{height} image ({width * height} pixels)",
+                str(plan.max_pixels),
+            )
+
+    def exclusion(self, plan: Plan, manifest: Manifest) -> str | None:
+        """Why ``plan`` in this environment may not use a provider, or None."""
+        paid = manifest.remote and (
+            manifest.cost.credits_per_job > 0 or manifest.cost.credits_per_megapixel > 0
+        )
+        if paid and self.environment in LOCAL_ENVIRONMENTS:
+            return f"paid remote providers are disabled in the {self.environment} environment"
+        if paid and not plan.paid_providers:
+            return f"plan {plan.name!r} does not include paid remote providers"
+        if not plan_allows(plan, manifest.name):
+            return f"plan {plan.name!r} does not include this provider"
+        return None
+
+    def price(self, plan: Plan, provider_cost: int, output_size: tuple[int, int]) -> int:
+        """Credits a job costs the caller: the provider's price plus the plan's surcharge."""
+        if not plan.credits:
+            return 0
+        return provider_cost + plan.surcharge(*output_size)
+
+    async def would_reserve(self, caller: Caller, plan: Plan, credits: int) -> None:
+        """Raise what :meth:`reserve` would raise, without holding anything."""
+        balance = await self.ledger.balance(caller.owner, self.period())
+        if plan.monthly_jobs is not None and balance.jobs_used >= plan.monthly_jobs:
+            raise ResourceExhausted(
+                f"the monthly quota of {plan.monthly_jobs} jobs is used up",
+                violations=[QuotaViolation(f"{caller.owner}:monthly_jobs", "monthly jobs")],
+                reason="MONTHLY_QUOTA_EXHAUSTED",
+            )
+        if plan.credits and balance.available < credits:
+            raise ResourceExhausted(
+                f"this job costs {credits} credits but only {balance.available} are available",
+                violations=[QuotaViolation(f"{caller.owner}:credits", "not enough credits")],
+                reason="INSUFFICIENT_CREDITS",
+            )
+
+    async def reserve(self, job_id: str, caller: Caller, plan: Plan, credits: int) -> Balance:
+        return await self.ledger.reserve(
+            job_id,
+            caller.owner,
+            credits=credits,
+            period=self.period(),
+            quota=plan.monthly_jobs,
+            charge_credits=plan.credits,
+            now=self._clock.now(),
+        )
+
+    async def buckets(self, caller: Caller, plan: Plan) -> list[BucketSnapshot]:
+        tenant = self._tenants[caller.tenant]
+        return [
+            await self._limiter.peek(
+                f"subject:{caller.owner}", rate=plan.rate_per_s, capacity=plan.burst
+            ),
+            await self._limiter.peek(
+                f"tenant:{caller.tenant}", rate=tenant.rate_per_s, capacity=tenant.burst
+            ),
+        ]
+
+    def period(self) -> str:
+        """The current quota period: the calendar month in UTC, as ``YYYY-MM``."""
+        return dt.datetime.fromtimestamp(self._clock.now(), dt.UTC).strftime("%Y-%m")
+
+    def period_end(self) -> float:
+        now = dt.datetime.fromtimestamp(self._clock.now(), dt.UTC)
+        year, month = (now.year + 1, 1) if now.month == 12 else (now.year, now.month + 1)
+        return dt.datetime(year, month, 1, tzinfo=dt.UTC).timestamp()
+
+    async def _take_token(
+        self, key: str, rate: float, burst: float, name: str, *, dry_run: bool
+    ) -> None:
+        if dry_run:
+            snapshot = await self._limiter.peek(key, rate=rate, capacity=burst)
+            allowed = snapshot.tokens >= 1
+            decision = Decision(allowed, 0.0 if allowed else (1 - snapshot.tokens) / rate)
+        else:
+            decision = await self._limiter.acquire(key, rate=rate, capacity=burst)
+        if not decision.allowed:
+            raise ResourceExhausted(
+                f"too many requests for this {name}: retry in {decision.retry_after:.2f} s",
+                violations=[QuotaViolation(key, f"{rate:g} requests/s, burst {burst:g}")],
+                retry_after=decision.retry_after,
+                reason="RATE_LIMITED",
+            )
+
+
+def plan_allows(plan: Plan, provider: str) -> bool:
+    return plan.allowed_providers is None or provider in plan.allowed_providers
+
+
+def _denied(plan: Plan, reason: str, asked: str, limit: str) -> PermissionDenied:
+    return PermissionDenied(
+        f"plan {plan.name!r} does not allow {asked}; its limit is {limit}",
+        reason=reason,
+        metadata={"plan": plan.name, "limit": limit},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyGate:
+    """The policy's checks bound to one caller and plan, for an edit's preparation."""
+
+    policy: Policy
+    caller: Caller
+    plan: Plan
+    dry_run: bool = False
+
+    async def admit(self, intent: EditIntent) -> None:
+        await self.policy.admit(self.caller, self.plan, intent, dry_run=self.dry_run)
+
+    def check_pixels(self, width: int, height: int) -> None:
+        self.policy.check_pixels(self.plan, width, height)
