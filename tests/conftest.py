@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from grpc import aio
@@ -11,7 +15,7 @@ from grpc import aio
 from retouch.server.app import RunningServer, running
 from retouch.server.config import DEV_TENANT, ServerConfig, TenantConfig, hash_key
 from retouch.v1 import image_edit_pb2_grpc, providers_pb2_grpc
-from tests.helpers import photo, png, square_mask
+from tests.helpers import metadata, photo, png, square_mask
 
 OTHER_KEY = "acme-secret-key"
 OTHER_TENANT = TenantConfig(name="acme", key_sha256=hash_key(OTHER_KEY))
@@ -86,3 +90,68 @@ async def slow_edit(
 ) -> AsyncIterator[image_edit_pb2_grpc.ImageEditAsyncStub]:
     async with aio.insecure_channel(f"127.0.0.1:{slow_server.port}") as opened:
         yield image_edit_pb2_grpc.ImageEditStub(opened)
+
+
+@dataclass
+class Harness:
+    """A running server with fake providers, its stubs, and its parts."""
+
+    server: RunningServer
+    edit: Any
+    account: Any
+    fakes: dict[str, Any]
+
+    async def usage(self, subject: str) -> Any:
+        from retouch.v1 import account_pb2
+
+        return await self.account.GetUsage(
+            account_pb2.GetUsageRequest(subject=subject), metadata=metadata()
+        )
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Callable[..., Any]:
+    """``async with harness(plans=..., providers=[FakeProvider...], ...) as h:``."""
+    from retouch.sdk import Health, HealthReport
+    from retouch.server.policy import Plan, PlanBook
+    from retouch.server.registry import LoadedProvider, ProviderRegistry
+    from retouch.v1 import account_pb2_grpc
+
+    @contextlib.asynccontextmanager
+    async def start(
+        *,
+        plans: list[Plan],
+        providers: list[Any],
+        default_plan: str | None = None,
+        environment: str = "test",
+        clock: Any = None,
+    ) -> AsyncIterator[Harness]:
+        registry = ProviderRegistry()
+        for fake in providers:
+            await fake.start({})
+            registry.add(LoadedProvider(fake, fake.manifest, HealthReport(Health.HEALTHY)))
+        book = PlanBook({plan.name: plan for plan in plans})
+        default = default_plan or plans[0].name
+        config = ServerConfig(
+            listen="127.0.0.1:0",
+            data_dir=tmp_path / "data",
+            environment=environment,  # type: ignore[arg-type]
+            plans=book,
+            tenants=(
+                dataclasses.replace(DEV_TENANT, default_plan=default, rate_per_s=1e6, burst=10**6),
+                dataclasses.replace(OTHER_TENANT, default_plan=default),
+            ),
+            shutdown_grace_s=1.0,
+        )
+        async with (
+            running(config, registry=registry, clock=clock) as server,
+            aio.insecure_channel(f"127.0.0.1:{server.port}") as channel,
+        ):
+            yield Harness(
+                server=server,
+                edit=image_edit_pb2_grpc.ImageEditStub(channel),
+                account=account_pb2_grpc.AccountStub(channel),
+                fakes={fake.manifest.name: fake for fake in providers},
+            )
+
+    return start

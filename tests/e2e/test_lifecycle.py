@@ -92,9 +92,11 @@ def server_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int]
         process.wait()
 
 
-def spawn_server(data_dir: Path) -> tuple[subprocess.Popen[str], int]:
+def spawn_server(data_dir: Path, config: Path | None = None) -> tuple[subprocess.Popen[str], int]:
     """``retouch-server`` as a real process on a free port; returns it and its port."""
     env = {**os.environ, "RETOUCH_DATA_DIR": str(data_dir), "RETOUCH_LISTEN": "127.0.0.1:0"}
+    if config is not None:
+        env["RETOUCH_CONFIG"] = str(config)
     process = subprocess.Popen(
         [sys.executable, "-m", "retouch.server"],
         env=env,

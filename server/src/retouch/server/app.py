@@ -63,7 +63,12 @@ class RunningServer:
     uploads: Uploads
     health: health_aio.HealthServicer
     config: ServerConfig
+    ledger: SqliteLedger
     _background: list[asyncio.Task[None]]
+
+    async def jobs_ledger_audit(self, owner: str) -> bool:
+        """Whether ``owner``'s balances equal the sums of their ledger entries."""
+        return await self.ledger.audit(owner)
 
     async def stop(self) -> None:
         """Stop taking calls, let running jobs finish within the grace, then fail the rest."""
@@ -107,10 +112,11 @@ async def start_server(
     limiter = MemoryRateLimiter(clock)
     router = Router(registry)
     upstream = UpstreamLimits(limiter, registry, clock)
+    ledger = SqliteLedger(database)
     policy = Policy(
         plans=config.plans,
         tenants={t.name: t for t in config.tenants},
-        ledger=SqliteLedger(database),
+        ledger=ledger,
         limiter=limiter,
         clock=clock,
         environment=config.environment,
@@ -195,6 +201,7 @@ async def start_server(
         uploads=uploads,
         health=health,
         config=config,
+        ledger=ledger,
         _background=background,
     )
 

@@ -65,6 +65,8 @@ class FakeProvider:
         remote: bool = False,
         fill: tuple[int, int, int] = (255, 0, 255),
         release: asyncio.Event | None = None,
+        quality_rank: int = 0,
+        requests_per_minute: float | None = None,
     ) -> None:
         if steps < 0 or fail_after < 0 or step_delay < 0:
             raise ValueError("steps, fail_after and step_delay cannot be negative")
@@ -81,6 +83,8 @@ class FakeProvider:
             upscale_factors=tuple(upscale_factors) if Operation.ENHANCE in ops else (),
             cost=cost,
             remote=remote,
+            quality_rank=quality_rank,
+            requests_per_minute=requests_per_minute,
         )
         self.fail_with = fail_with
         self.fail_after = fail_after

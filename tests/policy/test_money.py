@@ -1,0 +1,173 @@
+"""Exact with money: quotas and credits under concurrency, refunds on every failure."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc import aio
+
+from retouch.sdk import CostModel, Operation, ProviderRejected
+from retouch.sdk.testing import FakeProvider
+from retouch.server.policy import Plan
+from retouch.v1 import account_pb2, common_pb2
+from retouch.v1 import image_edit_pb2 as pb
+from tests.helpers import metadata, photo, png, read_all, read_one, rpc_details, square_mask
+
+SUBJECT = "user:alice"
+IMAGE = png(photo((64, 64)))
+MASK = png(square_mask((64, 64), (16, 16, 32, 32)))
+
+
+def inpaint(request_id: str = "", **fields: Any) -> pb.InpaintRequest:
+    return pb.InpaintRequest(
+        request_id=request_id,
+        image=common_pb2.ImageInput(data=IMAGE),
+        mask=common_pb2.ImageInput(data=MASK),
+        **fields,
+    )
+
+
+async def outcome(edit: Any, request: pb.InpaintRequest, subject: str = SUBJECT) -> Any:
+    """The events of a call, or the AioRpcError it ended with."""
+    try:
+        return [e async for e in edit.Inpaint(request, metadata=metadata(subject=subject))]
+    except aio.AioRpcError as error:
+        return error
+
+
+async def grant(account: Any, credits: int, subject: str = SUBJECT, request_id: str = "") -> int:
+    answer = await account.GrantCredits(
+        account_pb2.GrantCreditsRequest(subject=subject, credits=credits, request_id=request_id),
+        metadata=metadata(),
+    )
+    return int(answer.credits_balance)
+
+
+async def test_a_quota_of_40_lets_exactly_40_of_100_concurrent_jobs_through(
+    harness: Any,
+) -> None:
+    fake = FakeProvider("fake", [Operation.INPAINT], steps=2, step_delay=0.01)
+    plan = Plan("forty", monthly_jobs=40, rate_per_s=1000, burst=1000)
+    async with harness(plans=[plan], providers=[fake]) as h:
+        results = await asyncio.gather(*(outcome(h.edit, inpaint()) for _ in range(100)))
+
+        done = [r for r in results if isinstance(r, list)]
+        refused = [r for r in results if isinstance(r, aio.AioRpcError)]
+        assert len(done) == 40
+        assert all(r[-1].HasField("completed") for r in done)
+        assert len(refused) == 60
+        for error in refused:
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            kinds = {type(d) for d in rpc_details(error)}
+            assert error_details_pb2.QuotaFailure in kinds
+            assert error_details_pb2.RetryInfo not in kinds
+        usage = await h.usage(SUBJECT)
+        assert (usage.quota_used, usage.quota_left) == (40, 0)
+        assert fake.calls == 40
+        assert await h.server.jobs_ledger_audit(f"dev/{SUBJECT}")
+
+
+async def test_concurrent_jobs_never_spend_more_than_the_balance(harness: Any) -> None:
+    fake = FakeProvider("fake", [Operation.INPAINT], cost=CostModel(credits_per_job=3), steps=1)
+    plan = Plan("paid", credits=True, credits_per_job=1, rate_per_s=1000, burst=1000)
+    async with harness(plans=[plan], providers=[fake]) as h:
+        assert await grant(h.account, 50) == 50  # 12 jobs of 4 credits, 2 left over
+        results = await asyncio.gather(*(outcome(h.edit, inpaint()) for _ in range(30)))
+        done = [r for r in results if isinstance(r, list)]
+        assert len(done) == 12
+        assert all(r[-1].completed.cost_credits == 4 for r in done)
+        assert {r[0].accepted.estimated_cost_credits for r in done} == {4}
+        refused = [r for r in results if isinstance(r, aio.AioRpcError)]
+        assert {r.code() for r in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+        usage = await h.usage(SUBJECT)
+        assert (usage.credits_balance, usage.credits_reserved) == (2, 0)
+        assert await h.server.jobs_ledger_audit(f"dev/{SUBJECT}")
+
+
+@pytest.mark.parametrize("how", ["provider-fails", "client-cancels", "deadline", "cancel-job"])
+async def test_a_job_that_does_not_finish_is_refunded(harness: Any, how: str) -> None:
+    release = asyncio.Event()
+    fake = FakeProvider(
+        "fake",
+        [Operation.INPAINT],
+        steps=1,
+        fail_with=ProviderRejected("cannot do that") if how == "provider-fails" else None,
+        fail_after=1,
+        release=release,
+    )
+    plan = Plan("paid", credits=True, monthly_jobs=10)
+    async with harness(plans=[plan], providers=[fake]) as h:
+        await grant(h.account, 10)
+        timeout = 0.5 if how == "deadline" else None
+        call = h.edit.Inpaint(inpaint(), metadata=metadata(subject=SUBJECT), timeout=timeout)
+        accepted = await read_one(call)
+        assert accepted.accepted.estimated_cost_credits == 1
+        if how == "provider-fails":
+            release.set()
+        elif how == "client-cancels":
+            call.cancel()
+        elif how == "cancel-job":
+            await h.edit.CancelJob(
+                pb.CancelJobRequest(job_id=accepted.job_id), metadata=metadata(subject=SUBJECT)
+            )
+        with pytest.raises((aio.AioRpcError, asyncio.CancelledError)):
+            await read_all(call)
+        job = await wait_terminal(h.edit, accepted.job_id)
+        expected = {
+            "provider-fails": pb.JOB_STATE_FAILED,
+            "client-cancels": pb.JOB_STATE_CANCELLED,
+            "deadline": pb.JOB_STATE_CANCELLED,
+            "cancel-job": pb.JOB_STATE_CANCELLED,
+        }[how]
+        assert job.state == expected
+        assert job.cost_credits == 0
+        usage = await h.usage(SUBJECT)
+        assert (usage.credits_balance, usage.credits_reserved, usage.quota_used) == (10, 0, 0)
+        assert await h.server.jobs_ledger_audit(f"dev/{SUBJECT}")
+
+
+async def wait_terminal(edit: Any, job_id: str) -> Any:
+    for _ in range(200):
+        job = await edit.GetJob(pb.GetJobRequest(job_id=job_id), metadata=metadata(subject=SUBJECT))
+        if job.state not in (pb.JOB_STATE_RUNNING, pb.JOB_STATE_QUEUED):
+            return job
+        await asyncio.sleep(0.01)
+    raise AssertionError("the job never ended")
+
+
+async def test_duplicate_request_ids_make_one_job_and_one_charge(harness: Any) -> None:
+    fake = FakeProvider("fake", [Operation.INPAINT], steps=3, step_delay=0.02)
+    plan = Plan("paid", credits=True, credits_per_job=1)
+    async with harness(plans=[plan], providers=[fake]) as h:
+        await grant(h.account, 10)
+        concurrent = await asyncio.gather(*(outcome(h.edit, inpaint("same")) for _ in range(8)))
+        again = await outcome(h.edit, inpaint("same"))
+        assert all(isinstance(r, list) for r in [*concurrent, again])
+        assert len({r[0].job_id for r in [*concurrent, again]}) == 1
+        assert len({r[-1].completed.result_id for r in [*concurrent, again]}) == 1
+        assert fake.calls == 1
+        usage = await h.usage(SUBJECT)
+        assert usage.credits_balance == 10 - 2
+
+
+async def test_grants_are_idempotent_and_admin_only(harness: Any) -> None:
+    from tests.conftest import OTHER_KEY
+
+    fake = FakeProvider("fake", [Operation.INPAINT])
+    async with harness(plans=[Plan("paid", credits=True)], providers=[fake]) as h:
+        assert await grant(h.account, 5, request_id="g1") == 5
+        assert await grant(h.account, 5, request_id="g1") == 5
+        assert await grant(h.account, 5, request_id="g2") == 10
+        with pytest.raises(aio.AioRpcError) as refused:
+            await h.account.GrantCredits(
+                account_pb2.GrantCreditsRequest(subject=SUBJECT, credits=5),
+                metadata=metadata(key=OTHER_KEY),
+            )
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(aio.AioRpcError) as negative:
+            await grant(h.account, -5)
+        assert negative.value.code() == grpc.StatusCode.INVALID_ARGUMENT
