@@ -4,15 +4,19 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
-PACKAGES := server/src plugins/sdk/src plugins/opencv/src
+TS := clients/typescript
+TS_STAMP := $(TS)/node_modules/.installed
+NEED_NODE := command -v node >/dev/null && command -v npm >/dev/null || { echo "the TypeScript client needs Node.js 20+ and npm on PATH" >&2; exit 1; }
+PACKAGES := server/src plugins/sdk/src plugins/opencv/src plugins/patchmatch/src
 
-.PHONY: install run gen gen-check lint typecheck test bench clean
+.PHONY: install run gen gen-check lint typecheck test ts-test bench clean
 
-$(STAMP): requirements-dev.txt server/pyproject.toml plugins/sdk/pyproject.toml plugins/opencv/pyproject.toml clients/python/pyproject.toml
+$(STAMP): requirements-dev.txt server/pyproject.toml clients/python/pyproject.toml \
+		plugins/sdk/pyproject.toml plugins/opencv/pyproject.toml plugins/patchmatch/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt \
-		-e clients/python -e plugins/sdk -e plugins/opencv -e server
+		-e clients/python -e plugins/sdk -e plugins/opencv -e plugins/patchmatch -e server
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -20,8 +24,9 @@ install: $(STAMP)
 run: $(STAMP)  ## start the service on embedded defaults (127.0.0.1:50051)
 	$(BIN)/retouch-server
 
-gen: $(STAMP)  ## regenerate the Python stubs from protos/
+gen: $(STAMP)  ## regenerate the Python stubs from protos/ (and the TypeScript ones once $(TS) has node_modules)
 	PATH=$(CURDIR)/$(BIN):$$PATH scripts/gen.sh
+	if [ -d $(TS)/node_modules ]; then sh $(TS)/scripts/gen.sh; fi
 
 gen-check: $(STAMP)  ## fail when the committed stubs are stale
 	PATH=$(CURDIR)/$(BIN):$$PATH scripts/gen-check.sh
@@ -35,11 +40,20 @@ typecheck: $(STAMP)
 	$(BIN)/mypy $(PACKAGES) tests bench
 
 test: $(STAMP)  ## everything CI checks: generated code, lint, types, tests
-	$(MAKE) --no-print-directory gen-check lint typecheck
+	$(MAKE) --no-print-directory gen-check lint typecheck ts-test
 	$(PY) -m pytest
+
+$(TS_STAMP): $(TS)/package.json $(TS)/package-lock.json
+	@$(NEED_NODE)
+	cd $(TS) && npm ci --no-audit --no-fund
+	touch $@
+
+ts-test: $(STAMP) $(TS_STAMP)  ## the TypeScript client: generated-code check, build, tests against a real server
+	@$(NEED_NODE)
+	cd $(TS) && npm run --silent gen:check && npm run --silent build && npm test
 
 bench: $(STAMP)  ## speed and quality benchmarks; figures go to bench/RESULTS.md
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(TS)/node_modules $(TS)/dist

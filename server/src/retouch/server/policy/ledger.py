@@ -187,9 +187,7 @@ class SqliteLedger:
                 raise ResourceExhausted(
                     f"the monthly quota of {quota} jobs is used up; it resets at the start "
                     "of next month, or ask for a larger plan",
-                    violations=[
-                        QuotaViolation(f"{owner}:monthly_jobs", f"{quota} jobs per month")
-                    ],
+                    violations=[QuotaViolation(f"{owner}:monthly_jobs", f"{quota} jobs per month")],
                     reason="MONTHLY_QUOTA_EXHAUSTED",
                 )
             if charge_credits and balance.available < credits:
