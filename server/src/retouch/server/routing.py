@@ -50,6 +50,8 @@ class Candidate:
     model: str
     price: int
     """Credits the caller pays if this provider does the job."""
+    own_cost: int = 0
+    """The provider's own estimate, which ranks providers even on plans that don't pay."""
 
     @property
     def name(self) -> str:
@@ -228,17 +230,18 @@ class Router:
         policy: RoutePolicy,
     ) -> Candidate:
         own = loaded.manifest.cost.estimate(*output_size)
-        return Candidate(loaded, request.model or loaded.manifest.default_model, policy.price(own))
+        model = request.model or loaded.manifest.default_model
+        return Candidate(loaded, model, policy.price(own), own)
 
     def _rank(self, candidates: list[Candidate], prefer: str) -> list[Candidate]:
         def key(c: Candidate) -> tuple[object, ...]:
             degraded = c.loaded.health.health is Health.DEGRADED
             quality = -c.loaded.manifest.quality_rank
             if prefer == "speed":
-                return (degraded, self.latency.median(c.name), c.price, c.name)
+                return (degraded, self.latency.median(c.name), c.price, c.own_cost, c.name)
             if prefer == "quality":
-                return (degraded, quality, c.price, c.name)
-            return (degraded, c.price, quality, c.name)
+                return (degraded, quality, c.price, c.own_cost, c.name)
+            return (degraded, c.price, c.own_cost, quality, c.name)
 
         return sorted(candidates, key=key)
 

@@ -1,0 +1,162 @@
+"""The PatchMatch provider: validates each request, then fills holes in worker threads."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import aclosing
+from importlib import metadata
+
+from retouch.sdk import (
+    CostModel,
+    EditRequest,
+    Event,
+    Health,
+    HealthReport,
+    InpaintRequest,
+    Manifest,
+    Operation,
+    ProgressReporter,
+    ProviderRejected,
+    Result,
+    run_with_progress,
+)
+
+from ._config import PatchMatchConfig
+from ._inpaint import inpaint
+from ._patchmatch import Settings
+
+MAX_PIXELS = 4_194_304
+"""Largest input: 2048 x 2048. Beyond that a job takes many seconds of CPU, which a
+classical fill does not justify."""
+
+MODEL = "patchmatch"
+
+
+def _version() -> str:
+    try:
+        return metadata.version("retouch-patchmatch")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+MANIFEST = Manifest(
+    name="patchmatch",
+    version=_version(),
+    description=(
+        "Exemplar-based CPU inpainting: a multi-scale PatchMatch fills holes with "
+        "patches copied from around them, so texture and regular structure stay sharp "
+        "where diffusion (the opencv provider) blurs them. About a second for a "
+        "512 x 512 image with a 10 % hole."
+    ),
+    operations=frozenset({Operation.INPAINT}),
+    models=(MODEL,),
+    max_pixels=MAX_PIXELS,
+    supports_mask=True,
+    cost=CostModel(credits_per_job=2),
+    remote=False,
+    quality_rank=2,
+)
+
+Work = Callable[[ProgressReporter], Result]
+
+
+class PatchMatchProvider:
+    """Exemplar-based inpainting on the CPU; no model downloads, no GPU.
+
+    Config keys (all optional): ``patch_size`` (odd, 3..15, default 7) and
+    ``max_workers`` (threads for pixel work, 1..64). Jobs run on the loop's default
+    executor until :meth:`start` has created the provider's own.
+    """
+
+    def __init__(self) -> None:
+        self._config = PatchMatchConfig()
+        self._executor: ThreadPoolExecutor | None = None
+
+    @property
+    def manifest(self) -> Manifest:
+        """What this provider offers."""
+        return MANIFEST
+
+    @property
+    def config(self) -> PatchMatchConfig:
+        """The settings in force."""
+        return self._config
+
+    async def start(self, config: Mapping[str, object]) -> None:
+        """Validate ``config`` (ValueError names each bad key) and start the workers."""
+        self._config = PatchMatchConfig.from_mapping(config)
+        await self.aclose()
+        self._executor = ThreadPoolExecutor(
+            max_workers=self._config.max_workers, thread_name_prefix="retouch-patchmatch"
+        )
+
+    async def aclose(self) -> None:
+        """Stop the workers; queued jobs are dropped, running ones stop at their next check."""
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    async def health(self) -> HealthReport:
+        """Always healthy: everything runs in-process."""
+        return HealthReport(Health.HEALTHY)
+
+    async def run(self, request: EditRequest) -> AsyncGenerator[Event, None]:
+        """Progress from the worker thread (one report per pyramid level and round),
+        then the result."""
+        work = self._plan(request)
+        # aclosing: when our consumer stops, the inner stream must close now (and tell
+        # the worker to stop), not whenever it is garbage-collected.
+        async with aclosing(run_with_progress(work, executor=self._executor)) as events:
+            async for event in events:
+                yield event
+
+    def _plan(self, request: EditRequest) -> Work:
+        """Validate ``request`` and return the blocking work that carries it out."""
+        if request.operation not in MANIFEST.operations:
+            raise ProviderRejected(
+                f"the patchmatch provider does not {request.operation.value}; it only inpaints",
+                field="operation",
+            )
+        _check_image(request)
+        if request.model != MODEL:
+            raise ProviderRejected(
+                f"unknown model {request.model!r}; the patchmatch provider offers {MODEL!r}",
+                field="model",
+            )
+        settings = Settings(patch_radius=self._config.patch_radius)
+        metadata = {"algorithm": "patchmatch", "patch_size": str(self._config.patch_size)}
+        assert isinstance(request, InpaintRequest)
+        return _inpaint_work(request, settings, metadata)
+
+
+def _check_image(request: EditRequest) -> None:
+    image = request.image
+    if image.dtype != "uint8" or image.ndim != 3 or image.shape[2] != 3:
+        raise ProviderRejected(
+            f"expected an RGB uint8 image of shape (height, width, 3), got {image.dtype} "
+            f"{image.shape}",
+            field="image",
+        )
+    pixels = image.shape[0] * image.shape[1]
+    if pixels > MAX_PIXELS:
+        raise ProviderRejected(
+            f"the image has {pixels} pixels; the patchmatch provider takes at most "
+            f"{MAX_PIXELS} (2048 x 2048): scale it down first",
+            field="image",
+        )
+
+
+def _inpaint_work(request: InpaintRequest, settings: Settings, metadata: dict[str, str]) -> Work:
+    image, mask, seed = request.image, request.mask, request.seed
+    if mask.dtype != "uint8" or mask.shape != image.shape[:2]:
+        raise ProviderRejected(
+            f"the mask must be uint8 of shape {image.shape[:2]}, got {mask.dtype} {mask.shape}",
+            field="mask",
+        )
+
+    def work(reporter: ProgressReporter) -> Result:
+        out = inpaint(image, mask, seed=seed, settings=settings, reporter=reporter)
+        return Result(out, metadata)
+
+    return work
