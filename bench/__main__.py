@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .machine import describe_machine
+from .policy import render_policy, run_policy_bench
 from .quality import run_quality_bench
 from .report import render, summary
 from .speed import run_speed_bench
@@ -17,10 +18,13 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 def main() -> int:
     machine = describe_machine()
     speed = asyncio.run(run_speed_bench())
+    print("bench: policy", file=sys.stderr, flush=True)
+    policy = asyncio.run(run_policy_bench())
     print("bench: quality", file=sys.stderr, flush=True)
     quality = run_quality_bench()
-    RESULTS.write_text(render(machine, speed, quality))
+    RESULTS.write_text(render(machine, speed, render_policy(policy), quality))
     print(summary(speed))
+    print(render_policy(policy))
     print(f"figures written to {RESULTS}")
     return 0
 

@@ -35,6 +35,8 @@ class CallTrace:
     """Size of the last message: for a job, its serialized Completed event."""
     provider_ms: int = 0
     """For a job, the provider time its Completed event reports."""
+    route: str = ""
+    """For a job, ``provider/model`` as its Accepted event names them."""
 
     @property
     def total_ms(self) -> float:
@@ -50,10 +52,13 @@ class CallTrace:
         return self.kinds.count("progress")
 
     @property
-    def max_gap_ms(self) -> float:
-        """Longest wait between consecutive messages of the stream."""
-        gaps = [b - a for a, b in zip(self.arrivals, self.arrivals[1:], strict=False)]
-        return 1000 * max(gaps, default=0.0)
+    def max_gap(self) -> tuple[float, str]:
+        """Longest wait (ms) between consecutive messages, and between which kinds."""
+        gaps = [
+            (1000 * (self.arrivals[i + 1] - self.arrivals[i]), f"{kind} -> {self.kinds[i + 1]}")
+            for i, kind in enumerate(self.kinds[:-1])
+        ]
+        return max(gaps, default=(0.0, "none"))
 
 
 async def inpaint(
@@ -63,22 +68,29 @@ async def inpaint(
     arrivals: list[float] = []
     kinds: list[str] = []
     completed: pb.JobEvent | None = None
+    route = ""
     started = time.perf_counter()
     async for event in stub.Inpaint(request, metadata=METADATA):
         arrivals.append(time.perf_counter())
         kinds.append(str(event.WhichOneof("event")))
-        if event.HasField("completed"):
+        if event.HasField("accepted"):
+            route = f"{event.accepted.provider}/{event.accepted.model}"
+        elif event.HasField("completed"):
             completed = event
     # The stream is read to its end rather than left at Completed: a call dropped early
     # is a cancellation, which could race the job's last bookkeeping.
     if completed is None or not completed.completed.data or kinds[-1] != "completed":
         raise RuntimeError(f"the job ended without an inline result; events: {kinds}")
+    wanted = request.provider
+    if wanted.provider and route != f"{wanted.provider}/{wanted.model or route.split('/')[-1]}":
+        raise RuntimeError(f"asked for {wanted.provider}/{wanted.model}, the job ran on {route}")
     return CallTrace(
         started,
         tuple(arrivals),
         tuple(kinds),
         completed.ByteSize(),
         completed.completed.provider_ms,
+        route,
     )
 
 

@@ -14,7 +14,7 @@ REFERENCE = (
 )
 
 
-def render(machine: Machine, speed: SpeedResults, quality: str) -> str:
+def render(machine: Machine, speed: SpeedResults, policy: str, quality: str) -> str:
     """The whole RESULTS.md."""
     lines = [
         "# retouch benchmarks",
@@ -26,6 +26,8 @@ def render(machine: Machine, speed: SpeedResults, quality: str) -> str:
         "## Speed",
         "",
         *_speed(speed),
+        "",
+        policy.rstrip(),
         "",
         "## Quality",
         "",
@@ -46,11 +48,14 @@ def summary(speed: SpeedResults) -> str:
 def _speed(speed: SpeedResults) -> list[str]:
     config, load = speed.config, speed.concurrency
     return [
-        f"Workload: {speed.workload}; Inpaint with `output.inline = true`, default provider "
-        "(opencv, telea), a fresh `request_id` per call. The server is `python -m "
+        f"Workload: {speed.workload}; Inpaint with `output.inline = true`, provider and "
+        f"model named in the request ({speed.route}, checked against each job's Accepted "
+        "event), a fresh `request_id` per call. The server is `python -m "
         "retouch.server` in its own process with the default config (SQLite + filesystem "
-        "store in a temporary directory); the client is the bench process, grpc.aio over "
-        f"loopback. {config.warmup} warm-up calls first.",
+        "store in a temporary directory) except that the development tenant's plan and "
+        "tenant bucket allow the rate the bench drives (`bench/processes.py`, "
+        "`BENCH_CONFIG`; buckets are still checked on every call); the client is the "
+        f"bench process, grpc.aio over loopback. {config.warmup} warm-up calls first.",
         "",
         "| figure | measured | target | result | detail |",
         "|---|---:|---:|:---:|---|",
@@ -84,10 +89,15 @@ def _speed(speed: SpeedResults) -> list[str]:
         f"{load.jobs_per_client} jobs one after another; throughput is all jobs over the "
         f"wall time from the first call to the last Completed. Every stream received at "
         f"least {load.min_progress_events} Progress events; the longest gap between "
-        f"consecutive events on any stream was {load.max_gap_ms:.1f} ms.",
+        f"consecutive events on any stream was {load.max_gap_ms:.1f} ms "
+        f"({load.max_gap_between}).",
         f"- Fixed cost: {config.tiny_samples} 64x64 jobs interleaved with as many calls to "
         "`bench/echo_server.py`, a bare grpc.aio server in its own process (generic handler, "
         f"bytes in and out, no interceptors or storage) streaming {speed.echo_shape}.",
+        f"- Default route, for the record: one 1024x1024 job naming no provider ran on "
+        f"{speed.default_route.route} and took {speed.default_route.total_ms:.0f} ms end to "
+        f"end ({speed.default_route.progress_events} Progress events); the figures above "
+        f"name {speed.route} so that they measure the same work as the in-process baseline.",
         "",
         f"Reference, from the issue: {REFERENCE}. Here retouch's p50 is "
         f"{REFERENCE_P50_MS / speed.service.p50:.1f}x lower and its throughput "

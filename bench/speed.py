@@ -45,7 +45,7 @@ class SpeedConfig:
 
     samples: int = 30
     warmup: int = 3
-    tiny_samples: int = 100
+    tiny_samples: int = 150
     clients: int = 8
     jobs_per_client: int = 6
 
@@ -60,6 +60,8 @@ class Concurrency:
     latency: Summary
     min_progress_events: int
     max_gap_ms: float
+    max_gap_between: str
+    """The kinds of the two events around the longest gap, e.g. ``accepted -> progress``."""
 
     @property
     def jobs_per_s(self) -> float:
@@ -82,6 +84,10 @@ class SpeedResults:
     tiny: Summary
     echo: Summary
     echo_shape: str
+    route: str
+    """``provider/model`` every timed job ran on."""
+    default_route: client.CallTrace
+    """One 1024x1024 job that named no provider: where the router sends it, for the record."""
 
     def figures(self) -> list[Figure]:
         """The four targets of the issue, each with what was measured."""
@@ -115,13 +121,16 @@ class SpeedResults:
                 "events",
                 1,
                 at_least=True,
-                detail=f"max gap between events on any stream {load.max_gap_ms:.1f} ms",
+                decimals=0,
+                detail=f"longest gap between events on any stream {load.max_gap_ms:.1f} ms "
+                f"({load.max_gap_between})",
             ),
             Figure(
                 "Fixed cost p50: 64x64 job - bare gRPC echo",
                 self.tiny.p50 - self.echo.p50,
                 "ms",
                 TINY_OVERHEAD_P50_MS,
+                decimals=2,
                 detail=f"{self.tiny.p50:.2f} - {self.echo.p50:.2f}",
             ),
         ]
@@ -160,6 +169,8 @@ async def _measure(
         shape = await client.inpaint(stub, tiny.request())
         with echo_server(len(shape.arrivals), shape.last_bytes) as echo_port:
             tiny_ms, echo_ms = await _fixed_cost(stub, echo_port, tiny, config)
+        _say("one 1024x1024 job naming no provider")
+        default_route = await client.inpaint(stub, big.request(provider="", model=""))
     return SpeedResults(
         config=config,
         workload=big.describe(),
@@ -177,6 +188,8 @@ async def _measure(
             f"last {shape.last_bytes:,} B like the job's Completed event); request "
             f"{len(tiny.request().SerializeToString()):,} B like the job's"
         ),
+        route=shape.route,
+        default_route=default_route,
     )
 
 
@@ -214,13 +227,15 @@ async def _concurrent(port: int, big: Workload, config: SpeedConfig) -> Concurre
     finally:
         await asyncio.gather(*(channel.close() for channel in channels))
     traces = [trace for traces in per_client for trace in traces]
+    gap_ms, gap_between = max(trace.max_gap for trace in traces)
     return Concurrency(
         clients=config.clients,
         jobs_per_client=config.jobs_per_client,
         seconds=seconds,
         latency=Summary.of([t.total_ms for t in traces]),
         min_progress_events=min(t.progress_events for t in traces),
-        max_gap_ms=max(t.max_gap_ms for t in traces),
+        max_gap_ms=gap_ms,
+        max_gap_between=gap_between,
     )
 
 

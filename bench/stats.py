@@ -51,6 +51,7 @@ class Figure:
     at_least: bool = False
     """True when the figure must reach ``limit`` (throughput), not stay under it."""
     detail: str = ""
+    decimals: int = 1
 
     @property
     def passed(self) -> bool:
@@ -66,4 +67,4 @@ class Figure:
 
     @property
     def measured(self) -> str:
-        return f"{self.value:.1f} {self.unit}"
+        return f"{self.value:.{self.decimals}f} {self.unit}"

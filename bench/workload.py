@@ -20,6 +20,10 @@ from retouch.v1 import common_pb2
 from retouch.v1 import image_edit_pb2 as pb
 
 HOLE_FRACTION = 0.10
+PROVIDER = "opencv"
+MODEL = "telea"
+"""Named in every request: the targets are about the OpenCV inpaint the in-process
+baseline runs, whatever the router would pick among the installed providers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,13 +47,14 @@ class Workload:
             f"{len(self.mask_png) / 1000:.1f} kB PNG)"
         )
 
-    def request(self) -> pb.InpaintRequest:
-        """An Inpaint call with inline output, default provider and model, a fresh id."""
+    def request(self, provider: str = PROVIDER, model: str = MODEL) -> pb.InpaintRequest:
+        """An Inpaint call with inline output and a fresh id; empty names let the server route."""
         return pb.InpaintRequest(
             request_id=f"bench-{uuid.uuid4().hex}",
             image=common_pb2.ImageInput(data=self.image_png),
             mask=common_pb2.ImageInput(data=self.mask_png),
             output=common_pb2.OutputOptions(inline=True),
+            provider=common_pb2.ProviderChoice(provider=provider, model=model),
         )
 
 

@@ -6,7 +6,6 @@ import asyncio
 import threading
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import Executor
-from typing import Any
 
 from ._events import Event, Progress, Result
 
@@ -23,7 +22,9 @@ class ProgressReporter:
     lower than the last one is raised to it rather than sent backwards.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Progress]) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Progress | None]
+    ) -> None:
         self._loop = loop
         self._queue = queue
         self._last = 0.0
@@ -66,28 +67,18 @@ async def run_with_progress(
     at once rather than when it is garbage-collected.
     """
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[Progress] = asyncio.Queue()
+    # Progress and the end of the work travel through one queue: reports are queued by
+    # the worker thread before the future completes, so the ``None`` that marks the end
+    # always comes after the last report, with no task or wait per event.
+    queue: asyncio.Queue[Progress | None] = asyncio.Queue()
     reporter = ProgressReporter(loop, queue)
     future = loop.run_in_executor(executor, work, reporter)
-    getter: asyncio.Task[Progress] | None = None
+    future.add_done_callback(lambda _: queue.put_nowait(None))
     try:
-        while not future.done():
-            getter = asyncio.ensure_future(queue.get())
-            waiters: set[asyncio.Future[Any]] = {getter, future}
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            if getter.done():
-                yield getter.result()
-            else:
-                # An item that arrived meanwhile stays queued: Queue.get gives it back.
-                getter.cancel()
-        while not queue.empty():
-            yield queue.get_nowait()
+        while (progress := await queue.get()) is not None:
+            yield progress
         yield future.result()
     finally:
-        # A getter left pending by a cancelled wait would outlive the loop and be
-        # reported as "Task was destroyed but it is pending".
-        if getter is not None and not getter.done():
-            getter.cancel()
         if not future.done():
             reporter.cancel()
             future.add_done_callback(_discard_outcome)

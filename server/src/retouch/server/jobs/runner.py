@@ -20,7 +20,7 @@ from retouch.v1 import image_edit_pb2 as pb
 
 from ..clock import Clock
 from ..convert import FORMATS, routing_decision
-from ..edits import PreparedEdit
+from ..edits import PreparedEdit, off_loop
 from ..errors import (
     Cancelled,
     DeadlineExceeded,
@@ -240,7 +240,7 @@ class JobRunner:
         def finish_and_encode() -> bytes:
             return encode_image(prepared.finish(result.image), output.format, output.quality)
 
-        data = await asyncio.to_thread(finish_and_encode)
+        data = await off_loop(finish_and_encode, size=width * height * 3 // 4)
         tenant, subject = record.owner.split("/", 1)
         extension = output.format.lower().replace("jpeg", "jpg")
         key = f"results/{tenant}/{subject}/{record.job_id}.{extension}"

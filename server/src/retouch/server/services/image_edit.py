@@ -14,9 +14,10 @@ from retouch.v1 import image_edit_pb2_grpc
 
 from ..auth import Caller, current_caller
 from ..convert import JOB_STATES_FROM_PROTO, job, timestamp
-from ..edits import EditPreparer, Gate, OpenGate, PreparedEdit
+from ..edits import EditPreparer, Gate, OpenGate, PreparedEdit, off_loop
 from ..errors import Cancelled, DeadlineExceeded, InvalidArgument, NotFound
 from ..jobs import JobStore
+from ..jobs.live import LiveJob
 from ..jobs.manager import JobManager, Submission
 from ..policy import Policy, PolicyGate
 from ..storage import ObjectNotFound, ObjectStore
@@ -86,7 +87,7 @@ class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
             Submission(
                 caller=caller,
                 request_id=request.request_id,
-                fingerprint=_fingerprint(request) if request.request_id else "",
+                fingerprint=await _fingerprint(request) if request.request_id else "",
                 prepare=lambda: prepare(request, caller, gate),
                 plan=plan,
                 timeout=context.time_remaining(),
@@ -97,7 +98,7 @@ class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
         try:
             async for event in self._jobs.follow(job_id, caller):
                 if event.HasField("completed") and request.output.inline:
-                    event = await self._with_inline_data(event, job_id)
+                    event = await self._with_inline_data(event, started_here)
                 yield event
             finished = True
         finally:
@@ -112,8 +113,9 @@ class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
                     else Cancelled("the caller cancelled the call"),
                 )
 
-    async def _with_inline_data(self, event: pb.JobEvent, job_id: str) -> pb.JobEvent:
-        live = self._jobs.live_job(job_id)
+    async def _with_inline_data(self, event: pb.JobEvent, live: LiveJob | None) -> pb.JobEvent:
+        # The job that this stream started still holds its bytes; a duplicate request
+        # that re-attached reads them back from the store.
         data = live.inline_data if live is not None else None
         if data is None:
             result = await self._store.get_result(event.completed.result_id)
@@ -196,10 +198,11 @@ class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
             raise NotFound(f"result {request.result_id!r} not found") from None
 
 
-def _fingerprint(request: Message) -> str:
+async def _fingerprint(request: Message) -> str:
     # Deterministic serialization makes equal requests hash equally, whatever order
     # the client set fields in.
-    return hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
+    payload = request.SerializeToString(deterministic=True)
+    return await off_loop(lambda: hashlib.sha256(payload).hexdigest(), size=len(payload) // 8)
 
 
 __all__ = ["ImageEditService"]
