@@ -279,14 +279,19 @@ class JobRunner:
         return dataclasses.replace(record, result_id=stored.result_id, cost_credits=candidate.price)
 
     async def _publish(self, live: LiveJob, **event: object) -> None:
+        # Events live in memory while the job runs and are written once, when it ends:
+        # followers of a running job read them from memory, and a job that dies with
+        # its server is failed at the next start, with nothing to replay.
         message = pb.JobEvent(job_id=live.job_id, seq=live.last_seq + 1, **event)  # type: ignore[arg-type]
-        await self._store.append_event(live.job_id, message.seq, message.SerializeToString())
         live.publish(message)
 
     async def _finish(self, live: LiveJob, record: JobRecord, error: RetouchError | None) -> None:
         """Record the terminal state, then settle the money: charge or refund."""
         final, status = terminal(record, error, self._clock.now(), live.last_seq)
         try:
+            await self._store.append_events(
+                live.job_id, [(e.seq, e.SerializeToString()) for e in live.events]
+            )
             await self._store.update_job(final)
             if self._ledger is not None:
                 if error is None:

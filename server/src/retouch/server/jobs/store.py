@@ -40,7 +40,8 @@ class JobStore(Protocol):
 
     async def update_job(self, job: JobRecord) -> None: ...
 
-    async def append_event(self, job_id: str, seq: int, payload: bytes) -> None: ...
+    async def append_events(self, job_id: str, events: Sequence[tuple[int, bytes]]) -> None:
+        """Record a job's events ``(seq, payload)`` in one write."""
 
     async def events_after(self, job_id: str, after_seq: int) -> Sequence[bytes]: ...
 
@@ -205,11 +206,17 @@ class SqliteJobStore:
             ),
         )
 
-    async def append_event(self, job_id: str, seq: int, payload: bytes) -> None:
-        self._db.execute(
-            "INSERT INTO job_events (job_id, seq, payload) VALUES (?, ?, ?)",
-            (job_id, seq, payload),
-        )
+    async def append_events(self, job_id: str, events: Sequence[tuple[int, bytes]]) -> None:
+        self._db.execute("BEGIN")
+        try:
+            self._db.executemany(
+                "INSERT INTO job_events (job_id, seq, payload) VALUES (?, ?, ?)",
+                [(job_id, seq, payload) for seq, payload in events],
+            )
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     async def events_after(self, job_id: str, after_seq: int) -> Sequence[bytes]:
         rows = self._db.execute(
