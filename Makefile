@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TS := clients/typescript
 TS_STAMP := $(TS)/node_modules/.installed
 NEED_NODE := command -v node >/dev/null && command -v npm >/dev/null || { echo "the TypeScript client needs Node.js 20+ and npm on PATH" >&2; exit 1; }
-PACKAGES := server/src plugins/sdk/src plugins/opencv/src plugins/patchmatch/src
+PACKAGES := server/src plugins/sdk/src plugins/opencv/src plugins/patchmatch/src clients/python/src/retouch/client
 
 .PHONY: install run gen gen-check lint typecheck test ts-test bench clean
 
