@@ -167,7 +167,7 @@ async def test_a_fully_masked_image_still_gets_an_answer(provider: PatchMatchPro
 
 async def test_cancelling_stops_the_computation_at_its_next_check() -> None:
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[Progress] = asyncio.Queue()
+    queue: asyncio.Queue[Progress | None] = asyncio.Queue()
     reporter = ProgressReporter(loop, queue)
     # Big enough to take about a second, so the cancellation lands mid-way.
     image, mask = tiled(512, 512), square_hole(512, 512, 160, 160, side=160)
