@@ -35,9 +35,11 @@ def test_sdk_exports() -> None:
         "ProviderUnavailable",
         "RGBImage",
         "Result",
+        "WorkerPool",
         "composite",
         "mask_bounds",
         "run_with_progress",
+        "trace_headers",
     ]
 
 

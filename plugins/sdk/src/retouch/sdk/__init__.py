@@ -16,7 +16,7 @@ from ._errors import (
 )
 from ._events import Event, Progress, Result
 from ._manifest import SDK_API_VERSION, CostModel, Manifest, Operation
-from ._progress import JobCancelled, ProgressReporter, run_with_progress
+from ._progress import JobCancelled, ProgressReporter, WorkerPool, run_with_progress
 from ._provider import ENTRY_POINT_GROUP, Health, HealthReport, Provider
 from ._requests import (
     EditRequest,
@@ -29,6 +29,7 @@ from ._requests import (
     Padding,
     RGBImage,
 )
+from ._tracing import trace_headers
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -58,7 +59,9 @@ __all__ = [
     "ProviderUnavailable",
     "RGBImage",
     "Result",
+    "WorkerPool",
     "composite",
     "mask_bounds",
     "run_with_progress",
+    "trace_headers",
 ]

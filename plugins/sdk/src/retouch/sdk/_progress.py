@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncGenerator, Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 
 from ._events import Event, Progress, Result
 
@@ -89,3 +90,36 @@ def _discard_outcome(future: asyncio.Future[Result]) -> None:
     # report "exception was never retrieved" for the JobCancelled it ends with.
     if not future.cancelled():
         future.exception()
+
+
+class WorkerPool:
+    """The threads a local provider runs its blocking pixel work on.
+
+    ``start`` (re)creates the threads, ``close`` stops them (queued work is dropped,
+    running work stops at its next :meth:`ProgressReporter.check`), and ``stream`` runs
+    one job's work there, as :func:`run_with_progress` does. Until ``start``, work runs
+    on the event loop's default executor.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._executor: ThreadPoolExecutor | None = None
+
+    def start(self, max_workers: int) -> None:
+        self.close()
+        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=self._name)
+
+    def close(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    async def stream(
+        self, work: Callable[[ProgressReporter], Result]
+    ) -> AsyncGenerator[Event, None]:
+        """Progress reports from ``work``, then its result."""
+        # aclosing: when our consumer stops, the inner stream must close now (and tell
+        # the worker to stop), not whenever it is garbage-collected.
+        async with contextlib.aclosing(run_with_progress(work, executor=self._executor)) as events:
+            async for event in events:
+                yield event

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from importlib import metadata
 
@@ -22,7 +21,7 @@ from retouch.sdk import (
     ProgressReporter,
     ProviderRejected,
     Result,
-    run_with_progress,
+    WorkerPool,
 )
 
 from . import _enhance
@@ -75,7 +74,7 @@ class OpenCVProvider:
 
     def __init__(self) -> None:
         self._config = OpenCVConfig()
-        self._executor: ThreadPoolExecutor | None = None
+        self._workers = WorkerPool("retouch-opencv")
 
     @property
     def manifest(self) -> Manifest:
@@ -90,16 +89,11 @@ class OpenCVProvider:
     async def start(self, config: Mapping[str, object]) -> None:
         """Validate ``config`` (ValueError names each bad key) and start the workers."""
         self._config = OpenCVConfig.from_mapping(config)
-        await self.aclose()
-        self._executor = ThreadPoolExecutor(
-            max_workers=self._config.max_workers, thread_name_prefix="retouch-opencv"
-        )
+        self._workers.start(self._config.max_workers)
 
     async def aclose(self) -> None:
         """Stop the workers; queued jobs are dropped, running ones stop at their next check."""
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=False, cancel_futures=True)
+        self._workers.close()
 
     async def health(self) -> HealthReport:
         """Always healthy: everything runs in-process."""
@@ -107,10 +101,7 @@ class OpenCVProvider:
 
     async def run(self, request: EditRequest) -> AsyncGenerator[Event, None]:
         """Progress from the worker thread, then the result."""
-        work = self._plan(request)
-        # aclosing: when our consumer stops, the inner stream must close now (and tell
-        # the worker to stop), not whenever it is garbage-collected.
-        async with aclosing(run_with_progress(work, executor=self._executor)) as events:
+        async with aclosing(self._workers.stream(self._plan(request))) as events:
             async for event in events:
                 yield event
 
