@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .app import start_server
 from .config import ConfigError, ServerConfig, load_config
+from .telemetry import configure_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,12 +31,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.listen:
         config = replace(config, listen=args.listen)
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(config.log_level)
     try:
         asyncio.run(_serve(config))
+    except ConfigError as exc:  # an OTEL_* setting retouch cannot honour
+        print(f"retouch-server: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"retouch-server: {exc}", file=sys.stderr)
         return 1

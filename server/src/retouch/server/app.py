@@ -7,7 +7,7 @@ import contextlib
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint
 
 from grpc import aio
@@ -39,6 +39,7 @@ from .registry import ProviderRegistry
 from .routing import Router
 from .services import AccountService, ImageEditService, ProvidersService
 from .storage import ObjectStore, open_store
+from .telemetry import Telemetry
 from .uploads import Uploads
 
 log = logging.getLogger("retouch.server")
@@ -65,6 +66,7 @@ class RunningServer:
     config: ServerConfig
     ledger: SqliteLedger
     _background: list[asyncio.Task[None]]
+    telemetry: Telemetry = field(default_factory=Telemetry.disabled)
 
     async def jobs_ledger_audit(self, owner: str) -> bool:
         """Whether ``owner``'s balances equal the sums of their ledger entries."""
@@ -83,6 +85,7 @@ class RunningServer:
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.registry.aclose()
         await self.store.close()
+        await asyncio.to_thread(self.telemetry.shutdown)
 
 
 async def start_server(
@@ -94,12 +97,15 @@ async def start_server(
     objects: ObjectStore | None = None,
     rng: random.Random | None = None,
     use_policy: bool = True,
+    telemetry: Telemetry | None = None,
 ) -> RunningServer:
     """Build and start a server for ``config``. ``listen`` may use port 0.
 
     ``use_policy=False`` runs edits without plans, buckets or the ledger: only for
-    measuring what the policy costs.
+    measuring what the policy costs. ``telemetry`` defaults to what the ``OTEL_*``
+    environment variables ask for (off when they ask for nothing).
     """
+    telemetry = telemetry or Telemetry.from_environ()
     clock = clock or SystemClock()
     config.data_dir.mkdir(parents=True, exist_ok=True)
     if registry is None:
@@ -134,7 +140,7 @@ async def start_server(
         store, objects, clock, max_bytes=config.max_upload_bytes, ttl_s=config.upload_ttl_s
     )
     server = aio.server(
-        interceptors=[AuthInterceptor(KeyRing(config.tenants))],
+        interceptors=[*telemetry.server_interceptors(), AuthInterceptor(KeyRing(config.tenants))],
         options=[
             ("grpc.max_receive_message_length", config.max_receive_message_bytes),
             ("grpc.max_send_message_length", config.max_send_message_bytes),
@@ -203,6 +209,7 @@ async def start_server(
         config=config,
         ledger=ledger,
         _background=background,
+        telemetry=telemetry,
     )
 
 

@@ -36,6 +36,7 @@ from .imaging import decode_image, decode_mask, mask_from_alpha, prepare_mask
 from .inputs import InputResolver
 from .policy import EditIntent
 from .routing import RouteRequest
+from .telemetry import stage
 
 T = TypeVar("T")
 
@@ -109,7 +110,8 @@ class EditPreparer:
                     FieldViolation(f"mask_options.{name}", f"{name} must be 0..{MAX_MASK_OPTION}")
                 )
         _raise_if(violations)
-        await gate.admit(_intent(request.output, request.provider, request.params))
+        with stage("policy.admit"):
+            await gate.admit(_intent(request.output, request.provider, request.params))
         image_bytes = await self._inputs.read(request.image, caller, field="image")
         mask_bytes = (
             await self._inputs.read(request.mask, caller, field="mask")
@@ -137,7 +139,8 @@ class EditPreparer:
             )
             return image.pixels, prepared.binary, prepared.alpha
 
-        pixels, binary, alpha = await off_loop(decode, size=len(image_bytes))
+        with stage("validation"):
+            pixels, binary, alpha = await off_loop(decode, size=len(image_bytes))
         height, width = pixels.shape[:2]
         params = generation_params(request.params)
 
@@ -171,12 +174,16 @@ class EditPreparer:
                 FieldViolation("feather_px", f"feather_px must be 0..{MAX_MASK_OPTION}")
             )
         _raise_if(violations)
-        await gate.admit(_intent(request.output, request.provider, request.params))
+        with stage("policy.admit"):
+            await gate.admit(_intent(request.output, request.provider, request.params))
         image_bytes = await self._inputs.read(request.image, caller, field="image")
-        image = await off_loop(
-            lambda: decode_image(image_bytes, field="image", max_pixels=self._config.max_pixels),
-            size=len(image_bytes),
-        )
+        with stage("validation"):
+            image = await off_loop(
+                lambda: decode_image(
+                    image_bytes, field="image", max_pixels=self._config.max_pixels
+                ),
+                size=len(image_bytes),
+            )
         pixels = image.pixels
         height, width = pixels.shape[:2]
         gate.check_pixels(width, height)
@@ -228,12 +235,16 @@ class EditPreparer:
             violations.append(FieldViolation("strength", "strength must be 0..1"))
         _raise_if(violations)
         assert kind is not None
-        await gate.admit(_intent(request.output, request.provider, None, strength))
+        with stage("policy.admit"):
+            await gate.admit(_intent(request.output, request.provider, None, strength))
         image_bytes = await self._inputs.read(request.image, caller, field="image")
-        image = await off_loop(
-            lambda: decode_image(image_bytes, field="image", max_pixels=self._config.max_pixels),
-            size=len(image_bytes),
-        )
+        with stage("validation"):
+            image = await off_loop(
+                lambda: decode_image(
+                    image_bytes, field="image", max_pixels=self._config.max_pixels
+                ),
+                size=len(image_bytes),
+            )
         pixels = image.pixels
         height, width = pixels.shape[:2]
         gate.check_pixels(width, height)

@@ -26,6 +26,7 @@ from ..policy import Plan, Policy
 from ..policy.upstream import UpstreamLimits
 from ..routing import ALLOW_ALL, Route, RoutePolicy, Router
 from ..storage import ObjectStore
+from ..telemetry import stage
 from .live import LiveJob
 from .records import JobRecord, JobState
 from .runner import OK, Admission, JobEnded, JobRunner, terminal
@@ -125,7 +126,8 @@ class JobManager:
             raise Unavailable("the server is shutting down; retry on another replica or later")
         prepared = await submission.prepare()
         caller, plan = submission.caller, submission.plan
-        route = await self.route(prepared, plan)
+        with stage("routing"):
+            route = await self.route(prepared, plan)
         first = route.candidates[0]
         now = self._clock.now()
         record = JobRecord(
@@ -144,7 +146,8 @@ class JobManager:
         )
         balance = None
         if self._policy is not None and plan is not None:
-            balance = await self._policy.reserve(record.job_id, caller, plan, first.price)
+            with stage("policy.reserve"):
+                balance = await self._policy.reserve(record.job_id, caller, plan, first.price)
         try:
             await self._store.create_job(record)
         except BaseException as exc:

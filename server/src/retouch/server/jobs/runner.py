@@ -38,6 +38,7 @@ from ..policy import Balance, Ledger, Plan
 from ..policy.upstream import UpstreamLimits
 from ..routing import Candidate, LatencyTracker, Route
 from ..storage import ObjectStore
+from ..telemetry import job_finished, job_started, provider_call, stage, stored_bytes
 from .live import LiveJob
 from .records import JobRecord, JobState, ResultRecord
 from .store import JobStore
@@ -99,6 +100,7 @@ class JobRunner:
 
     async def run(self, live: LiveJob, admission: Admission) -> None:
         record = admission.record
+        job_started(record, admission.prepared.route.width, admission.prepared.route.height)
         try:
             async with asyncio.timeout(admission.time_limit):
                 record = await self._execute(live, admission)
@@ -182,7 +184,10 @@ class JobRunner:
                 result: Result | None = None
                 request = prepared.make_request(candidate.model, prepared.seed)
                 provider = candidate.loaded.provider
-                async with contextlib.aclosing(provider.run(request)) as events:
+                async with (
+                    provider_call(candidate.name, candidate.model),
+                    contextlib.aclosing(provider.run(request)) as events,
+                ):
                     async for event in events:
                         if isinstance(event, Result):
                             result = event
@@ -212,9 +217,10 @@ class JobRunner:
                     f"provider {candidate.name!r} ended without a result",
                     reason="PROVIDER_CONTRACT",
                 )
-            return await self._store_result(
-                live, record, prepared, candidate, result, int(provider_ms)
-            )
+            with stage("storage"):
+                return await self._store_result(
+                    live, record, prepared, candidate, result, int(provider_ms)
+                )
         assert last_error is not None
         raise last_error
 
@@ -246,6 +252,7 @@ class JobRunner:
         key = f"results/{tenant}/{subject}/{record.job_id}.{extension}"
         content_type = CONTENT_TYPES[output.format]
         await self._objects.put(key, data, content_type=content_type)
+        stored_bytes(len(data), output.format)
         stored = ResultRecord(
             result_id=new_id("res", self._clock),
             job_id=record.job_id,
@@ -288,6 +295,7 @@ class JobRunner:
     async def _finish(self, live: LiveJob, record: JobRecord, error: RetouchError | None) -> None:
         """Record the terminal state, then settle the money: charge or refund."""
         final, status = terminal(record, error, self._clock.now(), live.last_seq)
+        job_finished(final)
         try:
             await self._store.append_events(
                 live.job_id, [(e.seq, e.SerializeToString()) for e in live.events]
