@@ -11,6 +11,7 @@ from .policy import render_policy, run_policy_bench
 from .quality import run_quality_bench
 from .report import render, summary
 from .speed import run_speed_bench
+from .telemetry import render_telemetry, run_telemetry_bench
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -20,11 +21,15 @@ def main() -> int:
     speed = asyncio.run(run_speed_bench())
     print("bench: policy", file=sys.stderr, flush=True)
     policy = asyncio.run(run_policy_bench())
+    print("bench: telemetry", file=sys.stderr, flush=True)
+    telemetry = asyncio.run(run_telemetry_bench())
     print("bench: quality", file=sys.stderr, flush=True)
     quality = run_quality_bench()
-    RESULTS.write_text(render(machine, speed, render_policy(policy), quality))
+    sections = render_policy(policy) + "\n" + render_telemetry(telemetry)
+    RESULTS.write_text(render(machine, speed, sections, quality))
     print(summary(speed))
     print(render_policy(policy))
+    print(render_telemetry(telemetry))
     print(f"figures written to {RESULTS}")
     return 0
 

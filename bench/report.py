@@ -14,7 +14,7 @@ REFERENCE = (
 )
 
 
-def render(machine: Machine, speed: SpeedResults, policy: str, quality: str) -> str:
+def render(machine: Machine, speed: SpeedResults, sections: str, quality: str) -> str:
     """The whole RESULTS.md."""
     lines = [
         "# retouch benchmarks",
@@ -27,7 +27,7 @@ def render(machine: Machine, speed: SpeedResults, policy: str, quality: str) -> 
         "",
         *_speed(speed),
         "",
-        policy.rstrip(),
+        sections.rstrip(),
         "",
         "## Quality",
         "",

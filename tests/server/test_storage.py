@@ -75,6 +75,15 @@ async def test_put_then_get_returns_the_same_bytes(store: ObjectStore) -> None:
     assert await store.exists("results/acme/user:42/job-1.png")
 
 
+async def test_a_put_made_durable_later_is_readable_at_once(store: ObjectStore) -> None:
+    await store.put("results/t/s/j.png", b"pixels", content_type="image/png", durable=False)
+    assert await store.get("results/t/s/j.png") == b"pixels"
+    await store.sync("results/t/s/j.png")
+    assert await store.get("results/t/s/j.png") == b"pixels"
+    with pytest.raises(ObjectNotFound):
+        await store.sync("results/t/s/missing.png")
+
+
 async def test_put_replaces_an_existing_object(store: ObjectStore) -> None:
     await store.put("k", b"first, and longer", content_type="text/plain")
     await store.put("k", b"second", content_type="text/plain")

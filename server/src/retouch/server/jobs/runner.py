@@ -251,7 +251,9 @@ class JobRunner:
         extension = output.format.lower().replace("jpeg", "jpg")
         key = f"results/{tenant}/{subject}/{record.job_id}.{extension}"
         content_type = CONTENT_TYPES[output.format]
-        await self._objects.put(key, data, content_type=content_type)
+        # Readable at once, durable before the job is charged: the caller sees Completed
+        # a disk flush sooner, and a crash in between fails and refunds the job.
+        await self._objects.put(key, data, content_type=content_type, durable=False)
         stored_bytes(len(data), output.format)
         stored = ResultRecord(
             result_id=new_id("res", self._clock),
@@ -283,6 +285,7 @@ class JobRunner:
                 provider_ms=provider_ms,
             ),
         )
+        await self._objects.sync(key)
         return dataclasses.replace(record, result_id=stored.result_id, cost_credits=candidate.price)
 
     async def _publish(self, live: LiveJob, **event: object) -> None:

@@ -37,12 +37,17 @@ class ObjectStore(Protocol):
     taking a key raise ``ValueError`` for one :func:`validate_key` refuses.
     """
 
-    async def put(self, key: str, data: bytes, *, content_type: str) -> None:
+    async def put(self, key: str, data: bytes, *, content_type: str, durable: bool = True) -> None:
         """Store ``data`` under ``key``, replacing any object already there.
 
         ``content_type`` is kept by backends that serve objects directly (an S3
-        presigned URL answers with it).
+        presigned URL answers with it). With ``durable=False`` the object is readable at
+        once but may not survive a machine crash until :meth:`sync` returns.
         """
+        ...
+
+    async def sync(self, key: str) -> None:
+        """Make an earlier ``put(..., durable=False)`` of ``key`` durable."""
         ...
 
     async def get(self, key: str) -> bytes:

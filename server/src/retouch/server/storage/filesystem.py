@@ -49,13 +49,25 @@ class FilesystemObjectStore:
     def __repr__(self) -> str:
         return f"FilesystemObjectStore({str(self._root)!r})"
 
-    async def put(self, key: str, data: bytes, *, content_type: str) -> None:
+    async def put(self, key: str, data: bytes, *, content_type: str, durable: bool = True) -> None:
         """Store ``data`` under ``key`` atomically, replacing any object already there."""
         path = self._path(key)
         try:
-            await asyncio.to_thread(self._write, path, data)
+            await asyncio.to_thread(self._write, path, data, durable and self._durable)
         except OSError as exc:
             raise StorageError(f"could not store {key!r}: {exc.strerror or exc}") from exc
+
+    async def sync(self, key: str) -> None:
+        """Flush the object's file and its directory entry to disk."""
+        if not self._durable:
+            return
+        path = self._path(key)
+        try:
+            await asyncio.to_thread(_fsync_file_and_directory, path)
+        except _MISSING:
+            raise ObjectNotFound(key) from None
+        except OSError as exc:
+            raise StorageError(f"could not sync {key!r}: {exc.strerror or exc}") from exc
 
     async def get(self, key: str) -> bytes:
         """The whole object; raises :class:`ObjectNotFound`."""
@@ -117,13 +129,13 @@ class FilesystemObjectStore:
             return None
         return info if stat.S_ISREG(info.st_mode) else None
 
-    def _write(self, path: Path, data: bytes) -> None:
+    def _write(self, path: Path, data: bytes, durable: bool) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".put-", suffix=".tmp")
         try:
             with os.fdopen(descriptor, "wb") as file:
                 file.write(data)
-                if self._durable:
+                if durable:
                     file.flush()
                     os.fsync(file.fileno())
             os.replace(temporary, path)
@@ -131,7 +143,7 @@ class FilesystemObjectStore:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temporary)
             raise
-        if self._durable:
+        if durable:
             _fsync_directory(path.parent)
 
 
@@ -140,6 +152,15 @@ def _read_chunks(file: BinaryIO, chunk_size: int, count: int) -> list[bytes]:
     while len(chunks) < count and (chunk := file.read(chunk_size)):
         chunks.append(chunk)
     return chunks
+
+
+def _fsync_file_and_directory(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    _fsync_directory(path.parent)
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -18,9 +18,13 @@ class MemoryObjectStore:
     def __init__(self) -> None:
         self._objects: dict[str, tuple[bytes, str]] = {}
 
-    async def put(self, key: str, data: bytes, *, content_type: str) -> None:
+    async def put(self, key: str, data: bytes, *, content_type: str, durable: bool = True) -> None:
         """Store ``data`` under ``key``, replacing any object already there."""
         self._objects[validate_key(key)] = (bytes(data), content_type)
+
+    async def sync(self, key: str) -> None:
+        """Nothing to do: memory is as durable as it gets."""
+        self._lookup(key)
 
     async def get(self, key: str) -> bytes:
         """The whole object; raises :class:`ObjectNotFound`."""
