@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import grpc
@@ -97,3 +98,23 @@ async def test_unknown_ids_are_not_found(edit: Stub) -> None:
     await not_found(
         edit.DownloadResult(pb.DownloadResultRequest(result_id="res_nope"), metadata=metadata())
     )
+
+
+async def test_concurrent_callers_each_own_their_job(
+    slow_edit: Stub, photo_png: bytes, mask_png: bytes
+) -> None:
+    subjects = [f"user:u{i}" for i in range(8)]
+
+    async def run_as(subject: str) -> str:
+        request = pb.InpaintRequest(
+            image=common_pb2.ImageInput(data=photo_png), mask=common_pb2.ImageInput(data=mask_png)
+        )
+        events = [e async for e in slow_edit.Inpaint(request, metadata=metadata(subject=subject))]
+        return events[0].job_id
+
+    job_ids = await asyncio.gather(*(run_as(subject) for subject in subjects))
+    for subject, job_id in zip(subjects, job_ids, strict=True):
+        job = await slow_edit.GetJob(
+            pb.GetJobRequest(job_id=job_id), metadata=metadata(subject=subject)
+        )
+        assert job.subject == subject
