@@ -189,6 +189,10 @@ async def start_server(
         asyncio.create_task(
             _every(config.sweep_interval_s, jobs.settle_orphans), name="reservation sweeper"
         ),
+        # The router skips providers marked unavailable; keep their health current.
+        asyncio.create_task(
+            _every(config.health_interval_s, registry.refresh_health), name="provider health"
+        ),
     ]
     log.info(
         "retouch listening on %s (environment %s, %d provider(s): %s)",

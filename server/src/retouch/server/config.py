@@ -95,6 +95,8 @@ class ServerConfig:
     download_chunk_bytes: int = 1 * MiB
     shutdown_grace_s: float = 10.0
     sweep_interval_s: float = 60.0
+    health_interval_s: float = 15.0
+    """How often providers are asked for their health."""
     object_store: str = ""
     """``file:///path`` or ``memory://``; empty means ``<data_dir>/objects``."""
     database: str = ""
@@ -122,6 +124,8 @@ class ServerConfig:
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
+        if self.sweep_interval_s <= 0 or self.health_interval_s <= 0:
+            raise ConfigError("sweep_interval_s and health_interval_s must be positive")
         if self.shutdown_grace_s < 0:
             raise ConfigError("shutdown_grace_s cannot be negative")
         if not self.tenants:
