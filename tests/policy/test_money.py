@@ -171,3 +171,26 @@ async def test_grants_are_idempotent_and_admin_only(harness: Any) -> None:
         with pytest.raises(aio.AioRpcError) as negative:
             await grant(h.account, -5)
         assert negative.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_results_are_deleted_when_their_plan_retention_ends(harness: Any) -> None:
+    from retouch.server.clock import ManualClock
+
+    clock = ManualClock()
+    fake = FakeProvider("fake", [Operation.INPAINT], steps=1)
+    async with harness(plans=[Plan("short", retention_days=2)], providers=[fake], clock=clock) as h:
+        events = await outcome(h.edit, inpaint())
+        result_id = events[-1].completed.result_id
+        download = pb.DownloadResultRequest(result_id=result_id)
+        clock.advance(86_400)
+        assert await h.server.retention.sweep() == 0
+        chunks = [
+            c async for c in h.edit.DownloadResult(download, metadata=metadata(subject=SUBJECT))
+        ]
+        assert chunks
+        clock.advance(86_400)
+        assert await h.server.retention.sweep() == 1
+        with pytest.raises(aio.AioRpcError) as gone:
+            async for _ in h.edit.DownloadResult(download, metadata=metadata(subject=SUBJECT)):
+                pass
+        assert gone.value.code() == grpc.StatusCode.NOT_FOUND

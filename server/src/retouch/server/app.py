@@ -36,6 +36,7 @@ from .jobs.store import connect_sqlite
 from .policy import MemoryRateLimiter, Policy, SqliteLedger
 from .policy.upstream import UpstreamLimits
 from .registry import ProviderRegistry
+from .retention import ResultRetention
 from .routing import Router
 from .services import AccountService, ImageEditService, ProvidersService
 from .storage import ObjectStore, open_store
@@ -62,6 +63,7 @@ class RunningServer:
     store: SqliteJobStore
     objects: ObjectStore
     uploads: Uploads
+    retention: ResultRetention
     health: health_aio.HealthServicer
     config: ServerConfig
     ledger: SqliteLedger
@@ -136,6 +138,7 @@ async def start_server(
         upstream=upstream,
     )
     await jobs.recover()
+    retention = ResultRetention(store, objects, clock)
     uploads = Uploads(
         store, objects, clock, max_bytes=config.max_upload_bytes, ttl_s=config.upload_ttl_s
     )
@@ -189,6 +192,9 @@ async def start_server(
         asyncio.create_task(
             _every(config.sweep_interval_s, jobs.settle_orphans), name="reservation sweeper"
         ),
+        asyncio.create_task(
+            _every(config.sweep_interval_s, retention.sweep), name="result retention"
+        ),
         # The router skips providers marked unavailable; keep their health current.
         asyncio.create_task(
             _every(config.health_interval_s, registry.refresh_health), name="provider health"
@@ -209,6 +215,7 @@ async def start_server(
         store=store,
         objects=objects,
         uploads=uploads,
+        retention=retention,
         health=health,
         config=config,
         ledger=ledger,

@@ -34,6 +34,8 @@ class ResultRecord:
     height: int
     size_bytes: int
     created_at: float
+    expires_at: float = 0.0
+    """When the plan's retention ends and the result is deleted; 0 keeps it."""
 
 
 @dataclass(frozen=True, slots=True)

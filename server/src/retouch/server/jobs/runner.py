@@ -218,8 +218,9 @@ class JobRunner:
                     reason="PROVIDER_CONTRACT",
                 )
             with stage("storage"):
+                retention_s = plan.retention_days * 86_400 if plan is not None else 0
                 return await self._store_result(
-                    live, record, prepared, candidate, result, int(provider_ms)
+                    live, record, prepared, candidate, result, int(provider_ms), retention_s
                 )
         assert last_error is not None
         raise last_error
@@ -232,6 +233,7 @@ class JobRunner:
         candidate: Candidate,
         result: Result,
         provider_ms: int,
+        retention_s: float,
     ) -> JobRecord:
         width, height = prepared.output_size
         if result.image.shape != (height, width, 3) or result.image.dtype.name != "uint8":
@@ -266,6 +268,7 @@ class JobRunner:
             height=height,
             size_bytes=len(data),
             created_at=self._clock.now(),
+            expires_at=self._clock.now() + retention_s if retention_s else 0.0,
         )
         await self._store.add_result(stored)
         live.inline_data = data

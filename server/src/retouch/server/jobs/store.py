@@ -51,6 +51,11 @@ class JobStore(Protocol):
 
     async def get_result(self, result_id: str) -> ResultRecord | None: ...
 
+    async def expired_results(self, now: float) -> Sequence[ResultRecord]:
+        """Results whose retention has ended."""
+
+    async def delete_result(self, result_id: str) -> None: ...
+
     async def add_upload(self, upload: UploadRecord) -> None: ...
 
     async def get_upload(self, upload_id: str) -> UploadRecord | None: ...
@@ -102,8 +107,10 @@ CREATE TABLE IF NOT EXISTS results (
     width INTEGER NOT NULL,
     height INTEGER NOT NULL,
     size_bytes INTEGER NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS results_expiry ON results (expires_at) WHERE expires_at > 0;
 CREATE TABLE IF NOT EXISTS uploads (
     upload_id TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
@@ -120,6 +127,12 @@ _JOB_COLUMNS = (
     "job_id, owner, subject, request_id, fingerprint, operation, state, provider, model, "
     "seed, created_at, updated_at, result_id, error_code, error_message, final_status, "
     "last_seq, cost_credits"
+)
+
+
+_RESULT_COLUMNS = (
+    "result_id, job_id, owner, object_key, content_type, format, width, height, "
+    "size_bytes, created_at, expires_at"
 )
 
 
@@ -234,7 +247,8 @@ class SqliteJobStore:
     async def add_result(self, result: ResultRecord) -> None:
         self._db.execute(
             "INSERT INTO results (result_id, job_id, owner, object_key, content_type, format, "
-            "width, height, size_bytes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "width, height, size_bytes, created_at, expires_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 result.result_id,
                 result.job_id,
@@ -246,16 +260,25 @@ class SqliteJobStore:
                 result.height,
                 result.size_bytes,
                 result.created_at,
+                result.expires_at,
             ),
         )
 
     async def get_result(self, result_id: str) -> ResultRecord | None:
         row = self._db.execute(
-            "SELECT result_id, job_id, owner, object_key, content_type, format, width, height, "
-            "size_bytes, created_at FROM results WHERE result_id = ?",
-            (result_id,),
+            f"SELECT {_RESULT_COLUMNS} FROM results WHERE result_id = ?", (result_id,)
         ).fetchone()
         return ResultRecord(*row) if row else None
+
+    async def expired_results(self, now: float) -> Sequence[ResultRecord]:
+        rows = self._db.execute(
+            f"SELECT {_RESULT_COLUMNS} FROM results WHERE expires_at > 0 AND expires_at <= ?",
+            (now,),
+        )
+        return [ResultRecord(*row) for row in rows]
+
+    async def delete_result(self, result_id: str) -> None:
+        self._db.execute("DELETE FROM results WHERE result_id = ?", (result_id,))
 
     async def add_upload(self, upload: UploadRecord) -> None:
         self._db.execute(
