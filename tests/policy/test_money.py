@@ -68,7 +68,7 @@ async def test_a_quota_of_40_lets_exactly_40_of_100_concurrent_jobs_through(
         usage = await h.usage(SUBJECT)
         assert (usage.quota_used, usage.quota_left) == (40, 0)
         assert fake.calls == 40
-        assert await h.server.jobs_ledger_audit(f"dev/{SUBJECT}")
+        assert await h.server.ledger.audit(f"dev/{SUBJECT}")
 
 
 async def test_concurrent_jobs_never_spend_more_than_the_balance(harness: Any) -> None:
@@ -85,7 +85,7 @@ async def test_concurrent_jobs_never_spend_more_than_the_balance(harness: Any) -
         assert {r.code() for r in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
         usage = await h.usage(SUBJECT)
         assert (usage.credits_balance, usage.credits_reserved) == (2, 0)
-        assert await h.server.jobs_ledger_audit(f"dev/{SUBJECT}")
+        assert await h.server.ledger.audit(f"dev/{SUBJECT}")
 
 
 @pytest.mark.parametrize("how", ["provider-fails", "client-cancels", "deadline", "cancel-job"])
@@ -127,7 +127,7 @@ async def test_a_job_that_does_not_finish_is_refunded(harness: Any, how: str) ->
         assert job.cost_credits == 0
         usage = await h.usage(SUBJECT)
         assert (usage.credits_balance, usage.credits_reserved, usage.quota_used) == (10, 0, 0)
-        assert await h.server.jobs_ledger_audit(f"dev/{SUBJECT}")
+        assert await h.server.ledger.audit(f"dev/{SUBJECT}")
 
 
 async def wait_terminal(edit: Any, job_id: str) -> Any:

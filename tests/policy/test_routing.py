@@ -78,7 +78,7 @@ async def test_a_retryable_failure_falls_back_and_charges_once(harness: Any) -> 
         assert (flaky.calls, steady.calls) == (1, 1)
         usage = await h.usage(SUBJECT)
         assert (usage.credits_balance, usage.credits_reserved) == (8, 0)
-        assert await h.server.jobs_ledger_audit(f"dev/{SUBJECT}")
+        assert await h.server.ledger.audit(f"dev/{SUBJECT}")
 
 
 async def test_unhealthy_providers_are_skipped_and_none_left_is_unavailable(harness: Any) -> None:

@@ -70,10 +70,6 @@ class RunningServer:
     _background: list[asyncio.Task[None]]
     telemetry: Telemetry = field(default_factory=Telemetry.disabled)
 
-    async def jobs_ledger_audit(self, owner: str) -> bool:
-        """Whether ``owner``'s balances equal the sums of their ledger entries."""
-        return await self.ledger.audit(owner)
-
     async def stop(self) -> None:
         """Stop taking calls, let running jobs finish within the grace, then fail the rest."""
         grace = self.config.shutdown_grace_s
@@ -188,7 +184,7 @@ async def start_server(
     for name in SERVICE_NAMES:
         await health.set(name, serving)
     background = [
-        asyncio.create_task(uploads.sweep_forever(config.sweep_interval_s), name="upload sweeper"),
+        asyncio.create_task(_every(config.sweep_interval_s, uploads.sweep), name="upload sweeper"),
         asyncio.create_task(
             _every(config.sweep_interval_s, jobs.settle_orphans), name="reservation sweeper"
         ),

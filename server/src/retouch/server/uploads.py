@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from collections.abc import AsyncIterator
@@ -73,17 +72,6 @@ class Uploads:
         for upload in expired:
             await self._objects.delete(upload.object_key)
             await self._store.delete_upload(upload.upload_id)
+        if expired:
+            log.info("swept %d expired upload(s)", len(expired))
         return len(expired)
-
-    async def sweep_forever(self, interval_s: float) -> None:
-        while True:
-            await asyncio.sleep(interval_s)
-            try:
-                swept = await self.sweep()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("sweeping expired uploads failed; will retry")
-            else:
-                if swept:
-                    log.info("swept %d expired upload(s)", swept)

@@ -5,6 +5,11 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass, field
+from typing import Any
+
+from numpy.typing import NDArray
+
+from ._errors import ProviderRejected
 
 SDK_API_VERSION = 1
 """Bumped when the provider contract changes incompatibly; the server refuses others."""
@@ -86,3 +91,20 @@ class Manifest:
 
     def can(self, operation: Operation) -> bool:
         return operation in self.operations
+
+    def check_image(self, image: NDArray[Any]) -> None:
+        """Raise :class:`ProviderRejected` (field ``image``) unless ``image`` is an RGB
+        ``uint8`` array of at most :attr:`max_pixels` pixels."""
+        if image.dtype != "uint8" or image.ndim != 3 or image.shape[2] != 3:
+            raise ProviderRejected(
+                f"expected an RGB uint8 image of shape (height, width, 3), got {image.dtype} "
+                f"{image.shape}",
+                field="image",
+            )
+        pixels = image.shape[0] * image.shape[1]
+        if pixels > self.max_pixels:
+            raise ProviderRejected(
+                f"the image has {pixels} pixels; the {self.name} provider takes at most "
+                f"{self.max_pixels}: scale it down first",
+                field="image",
+            )

@@ -15,11 +15,10 @@ from google.rpc import status_pb2
 from grpc_status import rpc_status
 
 from retouch.sdk import Progress, ProviderError, ProviderRateLimited, ProviderRejected, Result
-from retouch.v1 import common_pb2
 from retouch.v1 import image_edit_pb2 as pb
 
 from ..clock import Clock
-from ..convert import FORMATS, routing_decision
+from ..convert import image_info, routing_decision
 from ..edits import PreparedEdit, off_loop
 from ..errors import (
     Cancelled,
@@ -276,13 +275,7 @@ class JobRunner:
             live,
             completed=pb.Completed(
                 result_id=stored.result_id,
-                image=common_pb2.ImageInfo(
-                    width=width,
-                    height=height,
-                    format=FORMATS[output.format],
-                    size_bytes=len(data),
-                    content_type=content_type,
-                ),
+                image=image_info(stored),
                 seed=prepared.seed,
                 cost_credits=candidate.price,
                 provider_ms=provider_ms,

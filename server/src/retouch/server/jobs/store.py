@@ -7,8 +7,9 @@ every read-modify-write atomic without locks, and avoids a thread hop per call.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol, cast
 
@@ -136,6 +137,18 @@ _RESULT_COLUMNS = (
 )
 
 
+@contextlib.contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` on an autocommit connection; ROLLBACK on error."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
 def connect_sqlite(path: Path | str) -> sqlite3.Connection:
     """A connection tuned for one writer process: WAL, NORMAL sync, autocommit."""
     if str(path) != ":memory:":
@@ -220,16 +233,11 @@ class SqliteJobStore:
         )
 
     async def append_events(self, job_id: str, events: Sequence[tuple[int, bytes]]) -> None:
-        self._db.execute("BEGIN")
-        try:
+        with transaction(self._db):
             self._db.executemany(
                 "INSERT INTO job_events (job_id, seq, payload) VALUES (?, ?, ?)",
                 [(job_id, seq, payload) for seq, payload in events],
             )
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
 
     async def events_after(self, job_id: str, after_seq: int) -> Sequence[bytes]:
         rows = self._db.execute(

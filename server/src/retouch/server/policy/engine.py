@@ -16,7 +16,7 @@ from retouch.sdk import Manifest
 
 from ..clock import Clock
 from ..errors import PermissionDenied, QuotaViolation, ResourceExhausted
-from .ledger import Balance, Ledger
+from .ledger import Balance, Ledger, refuse_unless_affordable
 from .plans import Plan, PlanBook
 from .ratelimit import BucketSnapshot, Decision, RateLimiter
 
@@ -137,19 +137,13 @@ class Policy:
 
     async def would_reserve(self, caller: Caller, plan: Plan, credits: int) -> None:
         """Raise what :meth:`reserve` would raise, without holding anything."""
-        balance = await self.ledger.balance(caller.owner, self.period())
-        if plan.monthly_jobs is not None and balance.jobs_used >= plan.monthly_jobs:
-            raise ResourceExhausted(
-                f"the monthly quota of {plan.monthly_jobs} jobs is used up",
-                violations=[QuotaViolation(f"{caller.owner}:monthly_jobs", "monthly jobs")],
-                reason="MONTHLY_QUOTA_EXHAUSTED",
-            )
-        if plan.credits and balance.available < credits:
-            raise ResourceExhausted(
-                f"this job costs {credits} credits but only {balance.available} are available",
-                violations=[QuotaViolation(f"{caller.owner}:credits", "not enough credits")],
-                reason="INSUFFICIENT_CREDITS",
-            )
+        refuse_unless_affordable(
+            caller.owner,
+            await self.ledger.balance(caller.owner, self.period()),
+            credits=credits,
+            quota=plan.monthly_jobs,
+            charge_credits=plan.credits,
+        )
 
     async def reserve(self, job_id: str, caller: Caller, plan: Plan, credits: int) -> Balance:
         return await self.ledger.reserve(

@@ -11,10 +11,12 @@ Balances can never go negative: the schema refuses it, and ``reserve`` checks fi
 from __future__ import annotations
 
 import sqlite3
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
 from ..errors import InvalidArgument, QuotaViolation, ResourceExhausted
+from ..jobs.store import transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS subjects (
@@ -124,6 +126,31 @@ class Ledger(Protocol):
         """Whether the balances equal the sums of the ledger entries."""
 
 
+def refuse_unless_affordable(
+    owner: str, balance: Balance, *, credits: int, quota: int | None, charge_credits: bool
+) -> None:
+    """Raise RESOURCE_EXHAUSTED (QuotaFailure, no RetryInfo: waiting will not help before
+    the period resets) when ``balance`` has no job of ``quota`` or not ``credits`` left."""
+    if quota is not None and balance.jobs_used >= quota:
+        raise ResourceExhausted(
+            f"the monthly quota of {quota} jobs is used up; it resets at the start "
+            "of next month, or ask for a larger plan",
+            violations=[QuotaViolation(f"{owner}:monthly_jobs", f"{quota} jobs per month")],
+            reason="MONTHLY_QUOTA_EXHAUSTED",
+        )
+    if charge_credits and balance.available < credits:
+        raise ResourceExhausted(
+            f"this job costs {credits} credits but only {balance.available} are "
+            "available; buy or ask for more credits",
+            violations=[
+                QuotaViolation(
+                    f"{owner}:credits", f"needs {credits} credits, {balance.available} available"
+                )
+            ],
+            reason="INSUFFICIENT_CREDITS",
+        )
+
+
 class SqliteLedger:
     """The embedded ledger, in the same SQLite database as the jobs."""
 
@@ -183,25 +210,9 @@ class SqliteLedger:
     ) -> Balance:
         with self._transaction():
             balance = await self.balance(owner, period)
-            if quota is not None and balance.jobs_used >= quota:
-                raise ResourceExhausted(
-                    f"the monthly quota of {quota} jobs is used up; it resets at the start "
-                    "of next month, or ask for a larger plan",
-                    violations=[QuotaViolation(f"{owner}:monthly_jobs", f"{quota} jobs per month")],
-                    reason="MONTHLY_QUOTA_EXHAUSTED",
-                )
-            if charge_credits and balance.available < credits:
-                raise ResourceExhausted(
-                    f"this job costs {credits} credits but only {balance.available} are "
-                    "available; buy or ask for more credits",
-                    violations=[
-                        QuotaViolation(
-                            f"{owner}:credits",
-                            f"needs {credits} credits, {balance.available} available",
-                        )
-                    ],
-                    reason="INSUFFICIENT_CREDITS",
-                )
+            refuse_unless_affordable(
+                owner, balance, credits=credits, quota=quota, charge_credits=charge_credits
+            )
             held = credits if charge_credits else 0
             self._entry(owner, "reserve", job_id, period, -held, held, 1, "", "", now)
             self._move(owner, -held, held)
@@ -288,8 +299,8 @@ class SqliteLedger:
         ).fetchall()
         return tuple(sums) == tuple(account) and all(used == total for used, total in periods)
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
+    def _transaction(self) -> AbstractContextManager[None]:
+        return transaction(self._db)
 
     def _held(self, job_id: str) -> tuple[str, str, int] | None:
         row = self._db.execute(
@@ -347,16 +358,3 @@ class SqliteLedger:
             "jobs_delta, request_id, note, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (owner, kind, job_id, period, available, held, jobs, request_id, note, now),
         )
-
-
-class _Transaction:
-    """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any exception."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, kind: object, error: object, trace: object) -> None:
-        self._db.execute("COMMIT" if kind is None else "ROLLBACK")

@@ -202,6 +202,8 @@ async def _fingerprint(request: Message) -> str:
     # Deterministic serialization makes equal requests hash equally, whatever order
     # the client set fields in.
     payload = request.SerializeToString(deterministic=True)
+    # Hashing runs about 8x faster per byte than decoding, which off_loop's size is
+    # calibrated for; a 1 MiB request still costs ~2 ms, too much for the event loop.
     return await off_loop(lambda: hashlib.sha256(payload).hexdigest(), size=len(payload) // 8)
 
 

@@ -34,7 +34,6 @@ class ProvidersService(providers_pb2_grpc.ProvidersServicer):
             operation = OPERATIONS_FROM_PROTO.get(request.operation)
             if operation is None:
                 raise InvalidArgument("operation", "unknown operation")
-        await self._registry.refresh_health()
         providers = [
             provider_info(loaded, recent_latency_ms=self._latency.median(name))
             for name, loaded in sorted(self._registry.providers.items())

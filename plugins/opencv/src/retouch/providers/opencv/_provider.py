@@ -107,7 +107,7 @@ class OpenCVProvider:
 
     def _plan(self, request: EditRequest) -> Work:
         """Validate ``request`` and return the blocking work that carries it out."""
-        _check_image(request)
+        MANIFEST.check_image(request.image)
         if request.model not in MANIFEST.models:
             raise ProviderRejected(
                 f"unknown model {request.model!r}; the opencv provider offers "
@@ -120,23 +120,6 @@ class OpenCVProvider:
         if isinstance(request, OutpaintRequest):
             return _outpaint_work(request, radius)
         return _enhance_work(request)
-
-
-def _check_image(request: EditRequest) -> None:
-    image = request.image
-    if image.dtype != "uint8" or image.ndim != 3 or image.shape[2] != 3:
-        raise ProviderRejected(
-            f"expected an RGB uint8 image of shape (height, width, 3), got {image.dtype} "
-            f"{image.shape}",
-            field="image",
-        )
-    pixels = image.shape[0] * image.shape[1]
-    if pixels > MAX_PIXELS:
-        raise ProviderRejected(
-            f"the image has {pixels} pixels; the opencv provider takes at most {MAX_PIXELS} "
-            f"(4096 x 4096): scale it down first",
-            field="image",
-        )
 
 
 def _inpaint_work(request: InpaintRequest, radius: int) -> Work:

@@ -109,7 +109,7 @@ class PatchMatchProvider:
                 f"the patchmatch provider does not {request.operation.value}; it only inpaints",
                 field="operation",
             )
-        _check_image(request)
+        MANIFEST.check_image(request.image)
         if request.model != MODEL:
             raise ProviderRejected(
                 f"unknown model {request.model!r}; the patchmatch provider offers {MODEL!r}",
@@ -119,23 +119,6 @@ class PatchMatchProvider:
         metadata = {"algorithm": "patchmatch", "patch_size": str(self._config.patch_size)}
         assert isinstance(request, InpaintRequest)
         return _inpaint_work(request, settings, metadata)
-
-
-def _check_image(request: EditRequest) -> None:
-    image = request.image
-    if image.dtype != "uint8" or image.ndim != 3 or image.shape[2] != 3:
-        raise ProviderRejected(
-            f"expected an RGB uint8 image of shape (height, width, 3), got {image.dtype} "
-            f"{image.shape}",
-            field="image",
-        )
-    pixels = image.shape[0] * image.shape[1]
-    if pixels > MAX_PIXELS:
-        raise ProviderRejected(
-            f"the image has {pixels} pixels; the patchmatch provider takes at most "
-            f"{MAX_PIXELS} (2048 x 2048): scale it down first",
-            field="image",
-        )
 
 
 def _inpaint_work(request: InpaintRequest, settings: Settings, metadata: dict[str, str]) -> Work:
