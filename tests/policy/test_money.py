@@ -194,3 +194,25 @@ async def test_results_are_deleted_when_their_plan_retention_ends(harness: Any) 
             async for _ in h.edit.DownloadResult(download, metadata=metadata(subject=SUBJECT)):
                 pass
         assert gone.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_bad_input_is_refused_before_any_charge(harness: Any) -> None:
+    fake = FakeProvider("fake", [Operation.INPAINT])
+    async with harness(plans=[Plan("paid", credits=True, monthly_jobs=5)], providers=[fake]) as h:
+        await grant(h.account, 10)
+        bad_image = pb.InpaintRequest(
+            image=common_pb2.ImageInput(data=b"not an image"),
+            mask=common_pb2.ImageInput(data=MASK),
+        )
+        wrong_mask = pb.InpaintRequest(
+            image=common_pb2.ImageInput(data=IMAGE),
+            mask=common_pb2.ImageInput(data=png(square_mask((32, 32), (1, 1, 5, 5)))),
+        )
+        for request in (bad_image, wrong_mask):
+            error = await outcome(h.edit, request)
+            assert isinstance(error, aio.AioRpcError)
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert fake.calls == 0
+        usage = await h.usage(SUBJECT)
+        assert (usage.credits_balance, usage.credits_reserved, usage.quota_used) == (10, 0, 0)
+        assert await h.server.ledger.audit(f"dev/{SUBJECT}")
