@@ -17,6 +17,8 @@ from retouch.server.config import DEV_TENANT, ServerConfig, TenantConfig, hash_k
 from retouch.v1 import image_edit_pb2_grpc, providers_pb2_grpc
 from tests.helpers import metadata, photo, png, square_mask
 
+pytest_plugins = ["tests.engines.seaweed"]
+
 OTHER_KEY = "acme-secret-key"
 OTHER_TENANT = TenantConfig(name="acme", key_sha256=hash_key(OTHER_KEY))
 
