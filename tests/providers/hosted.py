@@ -99,7 +99,9 @@ class Transient:
 
 
 TRANSIENTS = [
-    Transient("429 retry-after seconds", lambda _: [Reply.error(429, headers={"Retry-After": "3"})], [3.0]),
+    Transient(
+        "429 retry-after seconds", lambda _: [Reply.error(429, headers={"Retry-After": "3"})], [3.0]
+    ),
     Transient(
         "429 retry-after date",
         lambda clock: [Reply.error(429, headers={"Retry-After": http_date(clock, 7)})],

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -58,32 +57,39 @@ def pixels_of(data: bytes) -> NDArray[np.uint8]:
 
 @dataclass
 class CreativeJob:
-    """An asynchronous generation: in progress until ``finish`` is set."""
+    """An asynchronous generation: in progress for ``busy_polls`` polls (for ever when
+    ``None``, until ``finish`` is set), then done."""
 
     id: str
     result: Reply
+    busy_polls: int | None
     finish: asyncio.Event = field(default_factory=asyncio.Event)
     polls: int = 0
-    polled: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set on every poll; a test clears it and waits for the next one."""
 
 
 class FakeStability:
     """Stability's services, routed on ``server``; ``jobs`` holds creative upscales.
 
     ``finish_reason`` is what the next generations report (``CONTENT_FILTERED`` plays
-    moderation); ``creative_done`` makes new creative jobs finish at once.
+    moderation); ``creative_busy_polls`` is how many polls new creative jobs answer
+    202 to (``None``: until the test sets their ``finish``). ``polled`` is set on every
+    poll: a test clears it and waits for the next one.
     """
 
     def __init__(self, server: FakeHttpServer) -> None:
         self.server = server
         self.finish_reason = "SUCCESS"
-        self.creative_done = True
+        self.creative_busy_polls: int | None = 0
+        self.polled = asyncio.Event()
         self.jobs: dict[str, CreativeJob] = {}
-        self._ids = (f"{n:064x}" for n in itertools.count(0xC0FFEE))
         for path in (INPAINT, ERASE, OUTPAINT, FAST, CONSERVATIVE):
             server.route("POST", path, self._generate)
         server.route("POST", CREATIVE, self._start_creative)
+
+    @property
+    def next_job_id(self) -> str:
+        """The id the next creative upscale will get (64 hex digits, as the API's)."""
+        return f"{0xC0FFEE + len(self.jobs):064x}"
 
     def requests(self, path: str) -> list[RecordedRequest]:
         """What was POSTed to ``path``."""
@@ -102,18 +108,19 @@ class FakeStability:
         refusal = _refusal(request)
         if refusal is not None:
             return refusal
-        job = CreativeJob(next(self._ids), self._answer(request, _edited(request)))
-        if self.creative_done:
-            job.finish.set()
+        answer = self._answer(request, _edited(request))
+        job = CreativeJob(self.next_job_id, answer, self.creative_busy_polls)
         self.jobs[job.id] = job
         self.server.route("GET", RESULTS + job.id, lambda polled: self._poll(job, polled))
         return Reply.json({"id": job.id})
 
     def _poll(self, job: CreativeJob, request: RecordedRequest) -> Reply:
         job.polls += 1
-        job.polled.set()
+        self.polled.set()
         if request.bearer != API_KEY:
             return error(401, "unauthorized", "authorization: invalid")
+        if job.busy_polls is not None and job.polls > job.busy_polls:
+            job.finish.set()
         if not job.finish.is_set():
             return Reply.json({"id": job.id, "status": "in-progress"}, status=202)
         return job.result
@@ -171,4 +178,3 @@ def _edited(request: RecordedRequest) -> NDArray[np.uint8]:
         request.path, 1
     )
     return np.repeat(np.repeat(changed, factor, axis=0), factor, axis=1)
-

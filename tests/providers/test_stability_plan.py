@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 from retouch.providers.stability import Service, StabilityConfig
 from retouch.providers.stability._forms import plan
@@ -23,7 +24,7 @@ from retouch.sdk.testing import sample_image, sample_mask
 MODEL = "stable-image"
 
 
-def shaped(height: int, width: int) -> np.ndarray:  # type: ignore[type-arg]
+def shaped(height: int, width: int) -> NDArray[np.uint8]:
     """An image of that shape without the memory: planning reads only the shape."""
     return np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (height, width, 3))
 

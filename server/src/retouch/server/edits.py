@@ -256,7 +256,9 @@ class EditPreparer:
                 image=pixels, kind=kind, model=model, seed=seed, scale=scale, strength=strength
             )
 
-        route = _route(Operation.ENHANCE, width, height, request.provider)
+        route = dataclasses.replace(
+            _route(Operation.ENHANCE, width, height, request.provider), enhance=kind
+        )
         if kind is EnhanceKind.UPSCALE:
             route = dataclasses.replace(route, upscale=scale)
         return PreparedEdit(

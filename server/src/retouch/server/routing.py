@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from retouch.sdk import Health, Manifest, Operation
+from retouch.sdk import EnhanceKind, Health, Manifest, Operation
 
 from .errors import (
     FieldViolation,
@@ -38,6 +38,8 @@ class RouteRequest:
     provider: str = ""
     model: str = ""
     upscale: int = 0
+    enhance: EnhanceKind | None = None
+    """The enhancement asked for, for ENHANCE jobs: only providers offering it qualify."""
     prefer: str = "cost"
     max_cost: int | None = None
 
@@ -264,6 +266,8 @@ def _incapable(loaded: LoadedProvider, route: RouteRequest) -> FieldViolation | 
             f"provider {manifest.name!r} has no model {route.model!r}; "
             f"its models: {', '.join(manifest.models)}",
         )
+    if route.enhance is not None and not manifest.can_enhance(route.enhance):
+        return FieldViolation("kind", f"provider {manifest.name!r} does not {route.enhance.value}")
     if route.upscale and route.upscale not in manifest.upscale_factors:
         factors = ", ".join(map(str, manifest.upscale_factors)) or "no factor"
         return FieldViolation(

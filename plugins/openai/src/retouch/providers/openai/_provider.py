@@ -12,8 +12,6 @@ from retouch.sdk import (
     EditRequest,
     EnhanceRequest,
     Event,
-    Health,
-    HealthReport,
     InpaintRequest,
     JobContext,
     Manifest,
@@ -22,14 +20,12 @@ from retouch.sdk import (
     Progress,
     ProviderRejected,
     Result,
-    RGBImage,
     Secret,
     Usage,
     decode_image,
-    fit_to_request,
     upload_image,
 )
-from retouch.sdk.http import FilePart, HttpClient, HttpConfig, HttpRuntime, bearer
+from retouch.sdk.http import FilePart, HttpConfig, HttpRuntime, RemoteProvider, bearer
 
 from ._answers import GPT_IMAGE_1_PRICES, classify, edit_answer
 from ._config import DEFAULT_BASE_URL, PROMPT_MAX_CHARS, OpenAIConfig
@@ -73,73 +69,57 @@ MANIFEST = Manifest(
     quality_rank=6,
 )
 
-DEFAULT_HTTP = HttpConfig(base_url=DEFAULT_BASE_URL, read_timeout=240.0, total_timeout=300.0)
-"""An edit answers only when the image is done, which takes up to a couple of minutes,
-so the socket read timeout must outlast the whole generation."""
 
-
-class OpenAIProvider:
+class OpenAIProvider(RemoteProvider):
     """OpenAI's ``POST /v1/images/edits`` with gpt-image-1, over HTTPS.
 
     Config: ``api_key_env`` names the environment variable holding the key (the server
     passes it as the ``api_key`` secret), the SDK's HTTP keys, and the keys of
-    :class:`OpenAIConfig`. ``runtime`` injects the clock, sleep and resolver (tests).
+    :class:`OpenAIConfig`. Pass ``runtime`` to control time and the network in tests.
     """
 
+    MANIFEST = MANIFEST
+    HTTP_DEFAULTS = HttpConfig(base_url=DEFAULT_BASE_URL, read_timeout=240.0, total_timeout=300.0)
+    """An edit answers only when the image is done, which takes up to a couple of
+    minutes, so the socket read timeout must outlast the whole generation."""
+
     def __init__(self, *, runtime: HttpRuntime | None = None) -> None:
-        self._runtime = runtime
-        self._config = OpenAIConfig()
-        self._client: HttpClient | None = None
+        super().__init__(runtime=runtime)
+        self._settings = OpenAIConfig()
+        self._api_key: Secret | None = None
 
     @property
-    def manifest(self) -> Manifest:
-        """What this provider offers."""
-        return MANIFEST
-
-    @property
-    def config(self) -> OpenAIConfig:
+    def settings(self) -> OpenAIConfig:
         """The provider's own settings in force."""
-        return self._config
+        return self._settings
 
-    async def start(self, config: Mapping[str, object]) -> None:
-        """Validate ``config`` (ValueError names the bad key) and open the HTTP session."""
-        read = ConfigReader(NAME, config)
-        http = HttpConfig.from_config(read, defaults=DEFAULT_HTTP)
+    def configure(self, read: ConfigReader) -> None:
+        """Read the API key and the keys of :class:`OpenAIConfig`."""
         api_key = read.secret("api_key")
-        assert api_key is not None  # required=True raises instead
-        settings = OpenAIConfig.read(read)
-        read.finish()
-        headers: dict[str, str | Secret] = {"authorization": bearer(api_key)}
-        if settings.organization:
-            headers["openai-organization"] = settings.organization
-        if settings.project:
-            headers["openai-project"] = settings.project
-        await self.aclose()
-        self._config = settings
-        self._client = HttpClient(NAME, http, headers=headers, runtime=self._runtime)
-        await self._client.start()
+        assert api_key is not None  # a required secret raises when missing
+        self._api_key = api_key
+        self._settings = OpenAIConfig.read(read)
 
-    async def aclose(self) -> None:
-        """Close the HTTP session."""
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+    def auth_headers(self) -> Mapping[str, str | Secret]:
+        """The bearer key, and the organization and project when configured."""
+        assert self._api_key is not None  # configure ran first
+        headers: dict[str, str | Secret] = {"authorization": bearer(self._api_key)}
+        if self._settings.organization:
+            headers["openai-organization"] = self._settings.organization
+        if self._settings.project:
+            headers["openai-project"] = self._settings.project
+        return headers
 
-    async def health(self) -> HealthReport:
-        """Healthy once started; the server's breaker tracks how calls actually go."""
-        if self._client is None:
-            return HealthReport(Health.UNAVAILABLE, "not started")
-        return HealthReport(Health.HEALTHY)
-
-    async def run(self, request: EditRequest, context: JobContext) -> AsyncGenerator[Event, None]:
-        """One edit call, then the answer resized to the request and composited."""
-        client = self._started()
+    async def execute(
+        self, request: EditRequest, context: JobContext
+    ) -> AsyncGenerator[Event, None]:
+        """One edit call; the base resizes the answer to the request and composites it."""
         if isinstance(request, EnhanceRequest):
             raise ProviderRejected("the openai provider does not enhance", field="operation")
         self._check(request)
         form = await asyncio.to_thread(self._form, request, context)
         yield Progress(0.05, "sending to OpenAI image edits")
-        response = await client.request(
+        response = await self.http.request(
             "POST",
             EDITS_PATH,
             context=context,
@@ -151,60 +131,34 @@ class OpenAIProvider:
         )
         edit = edit_answer(response)
         yield Progress(0.9, "decoding the result")
-        image = await asyncio.to_thread(_fitted, request, edit.image)
+        image = await asyncio.to_thread(decode_image, edit.image, provider=NAME)
         details = {
             "model": request.model,
             "size": str(form["size"]),
-            "quality": self._config.quality,
+            "quality": self._settings.quality,
         }
         request_id = response.headers.get("x-request-id")
         if request_id:
             details["request_id"] = request_id
-        usage = Usage(
-            images=1, usd=None if edit.usage is None else edit.usage.usd(GPT_IMAGE_1_PRICES)
-        )
-        yield Result(image, details, usage=usage)
-
-    def _started(self) -> HttpClient:
-        if self._client is None:
-            raise RuntimeError("the openai provider was not started")
-        return self._client
+        usd = None if edit.usage is None else edit.usage.usd(GPT_IMAGE_1_PRICES)
+        yield Result(image, details, usage=Usage(images=1, usd=usd))
 
     def _check(self, request: InpaintRequest | OutpaintRequest) -> None:
-        MANIFEST.check_image(request.image)
-        if request.model != MODEL:
-            raise ProviderRejected(
-                f"unknown model {request.model!r}; the openai provider offers {MODEL!r}",
-                field="model",
-            )
+        """What the base's checks leave: the prompt's length and an outpaint's padding."""
         if len(request.params.prompt) > PROMPT_MAX_CHARS:
             raise ProviderRejected(
                 f"the prompt has {len(request.params.prompt)} characters; OpenAI takes at "
                 f"most {PROMPT_MAX_CHARS}",
                 field="prompt",
             )
-        if isinstance(request, InpaintRequest):
-            if request.mask.shape != request.image.shape[:2]:
-                raise ProviderRejected(
-                    f"the mask must be {request.image.shape[:2]}, got {request.mask.shape}",
-                    field="mask",
-                )
-        elif request.padding.is_empty:
+        if isinstance(request, OutpaintRequest) and request.padding.is_empty:
             raise ProviderRejected("outpaint needs padding on at least one side", field="padding")
-        else:
-            width, height = request.output_size
-            if width * height > MAX_PIXELS:
-                raise ProviderRejected(
-                    f"the outpainted image would be {width} x {height}, over the openai "
-                    f"provider's {MAX_PIXELS} pixels: add less padding",
-                    field="padding",
-                )
 
     def _form(
         self, request: InpaintRequest | OutpaintRequest, context: JobContext
     ) -> dict[str, str | FilePart]:
         """The multipart form for one edit (CPU work: runs off the event loop)."""
-        config = self._config
+        config = self._settings
         if isinstance(request, InpaintRequest):
             pixels, mask, original = request.image, request.mask, context.image
             prompt = request.params.prompt.strip() or config.inpaint_prompt
@@ -245,7 +199,3 @@ class OpenAIProvider:
         if config.input_fidelity is not None:
             form["input_fidelity"] = config.input_fidelity
         return form
-
-
-def _fitted(request: EditRequest, data: bytes) -> RGBImage:
-    return fit_to_request(request, decode_image(data, provider=NAME))

@@ -27,11 +27,10 @@ import numpy as np
 
 from .._errors import ProviderRejected
 from .._events import Event, Progress, Result
-from .._manifest import SDK_API_VERSION, CostModel, Manifest, Operation
+from .._manifest import SDK_API_VERSION, CostModel, EnhanceKind, Manifest, Operation
 from .._provider import Health, HealthReport, Provider
 from .._requests import (
     EditRequest,
-    EnhanceKind,
     EnhanceRequest,
     InpaintRequest,
     OutpaintRequest,
@@ -215,6 +214,12 @@ async def _check_enhance(provider: Provider, contexts: ContextFactory) -> None:
         provider, contexts, request, "scale", f"an undeclared upscale factor {undeclared}"
     )
     for kind in (EnhanceKind.DENOISE, EnhanceKind.SHARPEN):
+        if not manifest.can_enhance(kind):
+            request = EnhanceRequest(image, kind, model, SEED)
+            await _expect_rejected(
+                provider, contexts, request, "kind", f"{kind.value}, which it does not offer"
+            )
+            continue
         for strength in (0.0, 0.5, 1.0):
             request = EnhanceRequest(image, kind, model, SEED, strength=strength)
             out = (await _run_to_result(provider, contexts, request)).image
@@ -295,11 +300,14 @@ def _default_requests(manifest: Manifest, model: str | None = None) -> list[Edit
     if manifest.can(Operation.OUTPAINT):
         requests.append(OutpaintRequest(image, OUTPAINT_PADDINGS[0], model, SEED))
     if manifest.can(Operation.ENHANCE):
-        if manifest.upscale_factors:
+        if manifest.can_enhance(EnhanceKind.UPSCALE):
             factor = manifest.upscale_factors[0]
             requests.append(EnhanceRequest(image, EnhanceKind.UPSCALE, model, SEED, scale=factor))
         else:
-            requests.append(EnhanceRequest(image, EnhanceKind.SHARPEN, model, SEED))
+            kind = next(
+                k for k in (EnhanceKind.SHARPEN, EnhanceKind.DENOISE) if manifest.can_enhance(k)
+            )
+            requests.append(EnhanceRequest(image, kind, model, SEED))
     return requests
 
 

@@ -11,11 +11,10 @@ from .._compositing import composite
 from .._context import JobContext
 from .._errors import ProviderError, ProviderRejected
 from .._events import Event, Progress, Result
-from .._manifest import CostModel, Manifest, Operation
+from .._manifest import CostModel, EnhanceKind, Manifest, Operation
 from .._provider import Health, HealthReport
 from .._requests import (
     EditRequest,
-    EnhanceKind,
     EnhanceRequest,
     InpaintRequest,
     OutpaintRequest,
