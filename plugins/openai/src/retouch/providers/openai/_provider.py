@@ -140,8 +140,11 @@ class OpenAIProvider(RemoteProvider):
         request_id = response.headers.get("x-request-id")
         if request_id:
             details["request_id"] = request_id
-        usd = None if edit.usage is None else edit.usage.usd(GPT_IMAGE_1_PRICES)
-        yield Result(image, details, usage=Usage(images=1, usd=usd))
+        # Without a usage the server keeps the reserved estimate rather than charge nothing.
+        usage = None
+        if edit.usage is not None:
+            usage = Usage(images=1, usd=edit.usage.usd(GPT_IMAGE_1_PRICES))
+        yield Result(image, details, usage=usage)
 
     def _check(self, request: InpaintRequest | OutpaintRequest) -> None:
         """What the base's checks leave: the prompt's length and an outpaint's padding."""

@@ -142,7 +142,7 @@ class RemoteProvider(abc.ABC):
                     f"{manifest.max_pixels} pixels",
                     field="padding" if isinstance(request, OutpaintRequest) else "scale",
                 )
-        if isinstance(request, EnhanceRequest) and not manifest.can_enhance(request.kind):
+        if isinstance(request, EnhanceRequest) and request.kind not in manifest.enhance_kinds:
             raise ProviderRejected(
                 f"the {name} provider does not {request.kind.value}", field="kind"
             )

@@ -210,11 +210,14 @@ async def _check_enhance(provider: Provider, contexts: ContextFactory) -> None:
         assert out.shape == expected, f"upscale x{factor} returned {out.shape}; expected {expected}"
     undeclared = next(f for f in range(2, 100) if f not in manifest.upscale_factors)
     request = EnhanceRequest(image, EnhanceKind.UPSCALE, model, SEED, scale=undeclared)
-    await _expect_rejected(
-        provider, contexts, request, "scale", f"an undeclared upscale factor {undeclared}"
-    )
+    if EnhanceKind.UPSCALE in manifest.enhance_kinds:
+        await _expect_rejected(
+            provider, contexts, request, "scale", f"an undeclared upscale factor {undeclared}"
+        )
+    else:
+        await _expect_rejected(provider, contexts, request, "kind", "upscale, not offered")
     for kind in (EnhanceKind.DENOISE, EnhanceKind.SHARPEN):
-        if not manifest.can_enhance(kind):
+        if kind not in manifest.enhance_kinds:
             request = EnhanceRequest(image, kind, model, SEED)
             await _expect_rejected(
                 provider, contexts, request, "kind", f"{kind.value}, which it does not offer"
