@@ -25,6 +25,7 @@ from retouch.v1 import (
 )
 
 from .auth import KeyRing
+from .breaker import Breakers
 from .clock import Clock, SystemClock
 from .config import ServerConfig
 from .edits import EditPreparer
@@ -114,7 +115,8 @@ async def start_server(
     store = SqliteJobStore(database)
     objects = objects or open_store(config.object_store_url)
     limiter = MemoryRateLimiter(clock)
-    router = Router(registry)
+    breakers = Breakers(clock, config.circuit_breakers)
+    router = Router(registry, breakers=breakers, rules=config.routing_rules)
     upstream = UpstreamLimits(limiter, registry, clock)
     ledger = SqliteLedger(database)
     policy = Policy(
@@ -160,7 +162,7 @@ async def start_server(
         server,
     )
     providers_pb2_grpc.add_ProvidersServicer_to_server(
-        ProvidersService(registry, router.latency), server
+        ProvidersService(registry, router.latency, breakers), server
     )
     account_pb2_grpc.add_AccountServicer_to_server(
         AccountService(policy=policy, jobs=jobs, edits=edits, upstream=upstream), server

@@ -120,7 +120,7 @@ class EditPreparer:
         )
         max_pixels = self._config.max_pixels
 
-        def decode() -> tuple[RGBImage, np.ndarray, np.ndarray]:
+        def decode() -> tuple[RGBImage, np.ndarray, np.ndarray, float]:
             image = decode_image(image_bytes, field="image", max_pixels=max_pixels)
             gate.check_pixels(image.width, image.height)
             size = (image.width, image.height)
@@ -137,10 +137,11 @@ class EditPreparer:
             prepared = prepare_mask(
                 raw, invert=options.invert, grow_px=options.grow_px, feather_px=options.feather_px
             )
-            return image.pixels, prepared.binary, prepared.alpha
+            masked = np.count_nonzero(prepared.binary) / prepared.binary.size
+            return image.pixels, prepared.binary, prepared.alpha, masked
 
         with stage("validation"):
-            pixels, binary, alpha = await off_loop(decode, size=len(image_bytes))
+            pixels, binary, alpha, mask_fraction = await off_loop(decode, size=len(image_bytes))
         height, width = pixels.shape[:2]
         params = generation_params(request.params)
 
@@ -149,7 +150,14 @@ class EditPreparer:
 
         return PreparedEdit(
             operation=Operation.INPAINT,
-            route=_route(Operation.INPAINT, width, height, request.provider),
+            route=_route(
+                Operation.INPAINT,
+                width,
+                height,
+                request.provider,
+                mask_fraction=mask_fraction,
+                prompt=bool(request.params.prompt.strip()),
+            ),
             output_size=(width, height),
             output=_output(request.output),
             seed=self._seed(request.params),
@@ -211,7 +219,14 @@ class EditPreparer:
 
         return PreparedEdit(
             operation=Operation.OUTPAINT,
-            route=_route(Operation.OUTPAINT, width, height, request.provider),
+            route=_route(
+                Operation.OUTPAINT,
+                width,
+                height,
+                request.provider,
+                mask_fraction=1 - (width * height) / (out_w * out_h),
+                prompt=bool(request.params.prompt.strip()),
+            ),
             output_size=(out_w, out_h),
             output=_output(request.output),
             seed=self._seed(request.params),
@@ -339,7 +354,13 @@ def _output(options: common_pb2.OutputOptions) -> OutputSpec:
 
 
 def _route(
-    operation: Operation, width: int, height: int, choice: common_pb2.ProviderChoice
+    operation: Operation,
+    width: int,
+    height: int,
+    choice: common_pb2.ProviderChoice,
+    *,
+    mask_fraction: float | None = None,
+    prompt: bool = False,
 ) -> RouteRequest:
     return RouteRequest(
         operation,
@@ -349,6 +370,8 @@ def _route(
         model=choice.model,
         prefer=PREFERENCES.get(choice.prefer, "cost"),
         max_cost=choice.max_cost_credits if choice.HasField("max_cost_credits") else None,
+        mask_fraction=mask_fraction,
+        prompt=prompt,
     )
 
 

@@ -77,6 +77,7 @@ class JobManager:
             ledger=policy.ledger if policy else None,
             upstream=upstream,
             latency=router.latency,
+            breakers=router.breakers,
         )
         self._live: dict[str, LiveJob] = {}
         self._pending: dict[tuple[str, str], tuple[str, asyncio.Future[str]]] = {}
@@ -185,6 +186,7 @@ class JobManager:
             exclusion=lambda manifest: policy.exclusion(plan, manifest),
             price=lambda cost: policy.price(plan, cost, output_size),
             upstream_wait=lambda name: waits.get(name, 0.0),
+            plan=plan.name,
         )
 
     async def _release(self, job_id: str, note: str) -> None:

@@ -17,6 +17,7 @@ from grpc_status import rpc_status
 from retouch.sdk import Progress, ProviderError, ProviderRateLimited, ProviderRejected, Result
 from retouch.v1 import image_edit_pb2 as pb
 
+from ..breaker import Breakers
 from ..clock import Clock
 from ..convert import image_info, routing_decision
 from ..edits import PreparedEdit, off_loop
@@ -31,6 +32,7 @@ from ..errors import (
     Unavailable,
     status_code_name,
 )
+from ..fallback import FailedAttempts
 from ..ids import new_id
 from ..imaging import CONTENT_TYPES, encode_image
 from ..policy import Balance, Ledger, Plan
@@ -89,6 +91,7 @@ class JobRunner:
         ledger: Ledger | None,
         upstream: UpstreamLimits | None,
         latency: LatencyTracker,
+        breakers: Breakers | None = None,
     ) -> None:
         self._store = store
         self._objects = objects
@@ -96,6 +99,7 @@ class JobRunner:
         self._ledger = ledger
         self._upstream = upstream
         self._latency = latency
+        self._breakers = breakers
 
     async def run(self, live: LiveJob, admission: Admission) -> None:
         record = admission.record
@@ -155,7 +159,7 @@ class JobRunner:
         )
         progress = 0.0
         held = first.price
-        last_error: RetouchError | None = None
+        failed = FailedAttempts(self._breakers)
         for attempt, candidate in enumerate(route.candidates):
             fallbacks_left = attempt + 1 < len(route.candidates)
             if attempt:
@@ -165,7 +169,7 @@ class JobRunner:
                             record.job_id, candidate.price, now=self._clock.now()
                         )
                     except ResourceExhausted as error:
-                        last_error = error
+                        failed.add(candidate.name, error)
                         continue
                     held = candidate.price
                 record = dataclasses.replace(record, provider=candidate.name, model=candidate.model)
@@ -176,39 +180,56 @@ class JobRunner:
                 )
             wait = await self._upstream.acquire(candidate.name) if self._upstream else 0.0
             if wait > 0:
-                last_error = _rate_limited(candidate.name, "its upstream rate limit", wait)
+                failed.add(
+                    candidate.name, _rate_limited(candidate.name, "its upstream rate limit", wait)
+                )
+                continue
+            permit = self._breakers.try_acquire(candidate.name) if self._breakers else None
+            if self._breakers is not None and permit is None:
+                breaker = self._breakers.snapshot(candidate.name)
+                failed.add(
+                    candidate.name,
+                    Unavailable(
+                        f"provider {candidate.name!r} is unavailable: {breaker.describe()}",
+                        retry_after=breaker.reprobe_in_s or 1.0,
+                    ),
+                )
                 continue
             started = time.perf_counter()
             try:
                 result: Result | None = None
                 request = prepared.make_request(candidate.model, prepared.seed)
                 provider = candidate.loaded.provider
-                async with (
-                    provider_call(candidate.name, candidate.model),
-                    contextlib.aclosing(provider.run(request)) as events,
-                ):
-                    async for event in events:
-                        if isinstance(event, Result):
-                            result = event
-                            break
-                        if isinstance(event, Progress):
-                            progress = max(progress, event.fraction * PROVIDER_SHARE)
-                            await self._publish(
-                                live, progress=pb.Progress(fraction=progress, stage=event.stage)
-                            )
+                with permit or contextlib.nullcontext():
+                    async with (
+                        provider_call(candidate.name, candidate.model),
+                        contextlib.aclosing(provider.run(request)) as events,
+                    ):
+                        async for event in events:
+                            if isinstance(event, Result):
+                                result = event
+                                break
+                            if isinstance(event, Progress):
+                                progress = max(progress, event.fraction * PROVIDER_SHARE)
+                                await self._publish(
+                                    live,
+                                    progress=pb.Progress(fraction=progress, stage=event.stage),
+                                )
             except ProviderError as error:
                 if isinstance(error, ProviderRateLimited) and self._upstream is not None:
                     self._upstream.throttled(candidate.name)
-                last_error = _provider_error(candidate, error)
-                if error.retryable and fallbacks_left:
+                mapped = _provider_error(candidate, error)
+                if not error.retryable:
+                    raise mapped from error
+                failed.add(candidate.name, mapped)
+                if fallbacks_left:
                     log.warning(
                         "job %s: provider %s failed (%s); falling back",
                         record.job_id,
                         candidate.name,
                         error.message,
                     )
-                    continue
-                raise last_error from error
+                continue
             provider_ms = (time.perf_counter() - started) * 1000
             self._latency.record(candidate.name, provider_ms)
             if result is None:
@@ -221,8 +242,7 @@ class JobRunner:
                 return await self._store_result(
                     live, record, prepared, candidate, result, int(provider_ms), retention_s
                 )
-        assert last_error is not None
-        raise last_error
+        raise failed.final()
 
     async def _store_result(
         self,
