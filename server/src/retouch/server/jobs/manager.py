@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from google.rpc import status_pb2
 
+from retouch.sdk import Operation
 from retouch.v1 import image_edit_pb2 as pb
 
 from ..auth import Caller
@@ -50,6 +51,10 @@ class Submission:
     plan: Plan | None = None
     timeout: float | None = None
     """Seconds until the caller's deadline, if it set one."""
+    operation: Operation | None = None
+    """The edit's operation, to refuse at once when every provider for it is down."""
+    provider: str = ""
+    """The provider the caller named, if any."""
 
 
 class JobManager:
@@ -125,6 +130,8 @@ class JobManager:
     async def _start(self, submission: Submission) -> str:
         if self.closing:
             raise Unavailable("the server is shutting down; retry on another replica or later")
+        if submission.operation is not None:
+            self._router.refuse_if_all_down(submission.operation, submission.provider)
         prepared = await submission.prepare()
         caller, plan = submission.caller, submission.plan
         with stage("routing"):

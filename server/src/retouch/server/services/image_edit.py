@@ -9,6 +9,7 @@ from typing import Any
 from google.protobuf.message import Message
 from grpc import aio
 
+from retouch.sdk import Operation
 from retouch.v1 import image_edit_pb2 as pb
 from retouch.v1 import image_edit_pb2_grpc
 
@@ -57,21 +58,21 @@ class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
     async def Inpaint(
         self, request: pb.InpaintRequest, context: Context
     ) -> AsyncIterator[pb.JobEvent]:
-        async for event in self._edit(request, context, self._edits.inpaint):
+        async for event in self._edit(request, context, self._edits.inpaint, Operation.INPAINT):
             yield event
 
     @rpc
     async def Outpaint(
         self, request: pb.OutpaintRequest, context: Context
     ) -> AsyncIterator[pb.JobEvent]:
-        async for event in self._edit(request, context, self._edits.outpaint):
+        async for event in self._edit(request, context, self._edits.outpaint, Operation.OUTPAINT):
             yield event
 
     @rpc
     async def Enhance(
         self, request: pb.EnhanceRequest, context: Context
     ) -> AsyncIterator[pb.JobEvent]:
-        async for event in self._edit(request, context, self._edits.enhance):
+        async for event in self._edit(request, context, self._edits.enhance, Operation.ENHANCE):
             yield event
 
     async def _edit(
@@ -79,6 +80,7 @@ class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
         request: EditMessage,
         context: Context,
         prepare: Callable[[Any, Caller, Gate], Awaitable[PreparedEdit]],
+        operation: Operation,
     ) -> AsyncIterator[pb.JobEvent]:
         caller = current_caller()
         plan = await self._policy.plan_for(caller) if self._policy else None
@@ -91,6 +93,8 @@ class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
                 prepare=lambda: prepare(request, caller, gate),
                 plan=plan,
                 timeout=context.time_remaining(),
+                operation=operation,
+                provider=request.provider.provider,
             )
         )
         started_here = self._jobs.live_job(job_id)
