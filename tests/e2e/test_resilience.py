@@ -251,3 +251,30 @@ def _rules(*tables: dict[str, Any]) -> Any:
     from retouch.server.routing_rules import parse_rules
 
     return parse_rules(list(tables))
+
+
+async def test_with_every_breaker_open_calls_are_refused_before_anything_is_spent(
+    harness: Any,
+) -> None:
+    clock = ManualClock()
+    hosted = ScriptedHosted("hosted")
+    hosted.answer(ProviderUnavailable("upstream answered 503"))
+    tight = Plan("tight", credits=True, paid_providers=True, rate_per_s=1, burst=3)
+    async with harness(
+        plans=[tight],
+        providers=[hosted],
+        environment="staging",
+        clock=clock,
+        circuit_breakers={"hosted": TRIP_AFTER_ONE},
+    ) as h:
+        await grant(h.account, 10)
+        assert isinstance(await outcome(h.edit, inpaint()), aio.AioRpcError)
+        for _ in range(5):  # more calls than the burst: no rate token is taken either
+            refused = await outcome(h.edit, inpaint())
+            assert isinstance(refused, aio.AioRpcError)
+            assert refused.code() == grpc.StatusCode.UNAVAILABLE
+        usage = await h.usage(SUBJECT)
+        assert (usage.credits_balance, usage.credits_reserved, usage.quota_used) == (10, 0, 0)
+        subject_bucket = next(b for b in usage.buckets if b.name == "subject")
+        assert subject_bucket.tokens == 2  # only the first, failed job took one
+        assert hosted.calls == 1

@@ -38,6 +38,7 @@ from ..imaging import CONTENT_TYPES, encode_image
 from ..policy import Balance, Ledger, Plan
 from ..policy.upstream import UpstreamLimits
 from ..routing import Candidate, LatencyTracker, Route
+from ..secrets import scrub
 from ..storage import ObjectStore
 from ..telemetry import job_finished, job_started, provider_call, stage, stored_bytes
 from .live import LiveJob
@@ -223,12 +224,7 @@ class JobRunner:
                     raise mapped from error
                 failed.add(candidate.name, mapped)
                 if fallbacks_left:
-                    log.warning(
-                        "job %s: provider %s failed (%s); falling back",
-                        record.job_id,
-                        candidate.name,
-                        error.message,
-                    )
+                    log.warning("job %s: %s; falling back", record.job_id, mapped.message)
                 continue
             provider_ms = (time.perf_counter() - started) * 1000
             self._latency.record(candidate.name, provider_ms)
@@ -372,14 +368,14 @@ def _rate_limited(provider: str, what: str, wait: float) -> ResourceExhausted:
 
 def _provider_error(candidate: Candidate, error: ProviderError) -> RetouchError:
     name = candidate.name
+    # Upstream APIs echo keys back in their errors; what we pass on never carries one.
+    message = scrub(error.message, candidate.loaded.secrets)
     if isinstance(error, ProviderRejected):
-        return InvalidArgument(error.field or "image", f"provider {name!r}: {error.message}")
+        return InvalidArgument(error.field or "image", f"provider {name!r}: {message}")
     if isinstance(error, ProviderRateLimited):
-        return _rate_limited(
-            name, f"its upstream rate limit ({error.message})", error.retry_after or 1.0
-        )
+        return _rate_limited(name, f"its upstream rate limit ({message})", error.retry_after or 1.0)
     if error.retryable:
         return Unavailable(
-            f"provider {name!r} failed: {error.message}", retry_after=error.retry_after or 1.0
+            f"provider {name!r} failed: {message}", retry_after=error.retry_after or 1.0
         )
-    return Internal(f"provider {name!r} failed: {error.message}", reason="PROVIDER_FAILED")
+    return Internal(f"provider {name!r} failed: {message}", reason="PROVIDER_FAILED")
