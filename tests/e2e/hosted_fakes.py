@@ -19,6 +19,7 @@ from retouch.sdk import (
     Event,
     Health,
     HealthReport,
+    JobContext,
     Manifest,
     Operation,
     OutpaintRequest,
@@ -80,7 +81,7 @@ class ScriptedHosted:
     async def health(self) -> HealthReport:
         return HealthReport(Health.HEALTHY)
 
-    async def run(self, request: EditRequest) -> AsyncIterator[Event]:
+    async def run(self, request: EditRequest, context: JobContext) -> AsyncIterator[Event]:
         self.calls += 1
         self.entered.set()
         outcome = self.script.popleft() if self.script else self.otherwise
