@@ -125,6 +125,7 @@ def harness(tmp_path: Path) -> Callable[..., Any]:
         default_plan: str | None = None,
         environment: str = "test",
         clock: Any = None,
+        settings: dict[str, Any] | None = None,
     ) -> AsyncIterator[Harness]:
         registry = ProviderRegistry()
         for fake in providers:
@@ -143,6 +144,7 @@ def harness(tmp_path: Path) -> Callable[..., Any]:
             ),
             shutdown_grace_s=1.0,
         )
+        config = dataclasses.replace(config, **(settings or {}))
         async with (
             running(config, registry=registry, clock=clock) as server,
             aio.insecure_channel(f"127.0.0.1:{server.port}") as channel,
