@@ -148,7 +148,7 @@ async def test_the_callers_deadline_ends_the_job_as_deadline_exceeded_and_refund
 
 async def test_a_job_without_a_deadline_gets_the_configured_one(harness: Any) -> None:
     fake, _ = held_provider()
-    async with harness(plans=[PAID], providers=[fake], settings={"job_deadline_s": 0.3}) as h:
+    async with harness(plans=[PAID], providers=[fake], job_deadline_s=0.3) as h:
         await grant(h, 10)
         call = h.edit.Inpaint(inpaint(), metadata=metadata(subject=SUBJECT))
         accepted = await read_one(call)

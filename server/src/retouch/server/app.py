@@ -25,6 +25,7 @@ from retouch.v1 import (
 )
 
 from .auth import KeyRing
+from .breaker import Breakers
 from .clock import Clock, SystemClock
 from .config import ServerConfig
 from .edits import EditPreparer
@@ -118,7 +119,8 @@ async def start_server(
     store = SqliteJobStore(database)
     objects = objects or open_store(config.object_store_url)
     limiter = MemoryRateLimiter(clock)
-    router = Router(registry)
+    breakers = Breakers(clock, config.circuit_breakers)
+    router = Router(registry, breakers=breakers, rules=config.routing_rules)
     upstream = UpstreamLimits(limiter, registry, clock)
     ledger = SqliteLedger(database)
     policy = Policy(
@@ -152,7 +154,12 @@ async def start_server(
         store=store,
         jobs=jobs,
         runner=ProviderRunner(
-            store=store, ledger=ledger, upstream=upstream, latency=router.latency, clock=clock
+            store=store,
+            ledger=ledger,
+            upstream=upstream,
+            latency=router.latency,
+            breakers=breakers,
+            clock=clock,
         ),
         results=ResultWriter(store, objects, clock),
         settlement=settlement,
@@ -171,7 +178,7 @@ async def start_server(
         server,
     )
     providers_pb2_grpc.add_ProvidersServicer_to_server(
-        ProvidersService(registry, router.latency), server
+        ProvidersService(registry, router.latency, breakers), server
     )
     account_pb2_grpc.add_AccountServicer_to_server(
         AccountService(policy=policy, pipeline=pipeline), server

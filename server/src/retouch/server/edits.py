@@ -236,7 +236,7 @@ class EditPreparer:
         options = request.mask_options
         max_pixels = self._config.max_pixels
 
-        def decode() -> tuple[RGBImage, Mask, Mask]:
+        def decode() -> tuple[RGBImage, Mask, Mask, float]:
             image = decode_image(image_bytes, field="image", max_pixels=max_pixels)
             check_pixels(plan, image.width, image.height)
             size = (image.width, image.height)
@@ -253,14 +253,22 @@ class EditPreparer:
             mask = prepare_mask(
                 raw, invert=options.invert, grow_px=options.grow_px, feather_px=options.feather_px
             )
-            return image.pixels, mask.binary, mask.alpha
+            masked = np.count_nonzero(mask.binary) / mask.binary.size
+            return image.pixels, mask.binary, mask.alpha, masked
 
         with stage("validation"):
-            pixels, binary, blend = await off_loop(decode, size=len(image_bytes))
+            pixels, binary, blend, mask_fraction = await off_loop(decode, size=len(image_bytes))
         height, width = pixels.shape[:2]
         return PreparedEdit(
             operation=Operation.INPAINT,
-            route=_route(Operation.INPAINT, width, height, request.provider),
+            route=_route(
+                Operation.INPAINT,
+                width,
+                height,
+                request.provider,
+                mask_fraction=mask_fraction,
+                prompt=bool(request.params.prompt.strip()),
+            ),
             output_size=(width, height),
             output=_output(request.output),
             seed=self._seed(request.params),
@@ -281,7 +289,14 @@ class EditPreparer:
         self._check_output(out_w, out_h)
         return PreparedEdit(
             operation=Operation.OUTPAINT,
-            route=_route(Operation.OUTPAINT, width, height, request.provider),
+            route=_route(
+                Operation.OUTPAINT,
+                width,
+                height,
+                request.provider,
+                mask_fraction=1 - (width * height) / (out_w * out_h),
+                prompt=bool(request.params.prompt.strip()),
+            ),
             output_size=(out_w, out_h),
             output=_output(request.output),
             seed=self._seed(request.params),
@@ -401,7 +416,13 @@ def _output(options: common_pb2.OutputOptions) -> OutputSpec:
 
 
 def _route(
-    operation: Operation, width: int, height: int, choice: common_pb2.ProviderChoice
+    operation: Operation,
+    width: int,
+    height: int,
+    choice: common_pb2.ProviderChoice,
+    *,
+    mask_fraction: float | None = None,
+    prompt: bool = False,
 ) -> RouteRequest:
     return RouteRequest(
         operation,
@@ -411,6 +432,8 @@ def _route(
         model=choice.model,
         prefer=PREFERENCES.get(choice.prefer, "cost"),
         max_cost=choice.max_cost_credits if choice.HasField("max_cost_credits") else None,
+        mask_fraction=mask_fraction,
+        prompt=prompt,
     )
 
 

@@ -152,6 +152,7 @@ class EditPipeline:
                     exclusion=lambda manifest: policy.exclusion(plan, manifest),
                     price=lambda cost: policy.price(plan, cost, edit.output_size),
                     upstream_wait=lambda name: waits.get(name, 0.0),
+                    plan=plan.name,
                 ),
             )
 

@@ -1,8 +1,9 @@
 """The run stage: the route's providers in order until one returns an image.
 
 A provider that fails in a way worth retrying hands the job to the next candidate,
-under the same reservation (its hold adjusted to the new price). Progress goes to the
-job's followers as it comes.
+under the same reservation (its hold adjusted to the new price); a provider whose
+circuit breaker is open is skipped, and every call's outcome feeds its breaker.
+Progress goes to the job's followers as it comes.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 from retouch.sdk import Progress, ProviderError, ProviderRateLimited, ProviderRejected, Result
 
+from ..breaker import Breakers
 from ..clock import Clock
 from ..edits import PreparedEdit, provider_request
 from ..errors import (
@@ -25,6 +27,7 @@ from ..errors import (
     RetouchError,
     Unavailable,
 )
+from ..fallback import FailedAttempts
 from ..policy import Ledger
 from ..policy.upstream import UpstreamLimits
 from ..routing import Candidate, LatencyTracker, Route
@@ -59,12 +62,14 @@ class ProviderRunner:
         ledger: Ledger,
         upstream: UpstreamLimits,
         latency: LatencyTracker,
+        breakers: Breakers,
         clock: Clock,
     ) -> None:
         self._store = store
         self._ledger = ledger
         self._upstream = upstream
         self._latency = latency
+        self._breakers = breakers
         self._clock = clock
 
     async def run(
@@ -73,7 +78,7 @@ class ProviderRunner:
         """The job (naming the provider that ran it) and that provider's outcome."""
         progress = 0.0
         held = route.candidates[0].price
-        last_error: RetouchError | None = None
+        failed = FailedAttempts(self._breakers)
         for attempt, candidate in enumerate(route.candidates):
             fallbacks_left = attempt + 1 < len(route.candidates)
             if attempt:
@@ -83,7 +88,7 @@ class ProviderRunner:
                             job.job_id, candidate.price, now=self._clock.now()
                         )
                     except ResourceExhausted as error:
-                        last_error = error
+                        failed.add(candidate.name, error)
                         continue
                     held = candidate.price
                 job = dataclasses.replace(job, provider=candidate.name, model=candidate.model)
@@ -91,37 +96,53 @@ class ProviderRunner:
                 await live.publish(Progressed(progress, f"retrying on {candidate.name}"))
             wait = await self._upstream.acquire(candidate.name)
             if wait > 0:
-                last_error = _rate_limited(candidate.name, "its upstream rate limit", wait)
+                failed.add(
+                    candidate.name, _rate_limited(candidate.name, "its upstream rate limit", wait)
+                )
+                continue
+            permit = self._breakers.try_acquire(candidate.name)
+            if permit is None:
+                breaker = self._breakers.snapshot(candidate.name)
+                failed.add(
+                    candidate.name,
+                    Unavailable(
+                        f"provider {candidate.name!r} is unavailable: {breaker.describe()}",
+                        retry_after=breaker.reprobe_in_s or 1.0,
+                    ),
+                )
                 continue
             started = time.perf_counter()
             try:
                 result: Result | None = None
-                async with (
-                    provider_call(candidate.name, candidate.model),
-                    contextlib.aclosing(
-                        candidate.loaded.provider.run(provider_request(edit, candidate.model))
-                    ) as events,
-                ):
-                    async for event in events:
-                        if isinstance(event, Result):
-                            result = event
-                            break
-                        if isinstance(event, Progress):
-                            progress = max(progress, event.fraction * PROVIDER_SHARE)
-                            await live.publish(Progressed(progress, event.stage))
+                with permit:
+                    async with (
+                        provider_call(candidate.name, candidate.model),
+                        contextlib.aclosing(
+                            candidate.loaded.provider.run(provider_request(edit, candidate.model))
+                        ) as events,
+                    ):
+                        async for event in events:
+                            if isinstance(event, Result):
+                                result = event
+                                break
+                            if isinstance(event, Progress):
+                                progress = max(progress, event.fraction * PROVIDER_SHARE)
+                                await live.publish(Progressed(progress, event.stage))
             except ProviderError as error:
                 if isinstance(error, ProviderRateLimited):
                     self._upstream.throttled(candidate.name)
-                last_error = _provider_error(candidate, error)
-                if error.retryable and fallbacks_left:
+                mapped = _provider_error(candidate, error)
+                if not error.retryable:
+                    raise mapped from error
+                failed.add(candidate.name, mapped)
+                if fallbacks_left:
                     log.warning(
                         "job %s: provider %s failed (%s); falling back",
                         job.job_id,
                         candidate.name,
                         error.message,
                     )
-                    continue
-                raise last_error from error
+                continue
             provider_ms = (time.perf_counter() - started) * 1000
             self._latency.record(candidate.name, provider_ms)
             if result is None:
@@ -131,8 +152,7 @@ class ProviderRunner:
                 )
             _check_shape(candidate, result, edit.output_size)
             return job, ProviderOutcome(candidate, result, int(provider_ms))
-        assert last_error is not None
-        raise last_error
+        raise failed.final()
 
 
 def _check_shape(candidate: Candidate, result: Result, size: tuple[int, int]) -> None:
