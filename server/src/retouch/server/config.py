@@ -110,6 +110,8 @@ class ServerConfig:
     upload_ttl_s: int = 3600
     download_chunk_bytes: int = 1 * MiB
     shutdown_grace_s: float = 10.0
+    job_deadline_s: float = 600.0
+    """How long a job may run when its caller set no gRPC deadline."""
     sweep_interval_s: float = 60.0
     health_interval_s: float = 15.0
     """How often providers are asked for their health."""
@@ -147,6 +149,8 @@ class ServerConfig:
                 raise ConfigError(f"{name} must be positive")
         if self.sweep_interval_s <= 0 or self.health_interval_s <= 0:
             raise ConfigError("sweep_interval_s and health_interval_s must be positive")
+        if self.job_deadline_s <= 0:
+            raise ConfigError("job_deadline_s must be positive")
         if self.shutdown_grace_s < 0:
             raise ConfigError("shutdown_grace_s cannot be negative")
         if not self.tenants:

@@ -8,6 +8,7 @@ from retouch.sdk import EnhanceKind, GenerationParams, Health, Manifest, Operati
 from retouch.v1 import common_pb2, image_edit_pb2, providers_pb2
 
 from .breaker import BreakerSnapshot, BreakerState
+from .jobs.events import Accepted, JobEventData, Progressed
 from .jobs.records import JobRecord, JobState, ResultRecord
 from .registry import LoadedProvider
 from .routing import Route
@@ -171,4 +172,43 @@ def routing_decision(route: Route) -> common_pb2.RoutingDecision:
         rule=route.rule,
         notes=route.notes,
         breakers=[circuit_breaker(name, snapshot) for name, snapshot in route.breakers.items()],
+    )
+
+
+def job_event(job_id: str, seq: int, event: JobEventData) -> image_edit_pb2.JobEvent:
+    """The ``JobEvent`` numbered ``seq`` of a job."""
+    if isinstance(event, Accepted):
+        first = event.route.candidates[0]
+        width, height = event.input_size
+        return image_edit_pb2.JobEvent(
+            job_id=job_id,
+            seq=seq,
+            accepted=image_edit_pb2.Accepted(
+                provider=first.name,
+                model=first.model,
+                estimated_cost_credits=first.price,
+                quota_left=event.quota_left,
+                seed=event.seed,
+                input_width=width,
+                input_height=height,
+                routing=routing_decision(event.route),
+                credits_left=event.credits_left,
+            ),
+        )
+    if isinstance(event, Progressed):
+        return image_edit_pb2.JobEvent(
+            job_id=job_id,
+            seq=seq,
+            progress=image_edit_pb2.Progress(fraction=event.fraction, stage=event.stage),
+        )
+    return image_edit_pb2.JobEvent(
+        job_id=job_id,
+        seq=seq,
+        completed=image_edit_pb2.Completed(
+            result_id=event.result.result_id,
+            image=image_info(event.result),
+            seed=event.seed,
+            cost_credits=event.cost_credits,
+            provider_ms=event.provider_ms,
+        ),
     )
