@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 import numpy as np
+from google.protobuf.message import Message
 
 from retouch.sdk import (
     EditRequest,
@@ -35,12 +36,12 @@ from .errors import FieldViolation, InvalidArgument
 from .imaging import decode_image, decode_mask, mask_from_alpha, prepare_mask
 from .inputs import InputResolver
 from .policy import EditIntent
+from .request_checks import request_violations
 from .routing import RouteRequest
 from .telemetry import stage
 
 T = TypeVar("T")
 
-MAX_REQUEST_ID = 128
 MAX_PADDING = 4096
 MAX_MASK_OPTION = 256
 DEFAULT_QUALITY = 90
@@ -102,7 +103,7 @@ class EditPreparer:
     async def inpaint(
         self, request: image_edit_pb2.InpaintRequest, caller: Caller, gate: Gate
     ) -> PreparedEdit:
-        violations = _common(request.request_id, request.output, request.params)
+        violations = _common(request, request.output, request.params)
         options = request.mask_options
         for name in ("grow_px", "feather_px"):
             if getattr(options, name) > MAX_MASK_OPTION:
@@ -160,7 +161,7 @@ class EditPreparer:
     async def outpaint(
         self, request: image_edit_pb2.OutpaintRequest, caller: Caller, gate: Gate
     ) -> PreparedEdit:
-        violations = _common(request.request_id, request.output, request.params)
+        violations = _common(request, request.output, request.params)
         padding = Padding(request.left, request.right, request.top, request.bottom)
         if padding.is_empty:
             violations.append(
@@ -222,7 +223,7 @@ class EditPreparer:
     async def enhance(
         self, request: image_edit_pb2.EnhanceRequest, caller: Caller, gate: Gate
     ) -> PreparedEdit:
-        violations = _common(request.request_id, request.output, None)
+        violations = _common(request, request.output, None)
         kind = ENHANCE_KINDS.get(request.kind)
         if kind is None:
             violations.append(
@@ -257,6 +258,7 @@ class EditPreparer:
             )
 
         route = _route(Operation.ENHANCE, width, height, request.provider)
+        route = dataclasses.replace(route, enhance_kind=kind.value)
         if kind is EnhanceKind.UPSCALE:
             route = dataclasses.replace(route, upscale=scale)
         return PreparedEdit(
@@ -295,17 +297,12 @@ async def off_loop(work: Callable[[], T], *, size: int) -> T:
 
 
 def _common(
-    request_id: str, output: common_pb2.OutputOptions, params: common_pb2.GenerationParams | None
+    request: Message,
+    output: common_pb2.OutputOptions,
+    params: common_pb2.GenerationParams | None,
 ) -> list[FieldViolation]:
-    violations = []
-    if len(request_id) > MAX_REQUEST_ID:
-        violations.append(
-            FieldViolation("request_id", f"request_id is longer than {MAX_REQUEST_ID} characters")
-        )
-    if output.format and output.format not in FORMATS_FROM_PROTO:
-        violations.append(
-            FieldViolation("output.format", "output.format must be PNG, JPEG or WEBP")
-        )
+    # Over-long ids and names, unknown enum values (formats, preferences, kinds).
+    violations = request_violations(request)
     if output.quality > 100:
         violations.append(FieldViolation("output.quality", "output.quality must be 0..100"))
     if params is not None:
