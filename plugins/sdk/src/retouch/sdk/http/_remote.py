@@ -119,10 +119,11 @@ class RemoteProvider(abc.ABC):
             raise ProviderRejected(
                 f"the {name} provider does not {request.operation.value}", field="operation"
             )
-        if request.model not in manifest.models:
+        models = manifest.models_for(request.task)
+        if request.model not in models:
             raise ProviderRejected(
                 f"unknown model {request.model!r}; the {name} provider offers "
-                f"{', '.join(manifest.models)}",
+                f"{', '.join(models)}",
                 field="model",
             )
         manifest.check_image(request.image)

@@ -158,7 +158,7 @@ async def _check_inpaint(provider: Provider, contexts: ContextFactory) -> None:
         return
     image, mask = sample_image(), sample_mask()
     keep = mask == 0
-    for model in manifest.models:
+    for model in manifest.models_for("inpaint"):
         result = await _run_to_result(provider, contexts, InpaintRequest(image, mask, model, SEED))
         out = result.image
         assert out.shape == image.shape, (
@@ -178,7 +178,7 @@ async def _check_outpaint(provider: Provider, contexts: ContextFactory) -> None:
         return
     image = sample_image()
     height, width = image.shape[:2]
-    for model in manifest.models:
+    for model in manifest.models_for("outpaint"):
         for padding in OUTPAINT_PADDINGS:
             request = OutpaintRequest(image, padding, model, SEED)
             out = (await _run_to_result(provider, contexts, request)).image
@@ -202,7 +202,7 @@ async def _check_enhance(provider: Provider, contexts: ContextFactory) -> None:
         return
     image = sample_image()
     height, width = image.shape[:2]
-    model = manifest.default_model
+    model = manifest.models_for("enhance.upscale")[0]
     for factor in manifest.upscale_factors:
         request = EnhanceRequest(image, EnhanceKind.UPSCALE, model, SEED, scale=factor)
         out = (await _run_to_result(provider, contexts, request)).image
@@ -224,7 +224,8 @@ async def _check_enhance(provider: Provider, contexts: ContextFactory) -> None:
             )
             continue
         for strength in (0.0, 0.5, 1.0):
-            request = EnhanceRequest(image, kind, model, SEED, strength=strength)
+            task_model = manifest.models_for(f"enhance.{kind.value}")[0]
+            request = EnhanceRequest(image, kind, task_model, SEED, strength=strength)
             out = (await _run_to_result(provider, contexts, request)).image
             assert out.shape == image.shape, (
                 f"{kind.value} (strength {strength}) returned {out.shape}; it must keep the "
@@ -294,23 +295,27 @@ def _name(provider: Provider) -> str:
 
 
 def _default_requests(manifest: Manifest, model: str | None = None) -> list[EditRequest]:
-    """One ordinary request per declared operation."""
-    model = manifest.default_model if model is None else model
+    """One ordinary request per declared operation, with ``model`` or the task's default."""
+
+    def pick(task: str) -> str:
+        return manifest.models_for(task)[0] if model is None else model
+
     image = sample_image()
     requests: list[EditRequest] = []
     if manifest.can(Operation.INPAINT):
-        requests.append(InpaintRequest(image, sample_mask(), model, SEED))
+        requests.append(InpaintRequest(image, sample_mask(), pick("inpaint"), SEED))
     if manifest.can(Operation.OUTPAINT):
-        requests.append(OutpaintRequest(image, OUTPAINT_PADDINGS[0], model, SEED))
+        requests.append(OutpaintRequest(image, OUTPAINT_PADDINGS[0], pick("outpaint"), SEED))
     if manifest.can(Operation.ENHANCE):
         if manifest.can_enhance(EnhanceKind.UPSCALE):
             factor = manifest.upscale_factors[0]
-            requests.append(EnhanceRequest(image, EnhanceKind.UPSCALE, model, SEED, scale=factor))
+            upscale = pick("enhance.upscale")
+            requests.append(EnhanceRequest(image, EnhanceKind.UPSCALE, upscale, SEED, scale=factor))
         else:
             kind = next(
                 k for k in (EnhanceKind.SHARPEN, EnhanceKind.DENOISE) if manifest.can_enhance(k)
             )
-            requests.append(EnhanceRequest(image, kind, model, SEED))
+            requests.append(EnhanceRequest(image, kind, pick(f"enhance.{kind.value}"), SEED))
     return requests
 
 
