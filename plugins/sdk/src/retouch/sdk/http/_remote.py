@@ -122,8 +122,7 @@ class RemoteProvider(abc.ABC):
         models = manifest.models_for(request.task)
         if request.model not in models:
             raise ProviderRejected(
-                f"unknown model {request.model!r}; the {name} provider offers "
-                f"{', '.join(models)}",
+                f"unknown model {request.model!r}; the {name} provider offers {', '.join(models)}",
                 field="model",
             )
         manifest.check_image(request.image)
