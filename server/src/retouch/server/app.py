@@ -27,13 +27,13 @@ from retouch.v1 import (
 from .auth import KeyRing
 from .clock import Clock, SystemClock
 from .config import ServerConfig
+from .database.backends import Database, open_database
 from .edits import EditPreparer
 from .inputs import InputResolver
 from .interceptors import AuthInterceptor
-from .jobs import SqliteJobStore
+from .jobs import JobStore
 from .jobs.manager import JobManager
-from .jobs.store import connect_sqlite
-from .policy import MemoryRateLimiter, Policy, SqliteLedger
+from .policy import Ledger, MemoryRateLimiter, Policy
 from .policy.upstream import UpstreamLimits
 from .registry import ProviderRegistry
 from .retention import ResultRetention
@@ -60,13 +60,14 @@ class RunningServer:
     port: int
     jobs: JobManager
     registry: ProviderRegistry
-    store: SqliteJobStore
+    store: JobStore
     objects: ObjectStore
     uploads: Uploads
     retention: ResultRetention
     health: health_aio.HealthServicer
     config: ServerConfig
-    ledger: SqliteLedger
+    ledger: Ledger
+    database: Database
     _background: list[asyncio.Task[None]]
     telemetry: Telemetry = field(default_factory=Telemetry.disabled)
 
@@ -82,7 +83,7 @@ class RunningServer:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.registry.aclose()
-        await self.store.close()
+        await self.database.close()
         await asyncio.to_thread(self.telemetry.shutdown)
 
 
@@ -110,13 +111,13 @@ async def start_server(
         registry = await ProviderRegistry.discover(
             configs=config.providers, disabled=config.disabled_providers, entries=entries
         )
-    database = connect_sqlite(config.database_path)
-    store = SqliteJobStore(database)
+    database = await open_database(config.database_url, pool_size=config.database_pool_size)
+    store = database.jobs
     objects = objects or open_store(config.object_store_url)
     limiter = MemoryRateLimiter(clock)
     router = Router(registry)
     upstream = UpstreamLimits(limiter, registry, clock)
-    ledger = SqliteLedger(database)
+    ledger = database.ledger
     policy = Policy(
         plans=config.plans,
         tenants={t.name: t for t in config.tenants},
@@ -215,6 +216,7 @@ async def start_server(
         health=health,
         config=config,
         ledger=ledger,
+        database=database,
         _background=background,
         telemetry=telemetry,
     )

@@ -30,7 +30,7 @@ from ..telemetry import stage
 from .live import LiveJob
 from .records import JobRecord, JobState
 from .runner import OK, Admission, JobEnded, JobRunner, terminal
-from .store import DuplicateRequest, JobStore
+from .store import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -149,13 +149,14 @@ class JobManager:
             with stage("policy.reserve"):
                 balance = await self._policy.reserve(record.job_id, caller, plan, first.price)
         try:
-            await self._store.create_job(record)
-        except BaseException as exc:
+            stored, created = await self._store.create_or_get(record)
+        except BaseException:
             await self._release(record.job_id, "job not created")
-            if isinstance(exc, DuplicateRequest):
-                _same_request(exc.existing.fingerprint, submission.fingerprint)
-                return exc.existing.job_id
             raise
+        if not created:
+            await self._release(record.job_id, "duplicate request")
+            _same_request(stored.fingerprint, submission.fingerprint)
+            return stored.job_id
         live = LiveJob(record.job_id, record.owner)
         self._live[record.job_id] = live
         admission = Admission(record, prepared, route, plan, balance, submission.timeout)
@@ -260,8 +261,8 @@ class JobManager:
             if record.job_id in self._live:
                 continue
             final, _ = terminal(record, stopped, self._clock.now(), record.last_seq)
-            await self._store.update_job(final)
-            count += 1
+            if await self._store.finish(final):
+                count += 1
         if count:
             log.warning("failed %d job(s) left unfinished by a previous run", count)
         await self.settle_orphans(grace_s=0.0)

@@ -299,8 +299,9 @@ class JobRunner:
             await self._store.append_events(
                 live.job_id, [(e.seq, e.SerializeToString()) for e in live.events]
             )
-            await self._store.update_job(final)
-            if self._ledger is not None:
+            if not await self._store.finish(final):
+                log.warning("job %s: finished elsewhere already; not settling", final.job_id)
+            elif self._ledger is not None:
                 if error is None:
                     await self._ledger.commit(
                         final.job_id, final.cost_credits, now=self._clock.now()
