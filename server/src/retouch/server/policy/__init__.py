@@ -1,6 +1,6 @@
 """Policy and money: plans, token buckets, the quota and credit ledger."""
 
-from .engine import EditIntent, Policy, PolicyGate
+from .engine import EditIntent, Policy, check_pixels
 from .ledger import MAX_CREDITS, Balance, Ledger, Reservation
 from .plans import DEFAULT_PLAN, Plan, PlanBook, PlanError
 from .postgres_ledger import PostgresLedger
@@ -21,9 +21,9 @@ __all__ = [
     "PlanBook",
     "PlanError",
     "Policy",
-    "PolicyGate",
     "PostgresLedger",
     "RateLimiter",
     "Reservation",
     "SqliteLedger",
+    "check_pixels",
 ]
