@@ -7,7 +7,7 @@ PostgreSQL from its LISTEN connection, so watchers in every replica wake.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 
 class Signals:
@@ -33,7 +33,7 @@ class Signals:
         for queue in self._cancel_queues:
             queue.put_nowait(job_id)
 
-    async def watch(self, job_id: str) -> AsyncIterator[None]:
+    async def watch(self, job_id: str) -> AsyncGenerator[None, None]:
         """Yield once at once, then once per burst of changes to ``job_id``.
 
         Registered before the first yield, so a change made after the caller reads the
@@ -52,7 +52,7 @@ class Signals:
             if not watchers and self._watchers.get(job_id) is watchers:
                 del self._watchers[job_id]
 
-    async def cancels(self) -> AsyncIterator[str]:
+    async def cancels(self) -> AsyncGenerator[str, None]:
         """Job ids whose cancellation is requested from the first ``__anext__`` on."""
         queue: asyncio.Queue[str] = asyncio.Queue()
         self._cancel_queues.add(queue)

@@ -19,7 +19,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
-from typing import TypeVar
 
 from retouch.v1 import image_edit_pb2 as pb
 
@@ -39,8 +38,6 @@ from .settle import JobEnded, Settlement, recorded_status
 from .store import JobStore
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 CANCELLED_BY_CANCEL_JOB = "the job was cancelled by CancelJob"
 
@@ -164,7 +161,7 @@ class JobManager:
         else:
             record = await self.get(job_id, caller)
             seq = after_seq
-            async with _closing(self._store.watch_events(job_id)) as changes:
+            async with contextlib.aclosing(self._store.watch_events(job_id)) as changes:
                 async for _ in changes:
                     # The state first: a job's events are all recorded before it ends, so
                     # once it reads as ended the events read next are complete.
@@ -201,7 +198,7 @@ class JobManager:
         return await self.get(job_id, caller)
 
     async def _until_ended(self, job_id: str) -> None:
-        async with _closing(self._store.watch_events(job_id)) as changes:
+        async with contextlib.aclosing(self._store.watch_events(job_id)) as changes:
             async for _ in changes:
                 record = await self._store.get_job(job_id)
                 if record is None or record.state.terminal:
@@ -210,7 +207,7 @@ class JobManager:
     async def follow_cancel_requests(self) -> None:
         """Stop the jobs running here whose cancellation any replica's CancelJob asked for.
         Runs for the server's life."""
-        async with _closing(self._store.cancel_requests()) as requests:
+        async with contextlib.aclosing(self._store.cancel_requests()) as requests:
             async for job_id in requests:
                 live = self._live.get(job_id)
                 if live is not None:
@@ -278,17 +275,6 @@ class JobManager:
         remaining = [t for t in tasks if not t.done()]
         if remaining:
             await asyncio.wait(remaining, timeout=5.0)
-
-
-@contextlib.asynccontextmanager
-async def _closing(iterator: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
-    """``contextlib.aclosing`` for the store's subscriptions, typed as plain iterators."""
-    try:
-        yield iterator
-    finally:
-        close = getattr(iterator, "aclose", None)
-        if close is not None:
-            await close()
 
 
 def same_request(recorded: str, fingerprint: str) -> None:

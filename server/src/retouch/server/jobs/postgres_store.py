@@ -8,7 +8,7 @@ this one included, through its :class:`~..database.postgres.Listener`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 import asyncpg
 
@@ -178,13 +178,13 @@ class PostgresJobStore:
         )
         return [bytes(row[0]) for row in rows]
 
-    def watch_events(self, job_id: str) -> AsyncIterator[None]:
+    def watch_events(self, job_id: str) -> AsyncGenerator[None, None]:
         return self._signals.watch(job_id)
 
     async def request_cancel(self, job_id: str) -> bool:
         return bool(await self.pool.fetch(_REQUEST_CANCEL, job_id))
 
-    def cancel_requests(self) -> AsyncIterator[str]:
+    def cancel_requests(self) -> AsyncGenerator[str, None]:
         return self._signals.cancels()
 
     async def unfinished_jobs(self) -> Sequence[JobRecord]:

@@ -9,7 +9,7 @@ file as well; wake-ups stay in this process, which is the one replica SQLite ser
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 
 from ..database.migrations import migrate_sqlite
@@ -142,7 +142,7 @@ class SqliteJobStore:
         )
         return [bytes(row[0]) for row in rows]
 
-    def watch_events(self, job_id: str) -> AsyncIterator[None]:
+    def watch_events(self, job_id: str) -> AsyncGenerator[None, None]:
         return self._signals.watch(job_id)
 
     async def request_cancel(self, job_id: str) -> bool:
@@ -155,7 +155,7 @@ class SqliteJobStore:
         self._signals.job_changed(job_id)
         return True
 
-    def cancel_requests(self) -> AsyncIterator[str]:
+    def cancel_requests(self) -> AsyncGenerator[str, None]:
         return self._signals.cancels()
 
     async def unfinished_jobs(self) -> Sequence[JobRecord]:

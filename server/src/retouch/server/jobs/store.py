@@ -9,7 +9,7 @@ for one replica; :class:`~.postgres_store.PostgresJobStore`, shared by several.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Protocol
 
 from .records import JobRecord, JobState, ResultRecord, UploadRecord
@@ -76,7 +76,7 @@ class JobStore(Protocol):
 
     async def events_after(self, job_id: str, after_seq: int) -> Sequence[bytes]: ...
 
-    def watch_events(self, job_id: str) -> AsyncIterator[None]:
+    def watch_events(self, job_id: str) -> AsyncGenerator[None, None]:
         """Yield at once, then again after each new event or state change of the job.
 
         The subscription starts before the first yield, so reading ``events_after`` and
@@ -89,7 +89,7 @@ class JobStore(Protocol):
         """Set the job's ``cancel_requested`` and tell the replica that runs it (through
         :meth:`cancel_requests`). False when the job is unknown or already finished."""
 
-    def cancel_requests(self) -> AsyncIterator[str]:
+    def cancel_requests(self) -> AsyncGenerator[str, None]:
         """Ids of jobs whose cancellation is requested, from any replica, from the first
         ``__anext__`` on. Every replica gets every id; each acts on the jobs it runs."""
 

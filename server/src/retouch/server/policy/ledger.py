@@ -123,6 +123,27 @@ class Entry:
     request_id: str = ""
     note: str = ""
 
+    def row(self, now: float) -> tuple[object, ...]:
+        """The ledger row of this entry, in :data:`ENTRY_COLUMNS` order."""
+        return (
+            self.owner,
+            self.kind,
+            self.job_id,
+            self.period,
+            self.available,
+            self.held,
+            self.jobs,
+            self.request_id,
+            self.note,
+            now,
+        )
+
+
+ENTRY_COLUMNS = (
+    "owner, kind, job_id, period, available_delta, held_delta, jobs_delta, request_id, note, "
+    "created_at"
+)
+
 
 def grant_entry(owner: str, credits: int, available: int, *, request_id: str, note: str) -> Entry:
     """The entry granting ``credits`` to an account with ``available`` credits."""

@@ -16,6 +16,7 @@ import asyncpg
 
 from ..database.postgres import Connection, in_transaction
 from .ledger import (
+    ENTRY_COLUMNS,
     Balance,
     Entry,
     Held,
@@ -212,19 +213,8 @@ async def _apply(db: Connection, entry: Entry, now: float) -> None:
     """Append ``entry`` and move the balances by it; the caller holds the account's lock,
     so its row exists."""
     await db.execute(
-        "INSERT INTO ledger (owner, kind, job_id, period, available_delta, held_delta, "
-        "jobs_delta, request_id, note, created_at) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        entry.owner,
-        entry.kind,
-        entry.job_id,
-        entry.period,
-        entry.available,
-        entry.held,
-        entry.jobs,
-        entry.request_id,
-        entry.note,
-        now,
+        f"INSERT INTO ledger ({ENTRY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        *entry.row(now),
     )
     if entry.available or entry.held:
         await db.execute(

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from ..database.sqlite import transaction
 from .ledger import (
+    ENTRY_COLUMNS,
     Balance,
     Entry,
     Held,
@@ -166,20 +167,8 @@ class SqliteLedger:
 
     def _apply(self, entry: Entry, now: float) -> None:
         self._db.execute(
-            "INSERT INTO ledger (owner, kind, job_id, period, available_delta, held_delta, "
-            "jobs_delta, request_id, note, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                entry.owner,
-                entry.kind,
-                entry.job_id,
-                entry.period,
-                entry.available,
-                entry.held,
-                entry.jobs,
-                entry.request_id,
-                entry.note,
-                now,
-            ),
+            f"INSERT INTO ledger ({ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            entry.row(now),
         )
         # Updates first, inserts only for new rows: SQLite checks CHECK constraints on an
         # upsert's proposed row, so "INSERT -1 ON CONFLICT add" would fail on a decrement.
