@@ -15,7 +15,6 @@ from importlib.metadata import EntryPoint
 
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from retouch.v1 import (
@@ -33,6 +32,7 @@ from .clock import Clock, SystemClock
 from .config import ServerConfig
 from .database.backends import Database, open_database
 from .edits import EditPreparer
+from .health import HealthServicer
 from .inputs import InputResolver
 from .interceptors import AuthInterceptor
 from .jobs import JobStore
@@ -41,6 +41,7 @@ from .jobs.pipeline import EditPipeline
 from .jobs.results import ResultWriter
 from .jobs.runner import ProviderRunner
 from .jobs.settle import Settlement
+from .listen import bind, check_address_free
 from .policy import Ledger, MemoryRateLimiter, Policy
 from .policy.upstream import UpstreamLimits
 from .registry import ProviderRegistry
@@ -74,7 +75,7 @@ class RunningServer:
     objects: ObjectStore
     uploads: Uploads
     retention: ResultRetention
-    health: health_aio.HealthServicer
+    health: HealthServicer
     config: ServerConfig
     ledger: Ledger
     database: Database
@@ -112,6 +113,8 @@ async def start_server(
     ``telemetry`` defaults to what the ``OTEL_*`` environment variables ask for (off
     when they ask for nothing).
     """
+    # Before anything else: a taken port is refused before any state is touched.
+    check_address_free(config.listen)
     telemetry = telemetry or Telemetry.from_environ()
     clock = clock or SystemClock()
     config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -194,7 +197,7 @@ async def start_server(
     account_pb2_grpc.add_AccountServicer_to_server(
         AccountService(policy=policy, pipeline=pipeline), server
     )
-    health = health_aio.HealthServicer()
+    health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
         (
@@ -204,9 +207,7 @@ async def start_server(
         ),
         server,
     )
-    port = server.add_insecure_port(config.listen)
-    if port == 0:
-        raise OSError(f"cannot listen on {config.listen}")
+    port = bind(server, config.listen)
     await server.start()
     serving = health_pb2.HealthCheckResponse.SERVING
     await health.set("", serving)

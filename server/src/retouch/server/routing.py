@@ -47,6 +47,15 @@ class RouteRequest:
     """Share of the output to be generated (mask or new margin), 0..1; None for enhance."""
     prompt: bool = False
     """Whether the caller gave a prompt."""
+    enhance_kind: str = ""
+    """For enhance, the kind (``"upscale"``): providers may name a model per kind."""
+
+    @property
+    def task(self) -> str:
+        """The key a provider's ``Manifest.models_for`` takes."""
+        if self.operation is Operation.ENHANCE and self.enhance_kind:
+            return f"enhance.{self.enhance_kind}"
+        return self.operation.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,7 +334,7 @@ class Router:
         policy: RoutePolicy,
     ) -> Candidate:
         own = loaded.manifest.cost.estimate(*output_size)
-        model = request.model or loaded.manifest.default_model
+        model = request.model or loaded.manifest.models_for(request.task)[0]
         return Candidate(loaded, model, policy.price(own), own)
 
     def _rank(self, candidates: list[Candidate], prefer: str) -> list[Candidate]:
@@ -358,11 +367,12 @@ def _incapable(loaded: LoadedProvider, route: RouteRequest) -> FieldViolation | 
             f"the image has {route.width * route.height} pixels; provider {manifest.name!r} "
             f"takes at most {manifest.max_pixels}",
         )
-    if route.model and route.model not in manifest.models:
+    models = manifest.models_for(route.task)
+    if route.model and route.model not in models:
         return FieldViolation(
             "provider.model",
-            f"provider {manifest.name!r} has no model {route.model!r}; "
-            f"its models: {', '.join(manifest.models)}",
+            f"provider {manifest.name!r} has no model {route.model!r} for {route.task}; "
+            f"its models: {', '.join(models)}",
         )
     if route.upscale and route.upscale not in manifest.upscale_factors:
         factors = ", ".join(map(str, manifest.upscale_factors)) or "no factor"
