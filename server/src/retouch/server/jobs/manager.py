@@ -109,7 +109,8 @@ class JobManager:
                 claim.job_id = existing.job_id
                 yield claim
                 return
-            break
+            if key not in self._pending:  # another call may have claimed it meanwhile
+                break
         started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._pending[key] = (fingerprint, started)
         try:
