@@ -60,11 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         epilog=_EPILOG,
     )
     check.add_argument("file", type=Path, help="the TOML config file to check")
-    commands.add_parser("serve", help="run the service (the default)")
     commands.add_parser(
         "migrate",
-        help="apply the database's schema migrations and exit (the server also applies "
-        "them when it starts)",
+        help="apply the database's schema migrations and exit "
+        "(the server also applies them when it starts)",
+        epilog=_EPILOG,
     )
     args = parser.parse_args(argv)
     if args.command == "check-config":
@@ -85,9 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     except AddressInUse as exc:
         print(f"retouch-server: {exc.strerror}", file=sys.stderr)
         return EXIT_ADDRESS_IN_USE
-    except (OSError, MigrationError) as exc:
-        message = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        print(f"retouch-server: {message}", file=sys.stderr)
+    except OSError as exc:
+        print(f"retouch-server: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_START_FAILED
+    except MigrationError as exc:
+        print(f"retouch-server: {exc}", file=sys.stderr)
         return EXIT_START_FAILED
     return EXIT_OK
 
