@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,12 +15,20 @@ from grpc import aio
 from retouch.server.app import RunningServer, running
 from retouch.server.config import DEV_TENANT, ServerConfig, TenantConfig, hash_key
 from retouch.v1 import image_edit_pb2_grpc, providers_pb2_grpc
+from tests.engines.postgres import PostgresServer
 from tests.helpers import metadata, photo, png, square_mask
 
 pytest_plugins = ["tests.engines.seaweed"]
 
 OTHER_KEY = "acme-secret-key"
 OTHER_TENANT = TenantConfig(name="acme", key_sha256=hash_key(OTHER_KEY))
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server for the whole run; ``postgres.new_database()`` per test."""
+    with PostgresServer.running() as server:
+        yield server
 
 
 @pytest.fixture
@@ -102,6 +110,7 @@ class Harness:
     edit: Any
     account: Any
     fakes: dict[str, Any]
+    providers: Any = None
 
     async def usage(self, subject: str) -> Any:
         from retouch.v1 import account_pb2
@@ -127,7 +136,9 @@ def harness(tmp_path: Path) -> Callable[..., Any]:
         default_plan: str | None = None,
         environment: str = "test",
         clock: Any = None,
+        **config_changes: Any,
     ) -> AsyncIterator[Harness]:
+        """``config_changes`` replace fields of the server's config (routing rules, …)."""
         registry = ProviderRegistry()
         for fake in providers:
             await fake.start({})
@@ -145,6 +156,7 @@ def harness(tmp_path: Path) -> Callable[..., Any]:
             ),
             shutdown_grace_s=1.0,
         )
+        config = dataclasses.replace(config, **config_changes)
         async with (
             running(config, registry=registry, clock=clock) as server,
             aio.insecure_channel(f"127.0.0.1:{server.port}") as channel,
@@ -154,6 +166,7 @@ def harness(tmp_path: Path) -> Callable[..., Any]:
                 edit=image_edit_pb2_grpc.ImageEditStub(channel),
                 account=account_pb2_grpc.AccountStub(channel),
                 fakes={fake.manifest.name: fake for fake in providers},
+                providers=providers_pb2_grpc.ProvidersStub(channel),
             )
 
     return start

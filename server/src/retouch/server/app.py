@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
+import secrets
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint
 
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from retouch.v1 import (
@@ -25,15 +27,22 @@ from retouch.v1 import (
 )
 
 from .auth import KeyRing
+from .breaker import Breakers
 from .clock import Clock, SystemClock
 from .config import ServerConfig
+from .database.backends import Database, open_database
 from .edits import EditPreparer
+from .health import HealthServicer
 from .inputs import InputResolver
 from .interceptors import AuthInterceptor
-from .jobs import SqliteJobStore
+from .jobs import JobStore
 from .jobs.manager import JobManager
-from .jobs.store import connect_sqlite
-from .policy import MemoryRateLimiter, Policy, SqliteLedger
+from .jobs.pipeline import EditPipeline
+from .jobs.results import ResultWriter
+from .jobs.runner import ProviderRunner
+from .jobs.settle import Settlement
+from .listen import bind, check_address_free
+from .policy import Ledger, MemoryRateLimiter, Policy
 from .policy.upstream import UpstreamLimits
 from .registry import ProviderRegistry
 from .retention import ResultRetention
@@ -59,14 +68,17 @@ class RunningServer:
     server: aio.Server
     port: int
     jobs: JobManager
+    pipeline: EditPipeline
+    upstream: UpstreamLimits
     registry: ProviderRegistry
-    store: SqliteJobStore
+    store: JobStore
     objects: ObjectStore
     uploads: Uploads
     retention: ResultRetention
-    health: health_aio.HealthServicer
+    health: HealthServicer
     config: ServerConfig
-    ledger: SqliteLedger
+    ledger: Ledger
+    database: Database
     _background: list[asyncio.Task[None]]
     telemetry: Telemetry = field(default_factory=Telemetry.disabled)
 
@@ -83,7 +95,7 @@ class RunningServer:
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.registry.aclose()
         await self.objects.aclose()
-        await self.store.close()
+        await self.database.close()
         await asyncio.to_thread(self.telemetry.shutdown)
 
 
@@ -95,15 +107,15 @@ async def start_server(
     entries: Iterable[EntryPoint] | None = None,
     objects: ObjectStore | None = None,
     rng: random.Random | None = None,
-    use_policy: bool = True,
     telemetry: Telemetry | None = None,
 ) -> RunningServer:
     """Build and start a server for ``config``. ``listen`` may use port 0.
 
-    ``use_policy=False`` runs edits without plans, buckets or the ledger: only for
-    measuring what the policy costs. ``telemetry`` defaults to what the ``OTEL_*``
-    environment variables ask for (off when they ask for nothing).
+    ``telemetry`` defaults to what the ``OTEL_*`` environment variables ask for (off
+    when they ask for nothing).
     """
+    # Before anything else: a taken port is refused before any state is touched.
+    check_address_free(config.listen)
     telemetry = telemetry or Telemetry.from_environ()
     clock = clock or SystemClock()
     config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -111,13 +123,14 @@ async def start_server(
         registry = await ProviderRegistry.discover(
             configs=config.providers, disabled=config.disabled_providers, entries=entries
         )
-    database = connect_sqlite(config.database_path)
-    store = SqliteJobStore(database)
+    database = await open_database(config.database_url, pool_size=config.database_pool_size)
+    store = database.jobs
     objects = objects or open_store(config.object_store_url)
     limiter = MemoryRateLimiter(clock)
-    router = Router(registry)
+    breakers = Breakers(clock, config.circuit_breakers)
+    router = Router(registry, breakers=breakers, rules=config.routing_rules)
     upstream = UpstreamLimits(limiter, registry, clock)
-    ledger = SqliteLedger(database)
+    ledger = database.ledger
     policy = Policy(
         plans=config.plans,
         tenants={t.name: t for t in config.tenants},
@@ -126,15 +139,16 @@ async def start_server(
         clock=clock,
         environment=config.environment,
     )
+    settlement = Settlement(store, ledger, clock)
     jobs = JobManager(
         store,
-        objects,
-        router,
+        settlement,
         clock,
-        policy=policy if use_policy else None,
-        upstream=upstream,
+        replica_id=config.replica_id or _replica_id(),
+        lease_s=config.job_lease_s,
     )
-    await jobs.recover()
+    # Jobs whose replica died while this one was down; never those of live replicas.
+    await jobs.fail_expired()
     retention = ResultRetention(store, objects, clock)
     uploads = Uploads(
         store, objects, clock, max_bytes=config.max_upload_bytes, ttl_s=config.upload_ttl_s
@@ -147,26 +161,44 @@ async def start_server(
             ("grpc.so_reuseport", 0),
         ],
     )
-    edits = EditPreparer(InputResolver(store, objects, clock), config, rng)
+    pipeline = EditPipeline(
+        edits=EditPreparer(InputResolver(store, objects, clock), config, rng),
+        policy=policy,
+        router=router,
+        upstream=upstream,
+        store=store,
+        jobs=jobs,
+        runner=ProviderRunner(
+            store=store,
+            ledger=ledger,
+            upstream=upstream,
+            latency=router.latency,
+            breakers=breakers,
+            clock=clock,
+        ),
+        results=ResultWriter(store, objects, clock),
+        settlement=settlement,
+        clock=clock,
+        default_deadline_s=config.job_deadline_s,
+    )
     image_edit_pb2_grpc.add_ImageEditServicer_to_server(
         ImageEditService(
+            pipeline=pipeline,
             jobs=jobs,
-            policy=policy if use_policy else None,
             store=store,
             objects=objects,
-            edits=edits,
             uploads=uploads,
             download_chunk_bytes=config.download_chunk_bytes,
         ),
         server,
     )
     providers_pb2_grpc.add_ProvidersServicer_to_server(
-        ProvidersService(registry, router.latency), server
+        ProvidersService(registry, router.latency, breakers), server
     )
     account_pb2_grpc.add_AccountServicer_to_server(
-        AccountService(policy=policy, jobs=jobs, edits=edits, upstream=upstream), server
+        AccountService(policy=policy, pipeline=pipeline), server
     )
-    health = health_aio.HealthServicer()
+    health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
         (
@@ -176,15 +208,15 @@ async def start_server(
         ),
         server,
     )
-    port = server.add_insecure_port(config.listen)
-    if port == 0:
-        raise OSError(f"cannot listen on {config.listen}")
+    port = bind(server, config.listen)
     await server.start()
     serving = health_pb2.HealthCheckResponse.SERVING
     await health.set("", serving)
     for name in SERVICE_NAMES:
         await health.set(name, serving)
     background = [
+        asyncio.create_task(_every(config.job_heartbeat_s, jobs.heartbeat), name="job leases"),
+        asyncio.create_task(jobs.follow_cancel_requests(), name="cancel requests"),
         asyncio.create_task(_every(config.sweep_interval_s, uploads.sweep), name="upload sweeper"),
         asyncio.create_task(
             _every(config.sweep_interval_s, jobs.settle_orphans), name="reservation sweeper"
@@ -208,6 +240,8 @@ async def start_server(
         server=server,
         port=port,
         jobs=jobs,
+        pipeline=pipeline,
+        upstream=upstream,
         registry=registry,
         store=store,
         objects=objects,
@@ -216,9 +250,14 @@ async def start_server(
         health=health,
         config=config,
         ledger=ledger,
+        database=database,
         _background=background,
         telemetry=telemetry,
     )
+
+
+def _replica_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 async def _every(interval_s: float, work: Callable[[], Awaitable[object]]) -> None:

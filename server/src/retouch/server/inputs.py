@@ -6,7 +6,7 @@ from retouch.v1 import common_pb2
 
 from .auth import Caller
 from .clock import Clock
-from .errors import InvalidArgument, NotFound
+from .errors import InvalidArgument, NotFound, echo
 from .jobs.store import JobStore
 from .storage import ObjectNotFound, ObjectStore
 
@@ -34,14 +34,14 @@ class InputResolver:
                 or upload.expires_at <= self._clock.now()
             ):
                 raise NotFound(
-                    f"upload {image.upload_id!r} not found: it may have expired; upload again"
+                    f"upload {echo(image.upload_id)} not found: it may have expired; upload again"
                 )
-            return await self._get(upload.object_key, f"upload {image.upload_id!r}")
+            return await self._get(upload.object_key, f"upload {echo(image.upload_id)}")
         if source == "result_id":
             result = await self._store.get_result(image.result_id)
             if result is None or result.owner != caller.owner:
-                raise NotFound(f"result {image.result_id!r} not found")
-            return await self._get(result.object_key, f"result {image.result_id!r}")
+                raise NotFound(f"result {echo(image.result_id)} not found")
+            return await self._get(result.object_key, f"result {echo(image.result_id)}")
         raise InvalidArgument(field, f"{field} is required: set data, upload_id or result_id")
 
     async def _get(self, key: str, what: str) -> bytes:

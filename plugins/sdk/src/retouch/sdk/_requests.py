@@ -7,13 +7,12 @@ server has already applied the caller's invert/grow options and binarised them.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
-from ._manifest import Operation
+from ._manifest import EnhanceKind, Operation
 
 RGBImage = NDArray[np.uint8]
 Mask = NDArray[np.uint8]
@@ -41,6 +40,8 @@ class InpaintRequest:
     params: GenerationParams = field(default_factory=GenerationParams)
 
     operation = Operation.INPAINT
+    task = "inpaint"
+    """The key of :attr:`Manifest.task_models` this request's model comes from."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +73,7 @@ class OutpaintRequest:
     params: GenerationParams = field(default_factory=GenerationParams)
 
     operation = Operation.OUTPAINT
+    task = "outpaint"
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -79,14 +81,6 @@ class OutpaintRequest:
         height, width = self.image.shape[:2]
         p = self.padding
         return width + p.left + p.right, height + p.top + p.bottom
-
-
-class EnhanceKind(enum.Enum):
-    """The enhancements."""
-
-    UPSCALE = "upscale"
-    DENOISE = "denoise"
-    SHARPEN = "sharpen"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +95,11 @@ class EnhanceRequest:
     strength: float = 0.5
 
     operation = Operation.ENHANCE
+
+    @property
+    def task(self) -> str:
+        """``"enhance.<kind>"``: enhance models may differ by kind."""
+        return f"enhance.{self.kind.value}"
 
     @property
     def output_size(self) -> tuple[int, int]:

@@ -8,13 +8,13 @@ from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 import numpy as np
 
 from .._compositing import composite
+from .._context import JobContext
 from .._errors import ProviderError, ProviderRejected
 from .._events import Event, Progress, Result
-from .._manifest import CostModel, Manifest, Operation
+from .._manifest import CostModel, EnhanceKind, Manifest, Operation
 from .._provider import Health, HealthReport
 from .._requests import (
     EditRequest,
-    EnhanceKind,
     EnhanceRequest,
     InpaintRequest,
     OutpaintRequest,
@@ -43,8 +43,8 @@ class FakeProvider:
     - ``health_report``: assign to change what :meth:`health` answers.
 
     Bookkeeping a test can assert on: ``calls`` (jobs started, counted when a job's
-    stream is first iterated), ``requests`` (their
-    requests, in order), ``cancelled`` (jobs closed before they finished), ``active``
+    stream is first iterated), ``requests`` and ``contexts`` (their requests and job
+    contexts, in order), ``cancelled`` (jobs closed before they finished), ``active``
     (jobs running now), ``config`` (what :meth:`start` received), ``started`` and
     ``closed``.
     """
@@ -62,6 +62,7 @@ class FakeProvider:
         max_pixels: int = 16_777_216,
         cost: CostModel = _DEFAULT_COST,
         upscale_factors: Sequence[int] = (2, 4),
+        enhance_kinds: Iterable[EnhanceKind] = tuple(EnhanceKind),
         remote: bool = False,
         fill: tuple[int, int, int] = (255, 0, 255),
         release: asyncio.Event | None = None,
@@ -71,6 +72,7 @@ class FakeProvider:
         if steps < 0 or fail_after < 0 or step_delay < 0:
             raise ValueError("steps, fail_after and step_delay cannot be negative")
         ops = frozenset(operations)
+        kinds = frozenset(enhance_kinds)
         self._manifest = Manifest(
             name=name,
             version="1.0.0",
@@ -80,7 +82,12 @@ class FakeProvider:
             max_pixels=max_pixels,
             supports_mask=Operation.INPAINT in ops,
             supports_outpaint=Operation.OUTPAINT in ops,
-            upscale_factors=tuple(upscale_factors) if Operation.ENHANCE in ops else (),
+            upscale_factors=(
+                tuple(upscale_factors)
+                if Operation.ENHANCE in ops and EnhanceKind.UPSCALE in kinds
+                else ()
+            ),
+            enhance_kinds=kinds,
             cost=cost,
             remote=remote,
             quality_rank=quality_rank,
@@ -95,6 +102,7 @@ class FakeProvider:
         self.health_report = HealthReport(Health.HEALTHY)
         self.calls = 0
         self.requests: list[EditRequest] = []
+        self.contexts: list[JobContext] = []
         self.cancelled = 0
         self.active = 0
         self.config: Mapping[str, object] | None = None
@@ -119,10 +127,11 @@ class FakeProvider:
         """Answer ``health_report``."""
         return self.health_report
 
-    async def run(self, request: EditRequest) -> AsyncGenerator[Event, None]:
+    async def run(self, request: EditRequest, context: JobContext) -> AsyncGenerator[Event, None]:
         """Yield ``steps`` progress events and the result, or raise ``fail_with``."""
         self.calls += 1
         self.requests.append(request)
+        self.contexts.append(context)
         self.active += 1
         finished = False
         try:
@@ -160,9 +169,10 @@ class FakeProvider:
                 f"provider {manifest.name!r} does not {request.operation.value}",
                 field="operation",
             )
-        if request.model not in manifest.models:
+        if request.model not in manifest.models_for(request.task):
             raise ProviderRejected(
-                f"unknown model {request.model!r}; choose one of {', '.join(manifest.models)}",
+                f"unknown model {request.model!r}; choose one of "
+                f"{', '.join(manifest.models_for(request.task))}",
                 field="model",
             )
         height, width = request.image.shape[:2]
@@ -170,6 +180,10 @@ class FakeProvider:
             raise ProviderRejected(
                 f"image has {height * width} pixels; at most {manifest.max_pixels} allowed",
                 field="image",
+            )
+        if isinstance(request, EnhanceRequest) and request.kind not in manifest.enhance_kinds:
+            raise ProviderRejected(
+                f"provider {manifest.name!r} does not {request.kind.value}", field="kind"
             )
         if (
             isinstance(request, EnhanceRequest)
