@@ -25,13 +25,19 @@ from retouch.v1 import (
 )
 
 from .auth import KeyRing
+from .breaker import Breakers
 from .clock import Clock, SystemClock
 from .config import ServerConfig
 from .edits import EditPreparer
 from .inputs import InputResolver
 from .interceptors import AuthInterceptor
 from .jobs import SqliteJobStore
+from .jobs.context import InputLinks
 from .jobs.manager import JobManager
+from .jobs.pipeline import EditPipeline
+from .jobs.results import ResultWriter
+from .jobs.runner import ProviderRunner
+from .jobs.settle import Settlement
 from .jobs.store import connect_sqlite
 from .policy import MemoryRateLimiter, Policy, SqliteLedger
 from .policy.upstream import UpstreamLimits
@@ -59,6 +65,8 @@ class RunningServer:
     server: aio.Server
     port: int
     jobs: JobManager
+    pipeline: EditPipeline
+    upstream: UpstreamLimits
     registry: ProviderRegistry
     store: SqliteJobStore
     objects: ObjectStore
@@ -94,14 +102,12 @@ async def start_server(
     entries: Iterable[EntryPoint] | None = None,
     objects: ObjectStore | None = None,
     rng: random.Random | None = None,
-    use_policy: bool = True,
     telemetry: Telemetry | None = None,
 ) -> RunningServer:
     """Build and start a server for ``config``. ``listen`` may use port 0.
 
-    ``use_policy=False`` runs edits without plans, buckets or the ledger: only for
-    measuring what the policy costs. ``telemetry`` defaults to what the ``OTEL_*``
-    environment variables ask for (off when they ask for nothing).
+    ``telemetry`` defaults to what the ``OTEL_*`` environment variables ask for (off
+    when they ask for nothing).
     """
     telemetry = telemetry or Telemetry.from_environ()
     clock = clock or SystemClock()
@@ -114,7 +120,8 @@ async def start_server(
     store = SqliteJobStore(database)
     objects = objects or open_store(config.object_store_url)
     limiter = MemoryRateLimiter(clock)
-    router = Router(registry)
+    breakers = Breakers(clock, config.circuit_breakers)
+    router = Router(registry, breakers=breakers, rules=config.routing_rules)
     upstream = UpstreamLimits(limiter, registry, clock)
     ledger = SqliteLedger(database)
     policy = Policy(
@@ -125,14 +132,8 @@ async def start_server(
         clock=clock,
         environment=config.environment,
     )
-    jobs = JobManager(
-        store,
-        objects,
-        router,
-        clock,
-        policy=policy if use_policy else None,
-        upstream=upstream,
-    )
+    settlement = Settlement(store, ledger, clock)
+    jobs = JobManager(store, settlement, clock)
     await jobs.recover()
     retention = ResultRetention(store, objects, clock)
     uploads = Uploads(
@@ -146,24 +147,43 @@ async def start_server(
             ("grpc.so_reuseport", 0),
         ],
     )
-    edits = EditPreparer(InputResolver(store, objects, clock), config, rng)
+    pipeline = EditPipeline(
+        edits=EditPreparer(InputResolver(store, objects, clock), config, rng),
+        policy=policy,
+        router=router,
+        upstream=upstream,
+        store=store,
+        jobs=jobs,
+        runner=ProviderRunner(
+            store=store,
+            ledger=ledger,
+            upstream=upstream,
+            latency=router.latency,
+            breakers=breakers,
+            clock=clock,
+            links=InputLinks(objects),
+        ),
+        results=ResultWriter(store, objects, clock),
+        settlement=settlement,
+        clock=clock,
+        default_deadline_s=config.job_deadline_s,
+    )
     image_edit_pb2_grpc.add_ImageEditServicer_to_server(
         ImageEditService(
+            pipeline=pipeline,
             jobs=jobs,
-            policy=policy if use_policy else None,
             store=store,
             objects=objects,
-            edits=edits,
             uploads=uploads,
             download_chunk_bytes=config.download_chunk_bytes,
         ),
         server,
     )
     providers_pb2_grpc.add_ProvidersServicer_to_server(
-        ProvidersService(registry, router.latency), server
+        ProvidersService(registry, router.latency, breakers), server
     )
     account_pb2_grpc.add_AccountServicer_to_server(
-        AccountService(policy=policy, jobs=jobs, edits=edits, upstream=upstream), server
+        AccountService(policy=policy, pipeline=pipeline), server
     )
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -207,6 +227,8 @@ async def start_server(
         server=server,
         port=port,
         jobs=jobs,
+        pipeline=pipeline,
+        upstream=upstream,
         registry=registry,
         store=store,
         objects=objects,

@@ -1,8 +1,10 @@
-"""Choosing providers for a job: capable ∧ allowed ∧ healthy ∧ affordable, best first.
+"""Choosing providers for a job: capable ∧ allowed ∧ healthy ∧ breaker closed ∧
+affordable, best first — in the order the first matching routing rule asks for, if any.
 
 The first candidate runs the job; the others are fallbacks, tried in order when a
 provider fails in a way worth retrying. The decision, with the reason each other
-provider was left out, goes to the caller in the Accepted event.
+provider was left out, the rule that chose and the breakers' states, goes to the
+caller in the Accepted event.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 
 from retouch.sdk import Health, Manifest, Operation
 
+from .breaker import Breakers, BreakerSnapshot
 from .errors import (
     FieldViolation,
     InvalidArgument,
@@ -23,9 +26,9 @@ from .errors import (
     Unavailable,
 )
 from .registry import LoadedProvider, ProviderRegistry
+from .routing_rules import JobTraits, RoutingRule, first_match
 
 UNAVAILABLE_RETRY_S = 5.0
-PREFERENCES = ("cost", "speed", "quality")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,10 @@ class RouteRequest:
     upscale: int = 0
     prefer: str = "cost"
     max_cost: int | None = None
+    mask_fraction: float | None = None
+    """Share of the output to be generated (mask or new margin), 0..1; None for enhance."""
+    prompt: bool = False
+    """Whether the caller gave a prompt."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +72,12 @@ class Route:
     candidates: list[Candidate]
     excluded: list[tuple[str, str]] = field(default_factory=list)
     prefer: str = "cost"
+    rule: str = ""
+    """The routing rule that ordered the candidates; empty for the default routing."""
+    notes: list[str] = field(default_factory=list)
+    """How the rules were applied, for the explanation."""
+    breakers: dict[str, BreakerSnapshot] = field(default_factory=dict)
+    """The circuit breaker of every provider able to do the job, as routing saw it."""
 
 
 class LatencyTracker:
@@ -93,6 +106,8 @@ class RoutePolicy:
     """Credits the caller pays, given a provider's own estimate."""
     upstream_wait: Callable[[str], float] = lambda _name: 0.0
     """Seconds until a provider's upstream rate limit lets another call through."""
+    plan: str = ""
+    """The caller's plan, for routing rules that match on it."""
 
 
 ALLOW_ALL = RoutePolicy(exclusion=lambda _m: None, price=lambda cost: cost)
@@ -101,9 +116,18 @@ ALLOW_ALL = RoutePolicy(exclusion=lambda _m: None, price=lambda cost: cost)
 class Router:
     """Orders the providers that can do a job."""
 
-    def __init__(self, registry: ProviderRegistry, latency: LatencyTracker | None = None) -> None:
+    def __init__(
+        self,
+        registry: ProviderRegistry,
+        latency: LatencyTracker | None = None,
+        *,
+        breakers: Breakers | None = None,
+        rules: tuple[RoutingRule, ...] = (),
+    ) -> None:
         self._registry = registry
         self.latency = latency or LatencyTracker()
+        self.breakers = breakers
+        self._rules = rules
 
     def route(
         self, request: RouteRequest, output_size: tuple[int, int], policy: RoutePolicy = ALLOW_ALL
@@ -117,6 +141,8 @@ class Router:
         too_dear: list[str] = []
         waits: list[float] = []
         down: list[str] = []
+        down_waits: list[float] = []
+        breakers: dict[str, BreakerSnapshot] = {}
         candidates = []
         for loaded in self._registry.providers.values():
             problem = _incapable(loaded, request)
@@ -124,6 +150,9 @@ class Router:
                 excluded.append((loaded.name, problem.description))
                 incapable.append(problem.description)
                 continue
+            breaker = self._breaker(loaded.name)
+            if breaker is not None:
+                breakers[loaded.name] = breaker
             reason = policy.exclusion(loaded.manifest)
             if reason:
                 excluded.append((loaded.name, reason))
@@ -139,8 +168,15 @@ class Router:
                 too_dear.append(reason)
                 continue
             if loaded.health.health is Health.UNAVAILABLE:
-                excluded.append((loaded.name, f"unavailable: {loaded.health.detail or 'down'}"))
-                down.append(loaded.name)
+                reason = f"unavailable: {loaded.health.detail or 'down'}"
+                excluded.append((loaded.name, reason))
+                down.append(f"{loaded.name}: {reason}")
+                down_waits.append(UNAVAILABLE_RETRY_S)
+                continue
+            if breaker is not None and not breaker.admits:
+                excluded.append((loaded.name, breaker.describe()))
+                down.append(f"{loaded.name}: {breaker.describe()}")
+                down_waits.append(_reprobe_wait(breaker))
                 continue
             wait = policy.upstream_wait(loaded.name)
             if wait > 0:
@@ -149,7 +185,7 @@ class Router:
                 continue
             candidates.append(candidate)
         if candidates:
-            return Route(self._rank(candidates, request.prefer), excluded, request.prefer)
+            return self._by_rules(request, output_size, policy, candidates, excluded, breakers)
         if waits:
             raise ResourceExhausted(
                 "every provider able to do this job is at its upstream rate limit; retry later",
@@ -157,10 +193,11 @@ class Router:
                 retry_after=min(waits),
             )
         if down:
+            retry = min(down_waits)
             raise Unavailable(
-                f"every provider able to do this job is unavailable ({', '.join(down)}); "
-                "retry later",
-                retry_after=UNAVAILABLE_RETRY_S,
+                f"every provider able to do this job is unavailable ({'; '.join(down)}); "
+                f"retry in {retry:.2f} s",
+                retry_after=retry,
             )
         if too_dear:
             raise InvalidArgument(
@@ -213,6 +250,13 @@ class Router:
                 f"provider {loaded.name!r} is unavailable; retry later or let the server choose",
                 retry_after=UNAVAILABLE_RETRY_S,
             )
+        breaker = self._breaker(loaded.name)
+        if breaker is not None and not breaker.admits:
+            raise Unavailable(
+                f"provider {loaded.name!r} is unavailable ({breaker.describe()}); "
+                "retry later or let the server choose",
+                retry_after=_reprobe_wait(breaker),
+            )
         wait = policy.upstream_wait(loaded.name)
         if wait > 0:
             raise ResourceExhausted(
@@ -220,7 +264,58 @@ class Router:
                 violations=[QuotaViolation(f"provider:{loaded.name}", "upstream request rate")],
                 retry_after=wait,
             )
-        return Route([candidate], [], request.prefer)
+        breakers = {loaded.name: breaker} if breaker is not None else {}
+        return Route([candidate], [], request.prefer, breakers=breakers)
+
+    def _breaker(self, provider: str) -> BreakerSnapshot | None:
+        return self.breakers.snapshot(provider) if self.breakers is not None else None
+
+    def _by_rules(
+        self,
+        request: RouteRequest,
+        output_size: tuple[int, int],
+        policy: RoutePolicy,
+        candidates: list[Candidate],
+        excluded: list[tuple[str, str]],
+        breakers: dict[str, BreakerSnapshot],
+    ) -> Route:
+        """The eligible ``candidates`` ordered by the first matching rule, else by default."""
+        default = self._rank(candidates, request.prefer)
+        job = JobTraits(
+            operation=request.operation,
+            pixels=output_size[0] * output_size[1],
+            mask_fraction=request.mask_fraction,
+            prompt=request.prompt,
+            plan=policy.plan,
+        )
+        rule = first_match(self._rules, job)
+        if rule is None:
+            return Route(default, excluded, request.prefer, breakers=breakers)
+        choice = rule.choose
+        chosen = [c for c in candidates if choice.takes(c.name, c.loaded.manifest.remote)]
+        if not chosen:
+            note = (
+                f"rule {rule.name!r} matched but no eligible provider is one of its "
+                f"{choice.describe()}; default routing chose"
+            )
+            return Route(default, excluded, request.prefer, notes=[note], breakers=breakers)
+        if choice.providers:
+            chosen.sort(key=lambda c: choice.providers.index(c.name))
+        else:
+            chosen = self._rank(chosen, choice.prefer)
+        first = {c.name for c in chosen}
+        fallbacks = [c for c in default if c.name not in first]
+        note = f"rule {rule.name!r} chose {choice.describe()}"
+        if fallbacks:
+            note += "; the other eligible providers follow as fallbacks"
+        return Route(
+            chosen + fallbacks,
+            excluded,
+            choice.prefer,
+            rule=rule.name,
+            notes=[note],
+            breakers=breakers,
+        )
 
     def _candidate(
         self,
@@ -244,6 +339,11 @@ class Router:
             return (degraded, c.price, c.own_cost, quality, c.name)
 
         return sorted(candidates, key=key)
+
+
+def _reprobe_wait(breaker: BreakerSnapshot) -> float:
+    # A half-open breaker whose probe is running answers as soon as the probe ends.
+    return breaker.reprobe_in_s if breaker.reprobe_in_s > 0 else 1.0
 
 
 def _incapable(loaded: LoadedProvider, route: RouteRequest) -> FieldViolation | None:

@@ -11,7 +11,7 @@ from retouch.v1 import account_pb2_grpc
 
 from ..auth import Caller, current_caller, parse_subject
 from ..convert import routing_decision, timestamp
-from ..edits import EditPreparer, PreparedEdit
+from ..edits import EditMessage
 from ..errors import (
     InvalidArgument,
     PermissionDenied,
@@ -20,9 +20,8 @@ from ..errors import (
     Unavailable,
     status_code_name,
 )
-from ..jobs.manager import JobManager
-from ..policy import Policy, PolicyGate
-from ..policy.upstream import UpstreamLimits
+from ..jobs.pipeline import EditPipeline
+from ..policy import Policy
 from .rpc import rpc
 
 Context = aio.ServicerContext[Any, Any]
@@ -37,14 +36,10 @@ class AccountService(account_pb2_grpc.AccountServicer):
         self,
         *,
         policy: Policy,
-        jobs: JobManager,
-        edits: EditPreparer,
-        upstream: UpstreamLimits,
+        pipeline: EditPipeline,
     ) -> None:
         self._policy = policy
-        self._jobs = jobs
-        self._edits = edits
-        self._upstream = upstream
+        self._pipeline = pipeline
 
     @rpc
     async def GetUsage(self, request: pb.GetUsageRequest, context: Context) -> pb.Usage:
@@ -76,23 +71,19 @@ class AccountService(account_pb2_grpc.AccountServicer):
 
     @rpc
     async def Quote(self, request: pb.QuoteRequest, context: Context) -> pb.QuoteResponse:
-        caller = current_caller()
-        plan = await self._policy.plan_for(caller)
-        gate = PolicyGate(self._policy, caller, plan, dry_run=True)
         kind = request.WhichOneof("edit")
         try:
-            prepared: PreparedEdit
+            edit: EditMessage
             if kind == "inpaint":
-                prepared = await self._edits.inpaint(request.inpaint, caller, gate)
+                edit = request.inpaint
             elif kind == "outpaint":
-                prepared = await self._edits.outpaint(request.outpaint, caller, gate)
+                edit = request.outpaint
             elif kind == "enhance":
-                prepared = await self._edits.enhance(request.enhance, caller, gate)
+                edit = request.enhance
             else:
                 raise InvalidArgument("edit", "set one of inpaint, outpaint or enhance")
-            route = await self._jobs.route(prepared, plan)
+            route = await self._pipeline.quote(edit, current_caller())
             first = route.candidates[0]
-            await self._policy.would_reserve(caller, plan, first.price)
         except _REFUSALS as refusal:
             return pb.QuoteResponse(allowed=False, refusal=_refusal(refusal))
         return pb.QuoteResponse(
