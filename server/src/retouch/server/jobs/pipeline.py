@@ -36,7 +36,7 @@ from .records import JobRecord, JobState
 from .results import ResultWriter
 from .runner import ProviderRunner
 from .settle import OK, Settlement
-from .store import DuplicateRequest, JobStore
+from .store import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -182,13 +182,14 @@ class EditPipeline:
         """Create the job; when its request_id was taken meanwhile, release this hold and
         return the job that took it."""
         try:
-            await self._store.create_job(job)
-        except BaseException as exc:
+            stored, created = await self._store.create_or_get(job)
+        except BaseException:
             await self._policy.ledger.release(job.job_id, now=self._clock.now(), note="not created")
-            if isinstance(exc, DuplicateRequest):
-                return exc.existing
             raise
-        return None
+        if created:
+            return None
+        await self._policy.ledger.release(job.job_id, now=self._clock.now(), note="duplicate")
+        return stored
 
     # -- the job's own task: run → store → settle --------------------------------------
 
