@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 
 import numpy as np
 
@@ -36,7 +36,8 @@ class ScriptedHosted:
     ``script`` holds what the next calls do, in order: ``None`` answers with an image,
     a :class:`ProviderError` is raised. Once the script is used up every call answers
     ``otherwise`` (default: an image). ``hold``, when set, keeps each call waiting
-    until the test sets it. ``calls`` counts the requests that reached the provider.
+    until the test sets it. ``calls`` counts the requests that reached the provider,
+    ``contexts`` holds the job context each one came with.
     """
 
     def __init__(
@@ -65,8 +66,10 @@ class ScriptedHosted:
         self.otherwise: ProviderError | None = None
         self.hold: asyncio.Event | None = None
         self.calls = 0
+        self.contexts: list[JobContext] = []
         self.entered = asyncio.Event()
         self.config: Mapping[str, object] | None = None
+        self.health_report = HealthReport(Health.HEALTHY)
 
     def answer(self, *outcomes: ProviderError | None) -> None:
         """Queue what the next calls do."""
@@ -79,10 +82,11 @@ class ScriptedHosted:
         return None
 
     async def health(self) -> HealthReport:
-        return HealthReport(Health.HEALTHY)
+        return self.health_report
 
-    async def run(self, request: EditRequest, context: JobContext) -> AsyncIterator[Event]:
+    async def run(self, request: EditRequest, context: JobContext) -> AsyncGenerator[Event, None]:
         self.calls += 1
+        self.contexts.append(context)
         self.entered.set()
         outcome = self.script.popleft() if self.script else self.otherwise
         if self.hold is not None:
