@@ -12,7 +12,6 @@ from importlib.metadata import EntryPoint
 
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from retouch.v1 import (
@@ -29,6 +28,7 @@ from .breaker import Breakers
 from .clock import Clock, SystemClock
 from .config import ServerConfig
 from .edits import EditPreparer
+from .health import HealthServicer
 from .inputs import InputResolver
 from .interceptors import AuthInterceptor
 from .jobs import SqliteJobStore
@@ -39,6 +39,7 @@ from .jobs.results import ResultWriter
 from .jobs.runner import ProviderRunner
 from .jobs.settle import Settlement
 from .jobs.store import connect_sqlite
+from .listen import bind, check_address_free
 from .policy import MemoryRateLimiter, Policy, SqliteLedger
 from .policy.upstream import UpstreamLimits
 from .registry import ProviderRegistry
@@ -72,7 +73,7 @@ class RunningServer:
     objects: ObjectStore
     uploads: Uploads
     retention: ResultRetention
-    health: health_aio.HealthServicer
+    health: HealthServicer
     config: ServerConfig
     ledger: SqliteLedger
     _background: list[asyncio.Task[None]]
@@ -109,6 +110,9 @@ async def start_server(
     ``telemetry`` defaults to what the ``OTEL_*`` environment variables ask for (off
     when they ask for nothing).
     """
+    # Before anything else: recovering jobs from a database another server still
+    # runs would fail that server's jobs.
+    check_address_free(config.listen)
     telemetry = telemetry or Telemetry.from_environ()
     clock = clock or SystemClock()
     config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -185,7 +189,7 @@ async def start_server(
     account_pb2_grpc.add_AccountServicer_to_server(
         AccountService(policy=policy, pipeline=pipeline), server
     )
-    health = health_aio.HealthServicer()
+    health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
         (
@@ -195,9 +199,7 @@ async def start_server(
         ),
         server,
     )
-    port = server.add_insecure_port(config.listen)
-    if port == 0:
-        raise OSError(f"cannot listen on {config.listen}")
+    port = bind(server, config.listen)
     await server.start()
     serving = health_pb2.HealthCheckResponse.SERVING
     await health.set("", serving)

@@ -47,6 +47,7 @@ from typing import Any, Literal, cast, get_args
 from .breaker import BreakerSettings, BreakerSettingsError
 from .policy.plans import DEFAULT_PLAN, Plan, PlanBook, PlanError
 from .routing_rules import RoutingRule, RuleError, parse_rules
+from .secrets import bad_variable_names, literal_secrets
 
 Environment = Literal["local", "test", "staging", "production"]
 ENVIRONMENTS: tuple[str, ...] = get_args(Environment)
@@ -260,6 +261,18 @@ def _provider_tables(
     providers: dict[str, dict[str, Any]] = {}
     breakers: dict[str, BreakerSettings] = {}
     for name, table in tables.items():
+        literal = literal_secrets(table)
+        if literal:
+            # Named, never shown: the value is the secret.
+            raise ConfigError(
+                f"[providers.{name}] {literal[0]}: secrets never go in the config file; name "
+                f'the environment variable that holds it instead: {literal[0]}_env = "VAR"'
+            )
+        misnamed = bad_variable_names(table)
+        if misnamed:
+            raise ConfigError(
+                f"[providers.{name}] {misnamed[0]} must be the name of an environment variable"
+            )
         own = dict(table)
         breaker = own.pop("circuit_breaker", None)
         if breaker is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from google.protobuf import timestamp_pb2
 
 from retouch.sdk import EnhanceKind, GenerationParams, Health, Manifest, Operation
@@ -94,7 +96,10 @@ def provider_info(
         version=manifest.version,
         description=manifest.description,
         operations=sorted(OPERATIONS[op] for op in manifest.operations),
-        models=list(manifest.models),
+        # Task-specific models (opencv's enhance algorithms) after the general ones.
+        models=list(
+            dict.fromkeys([*manifest.models, *itertools.chain(*manifest.task_models.values())])
+        ),
         max_pixels=manifest.max_pixels,
         supports_mask=manifest.supports_mask,
         supports_outpaint=manifest.supports_outpaint,

@@ -50,6 +50,7 @@ from .imaging import (
 )
 from .inputs import InputFile, InputResolver
 from .policy import EditIntent, Plan, check_pixels
+from .request_checks import request_violations
 from .routing import RouteRequest
 from .telemetry import stage
 
@@ -58,7 +59,16 @@ T = TypeVar("T")
 EditMessage = pb.InpaintRequest | pb.OutpaintRequest | pb.EnhanceRequest
 """The ImageEdit requests that start a job."""
 
-MAX_REQUEST_ID = 128
+
+def operation_of(request: EditMessage) -> Operation:
+    """The operation an ImageEdit request asks for."""
+    if isinstance(request, pb.InpaintRequest):
+        return Operation.INPAINT
+    if isinstance(request, pb.OutpaintRequest):
+        return Operation.OUTPAINT
+    return Operation.ENHANCE
+
+
 MAX_PADDING = 4096
 MAX_MASK_OPTION = 256
 DEFAULT_QUALITY = 90
@@ -197,7 +207,7 @@ class EditPreparer:
         """The admit stage's part that needs no I/O: every field violation at once
         (INVALID_ARGUMENT), else what the edit asks of the caller's plan."""
         if isinstance(request, pb.InpaintRequest):
-            violations = _common(request.request_id, request.output, request.params)
+            violations = _common(request, request.output, request.params)
             for name in ("grow_px", "feather_px"):
                 if getattr(request.mask_options, name) > MAX_MASK_OPTION:
                     violations.append(
@@ -208,7 +218,7 @@ class EditPreparer:
             _raise_if(violations)
             return _intent(request.output, request.provider, request.params)
         if isinstance(request, pb.OutpaintRequest):
-            violations = _common(request.request_id, request.output, request.params)
+            violations = _common(request, request.output, request.params)
             if _padding(request).is_empty:
                 violations.append(
                     FieldViolation(
@@ -226,7 +236,7 @@ class EditPreparer:
                 )
             _raise_if(violations)
             return _intent(request.output, request.provider, request.params)
-        violations = _common(request.request_id, request.output, None)
+        violations = _common(request, request.output, None)
         kind = ENHANCE_KINDS.get(request.kind)
         if kind is None:
             violations.append(
@@ -364,6 +374,7 @@ class EditPreparer:
         scale = request.scale if kind is EnhanceKind.UPSCALE else 1
         self._check_output(width * scale, height * scale)
         route = _route(Operation.ENHANCE, width, height, request.provider)
+        route = dataclasses.replace(route, enhance_kind=kind.value)
         if kind is EnhanceKind.UPSCALE:
             route = dataclasses.replace(route, upscale=scale)
         return PreparedEdit(
@@ -411,17 +422,12 @@ async def off_loop(work: Callable[[], T], *, size: int) -> T:
 
 
 def _common(
-    request_id: str, output: common_pb2.OutputOptions, params: common_pb2.GenerationParams | None
+    request: EditMessage,
+    output: common_pb2.OutputOptions,
+    params: common_pb2.GenerationParams | None,
 ) -> list[FieldViolation]:
-    violations = []
-    if len(request_id) > MAX_REQUEST_ID:
-        violations.append(
-            FieldViolation("request_id", f"request_id is longer than {MAX_REQUEST_ID} characters")
-        )
-    if output.format and output.format not in FORMATS_FROM_PROTO:
-        violations.append(
-            FieldViolation("output.format", "output.format must be PNG, JPEG or WEBP")
-        )
+    # Over-long ids and names, unknown enum values (formats, preferences, kinds).
+    violations = request_violations(request)
     if output.quality > 100:
         violations.append(FieldViolation("output.quality", "output.quality must be 0..100"))
     if params is not None:

@@ -9,7 +9,7 @@ from retouch.v1 import common_pb2
 
 from .auth import Caller
 from .clock import Clock
-from .errors import InvalidArgument, NotFound
+from .errors import InvalidArgument, NotFound, echo
 from .jobs.store import JobStore
 from .storage import ObjectNotFound, ObjectStore
 
@@ -49,15 +49,15 @@ class InputResolver:
                 or upload.expires_at <= self._clock.now()
             ):
                 raise NotFound(
-                    f"upload {image.upload_id!r} not found: it may have expired; upload again"
+                    f"upload {echo(image.upload_id)} not found: it may have expired; upload again"
                 )
-            data = await self._get(upload.object_key, f"upload {image.upload_id!r}")
+            data = await self._get(upload.object_key, f"upload {echo(image.upload_id)}")
             return InputFile(data, upload.object_key)
         if source == "result_id":
             result = await self._store.get_result(image.result_id)
             if result is None or result.owner != caller.owner:
-                raise NotFound(f"result {image.result_id!r} not found")
-            data = await self._get(result.object_key, f"result {image.result_id!r}")
+                raise NotFound(f"result {echo(image.result_id)} not found")
+            data = await self._get(result.object_key, f"result {echo(image.result_id)}")
             return InputFile(data, result.object_key)
         raise InvalidArgument(field, f"{field} is required: set data, upload_id or result_id")
 

@@ -22,7 +22,7 @@ from google.protobuf.message import Message
 
 from ..auth import Caller
 from ..clock import Clock
-from ..edits import EditMessage, EditPreparer, PreparedEdit, off_loop
+from ..edits import EditMessage, EditPreparer, PreparedEdit, off_loop, operation_of
 from ..errors import Cancelled, DeadlineExceeded, Internal, RetouchError, Unavailable
 from ..ids import new_id
 from ..policy import Balance, Plan, Policy
@@ -98,6 +98,8 @@ class EditPipeline:
                 return claim.job_id
             if self._jobs.closing:
                 raise Unavailable("the server is shutting down; retry on another replica or later")
+            # Before a token is taken or a byte decoded: nothing can run it anyway.
+            self._router.refuse_if_all_down(operation_of(request), request.provider.provider)
             plan = await self.admit(request, caller)
             edit = await self._edits.prepare(request, caller, plan)
             route = await self.route(edit, plan)

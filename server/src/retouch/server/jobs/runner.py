@@ -39,6 +39,7 @@ from ..fallback import FailedAttempts
 from ..policy import Ledger
 from ..policy.upstream import UpstreamLimits
 from ..routing import Candidate, LatencyTracker, Route
+from ..secrets import scrub
 from ..telemetry import provider_call
 from .context import InputLinks, actual_price
 from .events import Progressed
@@ -168,12 +169,7 @@ class ProviderRunner:
                     raise mapped from error
                 failed.add(candidate.name, mapped)
                 if fallbacks_left:
-                    log.warning(
-                        "job %s: provider %s failed (%s); falling back",
-                        job.job_id,
-                        candidate.name,
-                        error.message,
-                    )
+                    log.warning("job %s: %s; falling back", job.job_id, mapped.message)
                 continue
             provider_ms = (time.perf_counter() - started) * 1000
             self._latency.record(candidate.name, provider_ms)
@@ -208,14 +204,14 @@ def _rate_limited(provider: str, what: str, wait: float) -> ResourceExhausted:
 
 def _provider_error(candidate: Candidate, error: ProviderError) -> RetouchError:
     name = candidate.name
+    # Upstream APIs echo keys back in their errors; what we pass on never carries one.
+    message = scrub(error.message, candidate.loaded.secrets)
     if isinstance(error, ProviderRejected):
-        return InvalidArgument(error.field or "image", f"provider {name!r}: {error.message}")
+        return InvalidArgument(error.field or "image", f"provider {name!r}: {message}")
     if isinstance(error, ProviderRateLimited):
-        return _rate_limited(
-            name, f"its upstream rate limit ({error.message})", error.retry_after or 1.0
-        )
+        return _rate_limited(name, f"its upstream rate limit ({message})", error.retry_after or 1.0)
     if error.retryable:
         return Unavailable(
-            f"provider {name!r} failed: {error.message}", retry_after=error.retry_after or 1.0
+            f"provider {name!r} failed: {message}", retry_after=error.retry_after or 1.0
         )
-    return Internal(f"provider {name!r} failed: {error.message}", reason="PROVIDER_FAILED")
+    return Internal(f"provider {name!r} failed: {message}", reason="PROVIDER_FAILED")

@@ -18,6 +18,7 @@ from ..errors import (
     ResourceExhausted,
     RetouchError,
     Unavailable,
+    echo,
     status_code_name,
 )
 from ..jobs.pipeline import EditPipeline
@@ -27,6 +28,9 @@ from .rpc import rpc
 Context = aio.ServicerContext[Any, Any]
 
 _REFUSALS = (PermissionDenied, ResourceExhausted, Unavailable)
+MAX_GRANT_CREDITS = 2**53
+"""The most one grant may add: far past any real grant, and small enough that balances
+stay exact in every client (JavaScript numbers) and far from 64-bit overflow."""
 
 
 class AccountService(account_pb2_grpc.AccountServicer):
@@ -100,7 +104,7 @@ class AccountService(account_pb2_grpc.AccountServicer):
         if self._policy.plan_named(request.plan) is None:
             raise InvalidArgument(
                 "plan",
-                f"unknown plan {request.plan!r}; configured plans: "
+                f"unknown plan {echo(request.plan)}; configured plans: "
                 f"{', '.join(self._policy.plan_names())}",
             )
         await self._policy.ledger.set_plan(caller.owner, request.plan, self._policy.now())
@@ -111,10 +115,10 @@ class AccountService(account_pb2_grpc.AccountServicer):
         self, request: pb.GrantCreditsRequest, context: Context
     ) -> pb.GrantCreditsResponse:
         caller = _acting_for(current_caller(), request.subject, admin_needed=True)
-        if request.credits <= 0:
-            raise InvalidArgument("credits", "credits to grant must be positive")
-        if len(request.request_id) > 128:
-            raise InvalidArgument("request_id", "request_id is longer than 128 characters")
+        if not 0 < request.credits <= MAX_GRANT_CREDITS:
+            raise InvalidArgument(
+                "credits", f"credits to grant must be 1..{MAX_GRANT_CREDITS} (2^53)"
+            )
         balance = await self._policy.ledger.grant(
             caller.owner,
             request.credits,
@@ -136,7 +140,7 @@ def _acting_for(caller: Caller, subject: str, *, admin_needed: bool) -> Caller:
         parsed = parse_subject(subject)
     except InvalidArgument:
         raise InvalidArgument(
-            "subject", f"subject {subject[:64]!r} is not valid: use 'user:<id>' or 'guest:<id>'"
+            "subject", f"subject {echo(subject)} is not valid: use 'user:<id>' or 'guest:<id>'"
         ) from None
     return Caller(tenant=caller.tenant, subject=parsed, admin=caller.admin)
 

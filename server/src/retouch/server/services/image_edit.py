@@ -13,17 +13,20 @@ from retouch.v1 import image_edit_pb2_grpc
 from ..auth import current_caller
 from ..convert import JOB_STATES_FROM_PROTO, job, timestamp
 from ..edits import EditMessage
-from ..errors import Cancelled, DeadlineExceeded, InvalidArgument, NotFound
+from ..errors import Cancelled, DeadlineExceeded, InvalidArgument, NotFound, echo
 from ..jobs import JobStore
 from ..jobs.live import LiveJob
 from ..jobs.manager import JobManager
 from ..jobs.pipeline import EditPipeline
 from ..storage import ObjectNotFound, ObjectStore
 from ..uploads import Uploads
-from .rpc import rpc
+from .rpc import edit_rpc, rpc
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
+MAX_SEQ = 2**63 - 1
+"""The largest sequence number the stores can compare with (a signed 64-bit integer);
+no job has that many events, so a larger ``after_seq`` means "none of the past ones"."""
 
 Context = aio.ServicerContext[Any, Any]
 
@@ -48,21 +51,21 @@ class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
         self._uploads = uploads
         self._chunk = download_chunk_bytes
 
-    @rpc
+    @edit_rpc
     async def Inpaint(
         self, request: pb.InpaintRequest, context: Context
     ) -> AsyncIterator[pb.JobEvent]:
         async for event in self._edit(request, context):
             yield event
 
-    @rpc
+    @edit_rpc
     async def Outpaint(
         self, request: pb.OutpaintRequest, context: Context
     ) -> AsyncIterator[pb.JobEvent]:
         async for event in self._edit(request, context):
             yield event
 
-    @rpc
+    @edit_rpc
     async def Enhance(
         self, request: pb.EnhanceRequest, context: Context
     ) -> AsyncIterator[pb.JobEvent]:
@@ -155,7 +158,8 @@ class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
     async def WatchJob(
         self, request: pb.WatchJobRequest, context: Context
     ) -> AsyncIterator[pb.JobEvent]:
-        async for event in self._jobs.follow(request.job_id, current_caller(), request.after_seq):
+        after_seq = min(request.after_seq, MAX_SEQ)
+        async for event in self._jobs.follow(request.job_id, current_caller(), after_seq):
             yield event
 
     @rpc
@@ -165,7 +169,7 @@ class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
         caller = current_caller()
         result = await self._store.get_result(request.result_id) if request.result_id else None
         if result is None or result.owner != caller.owner:
-            raise NotFound(f"result {request.result_id!r} not found")
+            raise NotFound(f"result {echo(request.result_id)} not found")
         first = True
         try:
             async for data in self._objects.iter_chunks(result.object_key, self._chunk):
@@ -177,7 +181,7 @@ class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
                 else:
                     yield pb.Chunk(data=data)
         except ObjectNotFound:
-            raise NotFound(f"result {request.result_id!r} not found") from None
+            raise NotFound(f"result {echo(request.result_id)} not found") from None
 
 
 __all__ = ["ImageEditService"]
