@@ -1,7 +1,8 @@
 """The real Stability and OpenAI plugins behind the gRPC server in ``staging``: found
 through their entry points, their keys read from the environment, each talking to a
 local fake of its API. Unmasked pixels come back exact, the caller's bytes reach the
-API unchanged, the ledger balances, and a moderation refusal is refunded in full."""
+API unchanged, the ledger commits the cost the API reported (the rest of the
+reservation refunded), and a moderation refusal is refunded in full."""
 
 from __future__ import annotations
 
@@ -49,15 +50,17 @@ async def api() -> AsyncIterator[FakeHttpServer]:
 
 
 @pytest.mark.parametrize(
-    ("name", "fake", "suffix"),
-    [("stability", FakeStability, ""), ("openai", FakeOpenAI, "/v1")],
+    ("name", "fake", "suffix", "credits"),
+    # Erase is 3 Stability credits; the OpenAI fake bills $0.04537 of tokens.
+    [("stability", FakeStability, "", 3), ("openai", FakeOpenAI, "/v1", 5)],
 )
-async def test_an_inpaint_through_the_server_keeps_unmasked_pixels_and_balances(
+async def test_an_inpaint_charges_what_the_api_reported_and_keeps_unmasked_pixels(
     harness: Any,
     api: FakeHttpServer,
     name: str,
     fake: Callable[[FakeHttpServer], Any],
     suffix: str,
+    credits: int,
 ) -> None:
     fake(api)
     async with hosted(harness, name, {"base_url": api.url + suffix}) as h:
@@ -65,9 +68,9 @@ async def test_an_inpaint_through_the_server_keeps_unmasked_pixels_and_balances(
         assert isinstance(events, list), events
         assert events[0].accepted.routing.chosen == name
         completed = events[-1].completed
+        assert completed.cost_credits == credits
         usage = await h.usage(SUBJECT)
-        assert completed.cost_credits > 0
-        assert (usage.credits_balance, usage.credits_reserved) == (100 - completed.cost_credits, 0)
+        assert (usage.credits_balance, usage.credits_reserved) == (100 - credits, 0)
         assert await h.server.ledger.audit(f"dev/{SUBJECT}")
         assert_unmasked_pixels_are_the_inputs(completed.data)
     (sent,) = api.requests
