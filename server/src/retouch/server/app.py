@@ -49,6 +49,7 @@ from .policy.upstream import UpstreamLimits
 from .registry import ProviderRegistry
 from .retention import ResultRetention
 from .routing import Router
+from .scheduling import Scheduler
 from .services import AccountService, ImageEditService, ProvidersService
 from .storage import ObjectStore, open_store
 from .telemetry import Telemetry
@@ -195,6 +196,7 @@ async def start_server(
         settlement=settlement,
         clock=clock,
         default_deadline_s=config.job_deadline_s,
+        scheduler=Scheduler(clock, config.queue_limits),
     )
     image_edit_pb2_grpc.add_ImageEditServicer_to_server(
         ImageEditService(

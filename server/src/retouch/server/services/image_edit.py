@@ -18,6 +18,7 @@ from ..jobs import JobStore
 from ..jobs.live import LiveJob
 from ..jobs.manager import JobManager
 from ..jobs.pipeline import EditPipeline
+from ..jobs.records import JobState
 from ..storage import ObjectNotFound, ObjectStore
 from ..uploads import Uploads
 from .rpc import edit_rpc, rpc
@@ -128,7 +129,21 @@ class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.Job:
         record = await self._jobs.get(request.job_id, current_caller())
         result = await self._store.get_result(record.result_id) if record.result_id else None
-        return job(record, result)
+        message = job(record, result)
+        if record.state is JobState.QUEUED:
+            await self._add_queue_place(message)
+        return message
+
+    async def _add_queue_place(self, message: pb.Job) -> None:
+        """Copy a waiting job's latest place in its provider's queue from its events,
+        which every replica reads alike."""
+        for payload in reversed(await self._store.events_after(message.job_id, 0)):
+            event = pb.JobEvent.FromString(payload)
+            if event.HasField("progress"):
+                if event.progress.stage == "queued":
+                    message.queue_position = event.progress.queue_position
+                    message.estimated_start.CopyFrom(event.progress.estimated_start)
+                return
 
     @rpc
     async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
