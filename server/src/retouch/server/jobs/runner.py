@@ -14,7 +14,15 @@ import grpc
 from google.rpc import status_pb2
 from grpc_status import rpc_status
 
-from retouch.sdk import Progress, ProviderError, ProviderRateLimited, ProviderRejected, Result
+from retouch.sdk import (
+    JobContext,
+    Progress,
+    ProviderError,
+    ProviderRateLimited,
+    ProviderRejected,
+    Result,
+    trace_headers,
+)
 from retouch.v1 import image_edit_pb2 as pb
 
 from ..clock import Clock
@@ -101,8 +109,10 @@ class JobRunner:
         record = admission.record
         job_started(record, admission.prepared.route.width, admission.prepared.route.height)
         try:
-            async with asyncio.timeout(admission.time_limit):
-                record = await self._execute(live, admission)
+            limit = admission.time_limit
+            deadline = None if limit is None else self._clock.monotonic() + limit
+            async with asyncio.timeout(limit):
+                record = await self._execute(live, admission, deadline)
             await self._finish(live, record, None)
         except asyncio.CancelledError:
             await self._finish(
@@ -128,7 +138,9 @@ class JobRunner:
                 ),
             )
 
-    async def _execute(self, live: LiveJob, admission: Admission) -> JobRecord:
+    async def _execute(
+        self, live: LiveJob, admission: Admission, deadline: float | None
+    ) -> JobRecord:
         record, prepared, route = admission.record, admission.prepared, admission.route
         first = route.candidates[0]
         plan, balance = admission.plan, admission.balance
@@ -183,19 +195,26 @@ class JobRunner:
                 result: Result | None = None
                 request = prepared.make_request(candidate.model, prepared.seed)
                 provider = candidate.loaded.provider
-                async with (
-                    provider_call(candidate.name, candidate.model),
-                    contextlib.aclosing(provider.run(request)) as events,
-                ):
-                    async for event in events:
-                        if isinstance(event, Result):
-                            result = event
-                            break
-                        if isinstance(event, Progress):
-                            progress = max(progress, event.fraction * PROVIDER_SHARE)
-                            await self._publish(
-                                live, progress=pb.Progress(fraction=progress, stage=event.stage)
-                            )
+                async with provider_call(candidate.name, candidate.model):
+                    # Built inside the provider's span, so that its trace headers parent
+                    # the provider's upstream calls.
+                    context = JobContext(
+                        job_id=record.job_id,
+                        deadline=deadline,
+                        clock=self._clock,
+                        trace_headers=trace_headers(),
+                    )
+                    async with contextlib.aclosing(provider.run(request, context)) as events:
+                        async for event in events:
+                            if isinstance(event, Result):
+                                result = event
+                                break
+                            if isinstance(event, Progress):
+                                progress = max(progress, event.fraction * PROVIDER_SHARE)
+                                await self._publish(
+                                    live,
+                                    progress=pb.Progress(fraction=progress, stage=event.stage),
+                                )
             except ProviderError as error:
                 if isinstance(error, ProviderRateLimited) and self._upstream is not None:
                     self._upstream.throttled(candidate.name)
