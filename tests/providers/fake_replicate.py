@@ -21,12 +21,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from aiohttp import web
 from numpy.typing import NDArray
 from PIL import Image
 
+from retouch.sdk.testing import FakeHttpServer, RecordedRequest, Reply
+
 TOKEN = "r8_fake-replicate-token-0123456789"
 MODEL_SIDE = 512
+CREATE = "/v1/predictions"
 
 Json = dict[str, Any]
 
@@ -49,16 +51,6 @@ def repaint(image: NDArray[np.uint8]) -> NDArray[np.uint8]:
 
 
 @dataclass
-class Received:
-    """One request the fake answered."""
-
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Json | None
-
-
-@dataclass
 class FakePrediction:
     id: str
     version: str | None
@@ -74,7 +66,8 @@ class FakePrediction:
 
 @dataclass
 class FakeReplicate:
-    """The fake's state and behaviour; tests change the knobs between calls.
+    """Replicate's API on a :class:`FakeHttpServer`; tests change the knobs between
+    calls, and queue faults on the server's routes ahead of these answers.
 
     - ``sync``: answer the create call with a finished prediction (``Prefer: wait``).
     - ``steps``: polls a prediction needs before it succeeds (one step per poll).
@@ -84,49 +77,58 @@ class FakeReplicate:
     - ``output_url``: a function of the fake's own base URL and prediction id giving
       the URL put in ``output`` (tests point it at forbidden addresses).
     - ``data_url_output``: put the image in ``output`` as a data URL.
+
+    ``cancelled`` is set when a cancel call arrives.
     """
 
+    api: FakeHttpServer
+    models: tuple[str, ...] = ("stability-ai/stable-diffusion-inpainting",)
     sync: bool = True
     steps: int = 3
     hang: bool = False
     fail_with: str | None = None
     output_url: Callable[[str, str], str] | None = None
     data_url_output: bool = False
-    received: list[Received] = field(default_factory=list)
     predictions: dict[str, FakePrediction] = field(default_factory=dict)
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
-    downloads: int = 0
-    base_url: str = ""
     _counter: int = 0
 
-    def routes(self) -> list[web.RouteDef]:
+    def __post_init__(self) -> None:
+        self.api.route("POST", CREATE, self.create)
+        for model in self.models:
+            self.api.route("POST", f"/v1/models/{model}/predictions", self.create)
+
+    @property
+    def base_url(self) -> str:
+        """What the provider's ``base_url`` should be."""
+        return self.api.url_for("/v1")
+
+    def creates(self) -> list[RecordedRequest]:
+        """Every create call received, either endpoint."""
         return [
-            web.post("/v1/predictions", self.create),
-            web.post("/v1/models/{owner}/{name}/predictions", self.create),
-            web.get("/v1/predictions/{id}", self.get),
-            web.post("/v1/predictions/{id}/cancel", self.cancel),
-            web.get("/delivery/{id}/out-0.png", self.deliver),
+            r for r in self.api.requests if r.method == "POST" and r.path.endswith("/predictions")
         ]
 
-    def calls(self, method: str, pattern: str) -> list[Received]:
-        """The requests received whose path matches ``pattern`` (a regex)."""
-        return [r for r in self.received if r.method == method and re.fullmatch(pattern, r.path)]
+    # --- responders -----------------------------------------------------------------
 
-    # --- handlers -------------------------------------------------------------------
-
-    async def create(self, request: web.Request) -> web.Response:
-        body = await self._record(request)
-        problem = self._authorised(request)
+    def create(self, request: RecordedRequest) -> Reply:
+        problem = _unauthorised(request)
         if problem is not None:
             return problem
-        if request.content_type != "application/json" or not isinstance(body, dict):
+        if request.content_type != "application/json":
+            return _problem(400, "Bad request", "the body must be JSON")
+        try:
+            body = request.json()
+        except ValueError:
+            return _problem(400, "Bad request", "the body is not JSON")
+        if not isinstance(body, dict):
             return _problem(400, "Bad request", "the body must be a JSON object")
         unknown = set(body) - {"version", "input", "webhook", "webhook_events_filter", "stream"}
         if unknown:
             return _problem(422, "Input validation failed", f"Additional property {unknown}")
         model = None
-        if "owner" in request.match_info:
-            model = f"{request.match_info['owner']}/{request.match_info['name']}"
+        if request.path != CREATE:
+            model = request.path.removeprefix("/v1/models/").removesuffix("/predictions")
         elif not re.fullmatch(r"[0-9a-f]{64}", str(body.get("version", ""))):
             return _problem(422, "Input validation failed", "version is required")
         inputs = body.get("input")
@@ -141,43 +143,39 @@ class FakeReplicate:
             steps_to_finish=0 if self.sync else self.steps,
         )
         self.predictions[prediction.id] = prediction
+        path = f"/v1/predictions/{prediction.id}"
+        self.api.route("GET", path, lambda r: self.get(r, prediction))
+        self.api.route("POST", f"{path}/cancel", lambda r: self.cancel(r, prediction))
+        self.api.route("GET", f"/delivery/{prediction.id}/out-0.png", self.deliver(prediction))
         if self.sync and not self.hang:
             self._finish(prediction)
-        return web.json_response(self._render(prediction), status=201)
+        return Reply.json(self._render(prediction), status=201)
 
-    async def get(self, request: web.Request) -> web.Response:
-        await self._record(request)
-        problem = self._authorised(request)
+    def get(self, request: RecordedRequest, prediction: FakePrediction) -> Reply:
+        problem = _unauthorised(request)
         if problem is not None:
             return problem
-        prediction = self.predictions.get(request.match_info["id"])
-        if prediction is None:
-            return _problem(404, "Not found", "no such prediction")
         if prediction.status in ("starting", "processing"):
             prediction.polls += 1
             self._advance(prediction)
-        return web.json_response(self._render(prediction))
+        return Reply.json(self._render(prediction))
 
-    async def cancel(self, request: web.Request) -> web.Response:
-        await self._record(request)
-        problem = self._authorised(request)
+    def cancel(self, request: RecordedRequest, prediction: FakePrediction) -> Reply:
+        problem = _unauthorised(request)
         if problem is not None:
             return problem
-        prediction = self.predictions.get(request.match_info["id"])
-        if prediction is None:
-            return _problem(404, "Not found", "no such prediction")
         if prediction.status in ("starting", "processing"):
             prediction.status = "canceled"
         self.cancelled.set()
-        return web.json_response(self._render(prediction))
+        return Reply.json(self._render(prediction))
 
-    async def deliver(self, request: web.Request) -> web.Response:
-        await self._record(request)
-        self.downloads += 1
-        prediction = self.predictions.get(request.match_info["id"])
-        if prediction is None or prediction.status != "succeeded":
-            return web.Response(status=404)
-        return web.Response(body=self._output_png(prediction), content_type="image/png")
+    def deliver(self, prediction: FakePrediction) -> Callable[[RecordedRequest], Reply]:
+        def answer(request: RecordedRequest) -> Reply:
+            if prediction.status != "succeeded":
+                return Reply.error(404)
+            return Reply.raw(self.output_png(prediction), "image/png")
+
+        return answer
 
     # --- the model ------------------------------------------------------------------
 
@@ -201,15 +199,19 @@ class FakeReplicate:
         prediction.status = "succeeded"
         prediction.logs += "100%|██████████| 50/50 [00:03<00:00]\n"
         if self.data_url_output:
-            encoded = base64.b64encode(self._output_png(prediction)).decode()
+            encoded = base64.b64encode(self.output_png(prediction)).decode()
             prediction.output = [f"data:image/png;base64,{encoded}"]
         elif self.output_url is not None:
-            prediction.output = [self.output_url(self.base_url, prediction.id)]
+            prediction.output = [self.output_url(self.api.url, prediction.id)]
         else:
-            prediction.output = [f"{self.base_url}/delivery/{prediction.id}/out-0.png"]
+            prediction.output = [self.api.url_for(f"/delivery/{prediction.id}/out-0.png")]
 
-    def _output_png(self, prediction: FakePrediction) -> bytes:
-        return png_bytes(repaint(self.input_image(prediction, "image")))
+    def output_png(self, prediction: FakePrediction) -> bytes:
+        image = prediction.input["image"]
+        if isinstance(image, str) and image.startswith("data:"):
+            return png_bytes(repaint(self.input_image(prediction, "image")))
+        # An HTTP URL (the object store's): the fake does not fetch it, and paints grey.
+        return png_bytes(np.full((MODEL_SIDE, MODEL_SIDE, 3), 128, dtype=np.uint8))
 
     def input_image(self, prediction: FakePrediction, name: str) -> NDArray[np.uint8]:
         """The decoded image the provider sent as input ``name`` (a data URL)."""
@@ -221,7 +223,7 @@ class FakeReplicate:
 
     def _render(self, prediction: FakePrediction) -> Json:
         terminal = prediction.status in ("succeeded", "failed", "canceled")
-        base = f"{self.base_url}/v1/predictions/{prediction.id}"
+        base = self.api.url_for(f"/v1/predictions/{prediction.id}")
         return {
             "id": prediction.id,
             "model": prediction.model or "stability-ai/stable-diffusion-inpainting",
@@ -236,28 +238,13 @@ class FakeReplicate:
             "urls": {"get": base, "cancel": f"{base}/cancel"},
         }
 
-    # --- plumbing -------------------------------------------------------------------
 
-    async def _record(self, request: web.Request) -> Json | None:
-        raw = await request.read()
-        body = None
-        if raw:
-            try:
-                body = json.loads(raw)
-            except ValueError:
-                body = None
-        self.received.append(Received(request.method, request.path, dict(request.headers), body))
-        return body
-
-    def _authorised(self, request: web.Request) -> web.Response | None:
-        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
-            return _problem(401, "Unauthenticated", "You did not pass a valid authentication token")
-        return None
+def _unauthorised(request: RecordedRequest) -> Reply | None:
+    if request.bearer != TOKEN:
+        return _problem(401, "Unauthenticated", "You did not pass a valid authentication token")
+    return None
 
 
-def _problem(status: int, title: str, detail: str) -> web.Response:
-    return web.json_response(
-        {"title": title, "detail": detail, "status": status},
-        status=status,
-        content_type="application/problem+json",
-    )
+def _problem(status: int, title: str, detail: str) -> Reply:
+    document = {"title": title, "detail": detail, "status": status}
+    return Reply.raw(json.dumps(document).encode(), "application/problem+json", status=status)

@@ -10,14 +10,14 @@ or a v4 error envelope the way the API does.
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from aiohttp import web
 from numpy.typing import NDArray
 from PIL import Image
+
+from retouch.sdk.testing import FakeHttpServer, RecordedRequest, Reply
 
 TOKEN = "cf-fake-workers-ai-token-0123456789"
 ACCOUNT_ID = "0123456789abcdef0123456789abcdef"
@@ -32,36 +32,41 @@ def decode(data: bytes) -> NDArray[np.uint8]:
         return np.asarray(image)
 
 
-@dataclass
-class Received:
-    """One request the fake answered, with its image and mask decoded."""
+@dataclass(frozen=True)
+class Job:
+    """One valid request the fake ran, with its image and mask decoded."""
 
-    headers: dict[str, str]
     body: Json
-    image: NDArray[np.uint8] | None
-    mask: NDArray[np.uint8] | None
+    image: NDArray[np.uint8]
+    mask: NDArray[np.uint8]
 
 
 @dataclass
 class FakeWorkersAI:
-    """The fake's state; ``received`` holds every valid request, in order."""
+    """Workers AI's run endpoint on a :class:`FakeHttpServer`; ``jobs`` holds every
+    valid request, in order. Queue faults on :data:`RUN_PATH` ahead of it."""
 
-    received: list[Received] = field(default_factory=list)
+    api: FakeHttpServer
+    jobs: list[Job] = field(default_factory=list)
 
-    def routes(self) -> list[web.RouteDef]:
-        return [web.post("/client/v4/accounts/{account}/ai/run/{model:.+}", self.run)]
+    def __post_init__(self) -> None:
+        self.api.route("POST", RUN_PATH, self.run)
 
-    async def run(self, request: web.Request) -> web.Response:
-        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+    @property
+    def base_url(self) -> str:
+        """What the provider's ``base_url`` should be."""
+        return self.api.url_for("/client/v4")
+
+    def run(self, request: RecordedRequest) -> Reply:
+        if request.bearer != TOKEN:
             return envelope(401, 10000, "Authentication error")
-        if request.match_info["account"] != ACCOUNT_ID:
-            return envelope(403, 3023, "Service unavailable for account")
-        if request.match_info["model"] != MODEL_ID:
-            return envelope(400, 5007, f"No such model {request.match_info['model']} or task")
+        model = request.path.partition("/ai/run/")[2]
+        if model != MODEL_ID:
+            return envelope(400, 5007, f"No such model {model} or task")
         if request.content_type != "application/json":
             return envelope(400, 3003, "Request is missing headers or body: content-type")
         try:
-            body = json.loads(await request.read())
+            body = request.json()
         except ValueError:
             return envelope(400, 3003, "Request is missing headers or body: body")
         problem = _schema_problem(body)
@@ -71,18 +76,17 @@ class FakeWorkersAI:
         mask = _decode_array(body["mask"])
         if image is None or mask is None:
             return envelope(400, 5004, "Invalid data type for image input")
-        self.received.append(Received(dict(request.headers), body, image, mask))
+        self.jobs.append(Job(body, image, mask))
         width, height = body.get("width", 512), body.get("height", 512)
         resized = Image.fromarray(image[..., :3]).resize((width, height))
-        out = 255 - np.asarray(resized)
         buffer = io.BytesIO()
-        Image.fromarray(out).save(buffer, format="PNG")
-        return web.Response(body=buffer.getvalue(), content_type="image/png")
+        Image.fromarray(255 - np.asarray(resized)).save(buffer, format="PNG")
+        return Reply.raw(buffer.getvalue(), "image/png")
 
 
-def envelope(status: int, code: int, message: str) -> web.Response:
+def envelope(status: int, code: int, message: str) -> Reply:
     """The v4 error envelope Cloudflare's API answers failures with."""
-    return web.json_response(
+    return Reply.json(
         {
             "result": None,
             "success": False,

@@ -2,7 +2,9 @@
 
 Built-in providers register exactly like third-party ones. A plugin that fails to
 import, to build, to validate or to start is logged with its name and the reason and
-left out; it never takes the server down.
+left out; it never takes the server down. A hosted (``remote``) provider with no
+``[providers.<name>]`` table is not configured rather than broken: installing a plugin
+does not make the server call a paid API.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ class PluginError(Exception):
     """Why a plugin was left out."""
 
 
+class NotConfigured(Exception):
+    """A hosted provider nobody configured: left out quietly."""
+
+
 class ProviderRegistry:
     """The providers this server runs, by name."""
 
@@ -65,6 +71,9 @@ class ProviderRegistry:
                 loaded = await _load(entry, configs.get(entry.name, {}))
             except asyncio.CancelledError:
                 raise
+            except NotConfigured as exc:
+                log.info("provider %s left out: %s", entry.name, exc)
+                continue
             except Exception as exc:
                 reason = (
                     str(exc) if isinstance(exc, PluginError) else f"{type(exc).__name__}: {exc}"
@@ -122,12 +131,18 @@ async def _load(entry: EntryPoint, config: Mapping[str, Any]) -> LoadedProvider:
         raise PluginError(f"{entry.value} is not a class or factory")
     provider = factory()
     manifest = validate_provider(provider, entry.name)
+    if manifest.remote and not config:
+        raise NotConfigured(
+            f"a hosted provider without a [providers.{entry.name}] table in the config"
+        )
     try:
         await asyncio.wait_for(provider.start(config), timeout=START_TIMEOUT_S)
     except (ValueError, TypeError, KeyError) as exc:
         raise PluginError(f"rejected its configuration: {exc}") from exc
     except TimeoutError as exc:
         raise PluginError(f"did not start within {START_TIMEOUT_S:.0f} s") from exc
+    # Read again: a provider's models and prices may come from its config.
+    manifest = validate_provider(provider, entry.name)
     return LoadedProvider(provider=provider, manifest=manifest, health=HealthReport(Health.HEALTHY))
 
 

@@ -111,8 +111,10 @@ class RemoteProvider(abc.ABC):
 
     def check(self, request: EditRequest) -> None:
         """Raise :class:`~retouch.sdk.ProviderRejected` for what the manifest does not
-        offer: the operation, the model, the size, the upscale factor."""
-        manifest = self.MANIFEST
+        offer: the operation, the model, the size, the upscale factor. It reads
+        :attr:`manifest`, so a provider whose models come from its config overrides
+        that property."""
+        manifest = self.manifest
         name = manifest.name
         if not manifest.can(request.operation):
             raise ProviderRejected(
