@@ -1,9 +1,8 @@
-"""What the hosted providers' tests share: an HTTP runtime whose sleeps advance a manual
-clock instead of waiting, job contexts on that clock, and running a job to its end."""
+"""What the hosted providers' tests share: an HTTP runtime on a manual clock, job
+contexts on that clock, running a job to its end, and the unmasked-pixels check."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -13,36 +12,21 @@ from numpy.typing import NDArray
 
 from retouch.sdk import EditRequest, Event, InpaintRequest, JobContext, Progress, Result
 from retouch.sdk.http import HttpRuntime
-from retouch.sdk.testing import sample_context
-from retouch.server.clock import ManualClock
+from retouch.sdk.testing import ManualClock, sample_context
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
 @dataclass
-class Sleeps:
-    """An async sleep that records each delay and moves ``clock`` on by it."""
-
-    clock: ManualClock
-    delays: list[float] = field(default_factory=list)
-
-    async def __call__(self, delay: float) -> None:
-        self.delays.append(delay)
-        self.clock.advance(delay)
-        await asyncio.sleep(0)
-
-
-@dataclass
 class Harness:
-    """A manual clock, the sleeps on it, and the runtime a provider is built with."""
+    """A manual clock (its sleeps move it at once, recorded in ``clock.sleeps``) and
+    the runtime a provider is built with; jitter is fixed at half the window."""
 
     clock: ManualClock = field(default_factory=ManualClock)
-    sleeps: Sleeps = field(init=False)
     runtime: HttpRuntime = field(init=False)
 
     def __post_init__(self) -> None:
-        self.sleeps = Sleeps(self.clock)
-        self.runtime = HttpRuntime(clock=self.clock, sleep=self.sleeps, random=lambda: 0.5)
+        self.runtime = HttpRuntime(clock=self.clock, sleep=self.clock.sleep, random=lambda: 0.5)
 
     def context(self, request: EditRequest, *, timeout: float | None = 60.0) -> JobContext:
         """The context the server would give ``request``, its deadline on the clock."""

@@ -247,7 +247,7 @@ async def test_a_long_prediction_is_polled_with_progress_from_its_logs(
     assert [f for f in fractions if 0 < f < 0.9] == pytest.approx([0.05, 0.3, 0.5, 0.7])
     assert progress[-1].stage == "downloading the result"
     # The first poll is at once; the waits between grew from poll_interval_s.
-    assert harness.sleeps.delays == [1.0, 1.5, 2.25]
+    assert harness.clock.sleeps == [1.0, 1.5, 2.25]
     assert_kept_unmasked(request, result.image)
 
 
@@ -404,7 +404,7 @@ async def test_429_with_retry_after_in_seconds_is_waited_then_retried(
     request = job()
     result = await run(provider, harness, request)
     assert_kept_unmasked(request, result.image)
-    assert harness.sleeps.delays == [7.0]
+    assert harness.clock.sleeps == [7.0]
     assert len(api.requests_to("POST", CREATE)) == 2
 
 
@@ -414,7 +414,7 @@ async def test_429_with_retry_after_as_an_http_date_is_waited_then_retried(
     when = email.utils.formatdate(harness.clock.now() + 12, usegmt=True)
     api.queue("POST", CREATE, Reply.error(429, headers={"Retry-After": when}))
     await run(provider, harness, job())
-    (delay,) = harness.sleeps.delays
+    (delay,) = harness.clock.sleeps
     assert 11.0 <= delay <= 12.0  # HTTP-dates have whole seconds
 
 
@@ -436,7 +436,7 @@ async def test_server_errors_are_retried_with_backoff(
     request = job()
     result = await run(provider, harness, request)
     assert_kept_unmasked(request, result.image)
-    assert harness.sleeps.delays == [0.25]  # full jitter: 0.5 x base 0.5 s
+    assert harness.clock.sleeps == [0.25]  # full jitter: 0.5 x base 0.5 s
 
 
 async def test_server_errors_that_persist_are_unavailable(

@@ -175,7 +175,7 @@ async def test_out_of_capacity_429_with_retry_after_seconds_is_retried(
     request = job()
     result = await run(provider, harness, request)
     assert_kept_unmasked(request, result.image)
-    assert harness.sleeps.delays == [4.0]
+    assert harness.clock.sleeps == [4.0]
 
 
 async def test_429_with_retry_after_as_an_http_date_is_retried(
@@ -184,7 +184,7 @@ async def test_429_with_retry_after_as_an_http_date_is_retried(
     when = email.utils.formatdate(harness.clock.now() + 30, usegmt=True)
     api.queue("POST", RUN_PATH, Reply.error(429, headers={"Retry-After": when}))
     await run(provider, harness, job())
-    (delay,) = harness.sleeps.delays
+    (delay,) = harness.clock.sleeps
     assert 29.0 <= delay <= 30.0
 
 
