@@ -5,8 +5,9 @@ https://replicate.com/docs/reference/http (create with ``POST /v1/predictions`` 
 ``POST /v1/models/{owner}/{name}/predictions``, sync mode with ``Prefer: wait``, a
 deadline with ``Cancel-After``, ``GET /v1/predictions/{id}`` to poll and
 ``POST /v1/predictions/{id}/cancel``), with the prediction lifecycle of
-https://replicate.com/docs/topics/predictions/lifecycle and sync mode of
-https://replicate.com/docs/topics/predictions/create-a-prediction. Registered under
+https://replicate.com/docs/topics/predictions/lifecycle, sync mode of
+https://replicate.com/docs/topics/predictions/create-a-prediction and deadlines of
+https://replicate.com/changelog/2025-10-16-prediction-deadlines. Registered under
 the ``retouch.providers`` entry point group as ``replicate``.
 """
 
