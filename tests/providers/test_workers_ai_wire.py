@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -18,7 +19,14 @@ from retouch.providers.workers_ai._wire import (
     parse_errors,
     request_body,
 )
-from retouch.sdk import ConfigReader, GenerationParams, InpaintRequest, ProviderRejected, Secret
+from retouch.sdk import (
+    ConfigReader,
+    EncodedImage,
+    GenerationParams,
+    InpaintRequest,
+    ProviderRejected,
+    Secret,
+)
 from retouch.sdk.testing import sample_context, sample_image, sample_mask
 
 ACCOUNT = "0123456789abcdef0123456789abcdef"
@@ -130,3 +138,14 @@ def test_the_config_names_the_account_and_defaults_to_the_inpainting_model() -> 
 def test_a_bad_config_is_refused_naming_the_key(config: dict[str, object], words: str) -> None:
     with pytest.raises(ValueError, match=words):
         read(config)
+
+
+def test_a_webp_original_is_re_encoded_as_png() -> None:
+    request = job()
+    context = replace(
+        sample_context(request), image=EncodedImage(b"RIFF....WEBPVP8 ", "image/webp")
+    )
+    body = json.loads(request_body(request, context, DEFAULT_PROMPT))
+    with Image.open(io.BytesIO(bytes(body["image"]))) as image:
+        assert image.format == "PNG"
+        np.testing.assert_array_equal(np.asarray(image), request.image)

@@ -30,6 +30,9 @@ MAX_SIDE = 2048
 """The schema's bounds on ``width`` and ``height``."""
 SIDE_MULTIPLE = 8
 """Stable Diffusion works on 8 x 8 latent cells; other sizes are cropped or padded."""
+DECODED_TYPES = frozenset({"image/png", "image/jpeg"})
+"""Originals sent as they are; others (WEBP) are re-encoded as PNG, since the model's
+documentation promises only the formats its examples use."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +71,11 @@ def request_body(request: InpaintRequest, context: JobContext, default_prompt: s
         fields["strength"] = params.strength
     if params.guidance_scale is not None:
         fields["guidance"] = params.guidance_scale
-    image = context.image.data if context.image is not None else encode_png(request.image)
+    original = context.image
+    if original is not None and original.content_type in DECODED_TYPES:
+        image = original.data
+    else:
+        image = encode_png(request.image)
     mask = context.mask.data if context.mask is not None else encode_png(request.mask)
     rest = json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
     return b"".join(
