@@ -100,6 +100,7 @@ class Harness:
     edit: Any
     account: Any
     fakes: dict[str, Any]
+    providers: Any = None
 
     async def usage(self, subject: str) -> Any:
         from retouch.v1 import account_pb2
@@ -125,7 +126,9 @@ def harness(tmp_path: Path) -> Callable[..., Any]:
         default_plan: str | None = None,
         environment: str = "test",
         clock: Any = None,
+        **config_changes: Any,
     ) -> AsyncIterator[Harness]:
+        """``config_changes`` replace fields of the server's config (routing rules, …)."""
         registry = ProviderRegistry()
         for fake in providers:
             await fake.start({})
@@ -143,6 +146,7 @@ def harness(tmp_path: Path) -> Callable[..., Any]:
             ),
             shutdown_grace_s=1.0,
         )
+        config = dataclasses.replace(config, **config_changes)
         async with (
             running(config, registry=registry, clock=clock) as server,
             aio.insecure_channel(f"127.0.0.1:{server.port}") as channel,
@@ -152,6 +156,7 @@ def harness(tmp_path: Path) -> Callable[..., Any]:
                 edit=image_edit_pb2_grpc.ImageEditStub(channel),
                 account=account_pb2_grpc.AccountStub(channel),
                 fakes={fake.manifest.name: fake for fake in providers},
+                providers=providers_pb2_grpc.ProvidersStub(channel),
             )
 
     return start

@@ -109,7 +109,7 @@ async def test_a_provider_rate_limited_upstream_is_throttled(harness: Any) -> No
         assert isinstance(second, aio.AioRpcError)
         assert second.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert limited.calls == 1  # the second was refused by the bucket, not sent upstream
-        upstream = h.server.jobs._upstream
+        upstream = h.server.upstream
         assert upstream is not None
         assert upstream._rates["limited"].current == 0.5  # halved from 1/s
         clock.advance(60)

@@ -12,6 +12,7 @@ import pytest
 from numpy.typing import NDArray
 
 from retouch.providers.opencv import MAX_PIXELS, OpenCVProvider
+from retouch.providers.opencv._provider import MANIFEST
 from retouch.sdk import (
     ENTRY_POINT_GROUP,
     EditRequest,
@@ -147,7 +148,9 @@ async def test_outpaint_continues_the_border_smoothly(provider: OpenCVProvider) 
 @pytest.mark.parametrize("scale", [2, 4])
 async def test_upscale_multiplies_both_sides(provider: OpenCVProvider, scale: int) -> None:
     image = sample_image()
-    _, result = await run(provider, EnhanceRequest(image, EnhanceKind.UPSCALE, "telea", 0, scale))
+    _, result = await run(
+        provider, EnhanceRequest(image, EnhanceKind.UPSCALE, "lanczos4+unsharp", 0, scale)
+    )
     assert result.image.shape == (96 * scale, 128 * scale, 3)
     shrunk = cv2.resize(result.image, (128, 96), interpolation=cv2.INTER_AREA)
     assert np.abs(shrunk.astype(int) - image).mean() < 6
@@ -157,12 +160,14 @@ async def test_denoise_removes_noise_and_sharpen_adds_contrast(provider: OpenCVP
     rng = np.random.default_rng(0)
     flat = np.full((64, 64, 3), 128, np.uint8)
     noisy = np.clip(flat + rng.normal(0, 12, flat.shape), 0, 255).astype(np.uint8)
-    _, denoised = await run(provider, EnhanceRequest(noisy, EnhanceKind.DENOISE, "telea", 0))
+    _, denoised = await run(
+        provider, EnhanceRequest(noisy, EnhanceKind.DENOISE, "fast-nl-means", 0)
+    )
     assert denoised.image.std() < noisy.std() / 3
 
     edge = np.zeros((32, 32, 3), np.uint8)
     edge[:, 16:] = 200
-    _, sharpened = await run(provider, EnhanceRequest(edge, EnhanceKind.SHARPEN, "telea", 0))
+    _, sharpened = await run(provider, EnhanceRequest(edge, EnhanceKind.SHARPEN, "unsharp-mask", 0))
     assert sharpened.image[:, 17].min() > 200
     assert sharpened.image[:, 14].max() == 0
 
@@ -170,16 +175,30 @@ async def test_denoise_removes_noise_and_sharpen_adds_contrast(provider: OpenCVP
 @pytest.mark.parametrize("kind", [EnhanceKind.DENOISE, EnhanceKind.SHARPEN])
 async def test_strength_zero_changes_nothing(provider: OpenCVProvider, kind: EnhanceKind) -> None:
     image = sample_image()
-    _, result = await run(provider, EnhanceRequest(image, kind, "ns", 0, strength=0.0))
+    _, result = await run(
+        provider,
+        EnhanceRequest(
+            image, kind, MANIFEST.models_for(f"enhance.{kind.value}")[0], 0, strength=0.0
+        ),
+    )
     assert np.array_equal(result.image, image)
 
 
 @pytest.mark.parametrize(
     ("request_", "field"),
     [
-        (EnhanceRequest(big(4096, 4096), EnhanceKind.UPSCALE, "telea", 0, scale=4), "scale"),
-        (EnhanceRequest(sample_image(), EnhanceKind.UPSCALE, "telea", 0, scale=3), "scale"),
-        (EnhanceRequest(sample_image(), EnhanceKind.SHARPEN, "telea", 0, strength=2.0), "strength"),
+        (
+            EnhanceRequest(big(4096, 4096), EnhanceKind.UPSCALE, "lanczos4+unsharp", 0, scale=4),
+            "scale",
+        ),
+        (
+            EnhanceRequest(sample_image(), EnhanceKind.UPSCALE, "lanczos4+unsharp", 0, scale=3),
+            "scale",
+        ),
+        (
+            EnhanceRequest(sample_image(), EnhanceKind.SHARPEN, "unsharp-mask", 0, strength=2.0),
+            "strength",
+        ),
         (InpaintRequest(big(4097, 4096), np.zeros((4097, 4096), np.uint8), "telea", 0), "image"),
         (InpaintRequest(sample_image(), np.zeros((3, 3), np.uint8), "telea", 0), "mask"),
         (OutpaintRequest(big(4096, 4096), Padding(left=1), "telea", 0), "padding"),
@@ -200,7 +219,7 @@ async def test_requests_beyond_its_limits_are_rejected_before_any_work(
 
 
 async def test_doubling_a_4096_square_is_allowed(provider: OpenCVProvider) -> None:
-    request = EnhanceRequest(big(4096, 4096), EnhanceKind.UPSCALE, "telea", 0, scale=2)
+    request = EnhanceRequest(big(4096, 4096), EnhanceKind.UPSCALE, "lanczos4+unsharp", 0, scale=2)
     provider._plan(request)  # validation only: the work itself is bench material
 
 

@@ -36,6 +36,7 @@ def test_sdk_exports() -> None:
         "Provider",
         "ProviderBadResponse",
         "ProviderError",
+        "ProviderNotConfigured",
         "ProviderRateLimited",
         "ProviderRejected",
         "ProviderTimeout",
@@ -81,6 +82,7 @@ def test_http_exports() -> None:
         "bearer",
         "media_type",
         "parse_retry_after",
+        "pick",
     ]
 
 
@@ -94,6 +96,7 @@ def test_testing_kit_exports() -> None:
         "FakeHttpServer",
         "FakeProvider",
         "FormPart",
+        "ManualClock",
         "RecordedRequest",
         "Reply",
         "Responder",

@@ -1,4 +1,9 @@
-"""``retouch-server``: run the service until SIGINT or SIGTERM, then stop gracefully."""
+"""``retouch-server``: run the service until SIGINT or SIGTERM, then stop gracefully.
+
+Exit status: 0 after a clean stop (or a valid ``check-config``), 1 when the server could
+not start for another reason, 2 for an invalid configuration, 3 when the listening
+address is already in use.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,31 @@ import logging
 import signal
 import sys
 from dataclasses import replace
+from importlib import metadata
 from pathlib import Path
 
 from .app import start_server
 from .config import ConfigError, ServerConfig, load_config
+from .listen import AddressInUse
 from .telemetry import configure_logging
+
+EXIT_OK = 0
+EXIT_START_FAILED = 1
+EXIT_BAD_CONFIG = 2
+EXIT_ADDRESS_IN_USE = 3
+
+_EPILOG = (
+    "exit status: 0 stopped cleanly (or the config is valid), 1 could not start, "
+    "2 invalid configuration, 3 listening address already in use"
+)
+
+
+def version() -> str:
+    """The installed retouch-server version."""
+    try:
+        return metadata.version("retouch-server")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,27 +45,54 @@ def main(argv: list[str] | None = None) -> int:
         prog="retouch-server",
         description="Run the retouch image-editing gRPC service. With no options it "
         "listens on 127.0.0.1:50051 with embedded state under ./.retouch.",
+        epilog=_EPILOG,
     )
+    parser.add_argument("--version", action="version", version=f"retouch-server {version()}")
     parser.add_argument("--config", type=Path, help="TOML config file (or $RETOUCH_CONFIG)")
     parser.add_argument("--listen", help="host:port to listen on (overrides the config)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    check = commands.add_parser(
+        "check-config",
+        help="validate a config file (with RETOUCH_* overrides) without starting",
+        epilog=_EPILOG,
+    )
+    check.add_argument("file", type=Path, help="the TOML config file to check")
     args = parser.parse_args(argv)
+    if args.command == "check-config":
+        return _check_config(args.file)
     try:
         config = load_config(args.config)
+        if args.listen:
+            config = replace(config, listen=args.listen)
     except ConfigError as exc:
         print(f"retouch-server: {exc}", file=sys.stderr)
-        return 2
-    if args.listen:
-        config = replace(config, listen=args.listen)
+        return EXIT_BAD_CONFIG
     configure_logging(config.log_level)
     try:
         asyncio.run(_serve(config))
     except ConfigError as exc:  # an OTEL_* setting retouch cannot honour
         print(f"retouch-server: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_CONFIG
+    except AddressInUse as exc:
+        print(f"retouch-server: {exc.strerror}", file=sys.stderr)
+        return EXIT_ADDRESS_IN_USE
     except OSError as exc:
+        print(f"retouch-server: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_START_FAILED
+    return EXIT_OK
+
+
+def _check_config(path: Path) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
         print(f"retouch-server: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        return EXIT_BAD_CONFIG
+    print(
+        f"{path}: valid ({config.environment} environment, listening on {config.listen}, "
+        f"{len(config.tenants)} tenant(s), plans: {', '.join(sorted(config.plans.plans))})"
+    )
+    return EXIT_OK
 
 
 async def _serve(config: ServerConfig) -> None:

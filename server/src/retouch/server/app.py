@@ -12,7 +12,6 @@ from importlib.metadata import EntryPoint
 
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from retouch.v1 import (
@@ -25,14 +24,22 @@ from retouch.v1 import (
 )
 
 from .auth import KeyRing
+from .breaker import Breakers
 from .clock import Clock, SystemClock
 from .config import ServerConfig
 from .edits import EditPreparer
+from .health import HealthServicer
 from .inputs import InputResolver
 from .interceptors import AuthInterceptor
 from .jobs import SqliteJobStore
+from .jobs.context import InputLinks
 from .jobs.manager import JobManager
+from .jobs.pipeline import EditPipeline
+from .jobs.results import ResultWriter
+from .jobs.runner import ProviderRunner
+from .jobs.settle import Settlement
 from .jobs.store import connect_sqlite
+from .listen import bind, check_address_free
 from .policy import MemoryRateLimiter, Policy, SqliteLedger
 from .policy.upstream import UpstreamLimits
 from .registry import ProviderRegistry
@@ -59,12 +66,14 @@ class RunningServer:
     server: aio.Server
     port: int
     jobs: JobManager
+    pipeline: EditPipeline
+    upstream: UpstreamLimits
     registry: ProviderRegistry
     store: SqliteJobStore
     objects: ObjectStore
     uploads: Uploads
     retention: ResultRetention
-    health: health_aio.HealthServicer
+    health: HealthServicer
     config: ServerConfig
     ledger: SqliteLedger
     _background: list[asyncio.Task[None]]
@@ -94,15 +103,16 @@ async def start_server(
     entries: Iterable[EntryPoint] | None = None,
     objects: ObjectStore | None = None,
     rng: random.Random | None = None,
-    use_policy: bool = True,
     telemetry: Telemetry | None = None,
 ) -> RunningServer:
     """Build and start a server for ``config``. ``listen`` may use port 0.
 
-    ``use_policy=False`` runs edits without plans, buckets or the ledger: only for
-    measuring what the policy costs. ``telemetry`` defaults to what the ``OTEL_*``
-    environment variables ask for (off when they ask for nothing).
+    ``telemetry`` defaults to what the ``OTEL_*`` environment variables ask for (off
+    when they ask for nothing).
     """
+    # Before anything else: recovering jobs from a database another server still
+    # runs would fail that server's jobs.
+    check_address_free(config.listen)
     telemetry = telemetry or Telemetry.from_environ()
     clock = clock or SystemClock()
     config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -114,7 +124,8 @@ async def start_server(
     store = SqliteJobStore(database)
     objects = objects or open_store(config.object_store_url)
     limiter = MemoryRateLimiter(clock)
-    router = Router(registry)
+    breakers = Breakers(clock, config.circuit_breakers)
+    router = Router(registry, breakers=breakers, rules=config.routing_rules)
     upstream = UpstreamLimits(limiter, registry, clock)
     ledger = SqliteLedger(database)
     policy = Policy(
@@ -125,14 +136,8 @@ async def start_server(
         clock=clock,
         environment=config.environment,
     )
-    jobs = JobManager(
-        store,
-        objects,
-        router,
-        clock,
-        policy=policy if use_policy else None,
-        upstream=upstream,
-    )
+    settlement = Settlement(store, ledger, clock)
+    jobs = JobManager(store, settlement, clock)
     await jobs.recover()
     retention = ResultRetention(store, objects, clock)
     uploads = Uploads(
@@ -146,26 +151,45 @@ async def start_server(
             ("grpc.so_reuseport", 0),
         ],
     )
-    edits = EditPreparer(InputResolver(store, objects, clock), config, rng)
+    pipeline = EditPipeline(
+        edits=EditPreparer(InputResolver(store, objects, clock), config, rng),
+        policy=policy,
+        router=router,
+        upstream=upstream,
+        store=store,
+        jobs=jobs,
+        runner=ProviderRunner(
+            store=store,
+            ledger=ledger,
+            upstream=upstream,
+            latency=router.latency,
+            breakers=breakers,
+            clock=clock,
+            links=InputLinks(objects),
+        ),
+        results=ResultWriter(store, objects, clock),
+        settlement=settlement,
+        clock=clock,
+        default_deadline_s=config.job_deadline_s,
+    )
     image_edit_pb2_grpc.add_ImageEditServicer_to_server(
         ImageEditService(
+            pipeline=pipeline,
             jobs=jobs,
-            policy=policy if use_policy else None,
             store=store,
             objects=objects,
-            edits=edits,
             uploads=uploads,
             download_chunk_bytes=config.download_chunk_bytes,
         ),
         server,
     )
     providers_pb2_grpc.add_ProvidersServicer_to_server(
-        ProvidersService(registry, router.latency), server
+        ProvidersService(registry, router.latency, breakers), server
     )
     account_pb2_grpc.add_AccountServicer_to_server(
-        AccountService(policy=policy, jobs=jobs, edits=edits, upstream=upstream), server
+        AccountService(policy=policy, pipeline=pipeline), server
     )
-    health = health_aio.HealthServicer()
+    health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
         (
@@ -175,9 +199,7 @@ async def start_server(
         ),
         server,
     )
-    port = server.add_insecure_port(config.listen)
-    if port == 0:
-        raise OSError(f"cannot listen on {config.listen}")
+    port = bind(server, config.listen)
     await server.start()
     serving = health_pb2.HealthCheckResponse.SERVING
     await health.set("", serving)
@@ -207,6 +229,8 @@ async def start_server(
         server=server,
         port=port,
         jobs=jobs,
+        pipeline=pipeline,
+        upstream=upstream,
         registry=registry,
         store=store,
         objects=objects,

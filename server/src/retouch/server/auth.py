@@ -8,13 +8,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .config import TenantConfig, hash_key
-from .errors import InvalidArgument, Unauthenticated
+from .errors import InvalidArgument, Unauthenticated, echo
 
 SUBJECT_HEADER = "x-retouch-subject"
 SERVICE_SUBJECT = "service"
 """The subject of calls a tenant makes for itself rather than for one of its users."""
 
-_SUBJECT = re.compile(r"(user|guest):[A-Za-z0-9._@+-]{1,128}")
+MAX_SUBJECT_ID_CHARS = 128
+MAX_SUBJECT_CHARS = len("guest:") + MAX_SUBJECT_ID_CHARS
+_SUBJECT = re.compile(rf"(user|guest):[A-Za-z0-9._@+-]{{1,{MAX_SUBJECT_ID_CHARS}}}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +85,7 @@ def parse_subject(value: str | None) -> str:
     if not _SUBJECT.fullmatch(value):
         raise InvalidArgument(
             SUBJECT_HEADER,
-            f"subject {value[:64]!r} is not valid: use 'user:<id>' or 'guest:<id>' "
+            f"subject {echo(value)} is not valid: use 'user:<id>' or 'guest:<id>' "
             "with an id of letters, digits and . _ @ + -",
         )
     return value

@@ -18,6 +18,19 @@ Example file::
 
     [providers.opencv]
     inpaint_radius = 5
+
+    [providers.replicate]
+    api_key_env = "REPLICATE_API_TOKEN"   # the key itself never goes in this file
+
+    [providers.replicate.circuit_breaker]
+    failures = 5        # provider-side failures within window_s open the breaker
+    window_s = 30
+    cooldown_s = 30     # then one probe job; its success closes the breaker
+
+    [[routing_rules]]   # ordered; see retouch.server.routing_rules
+    name = "small-removals-stay-local"
+    when = { mask_fraction_max = 0.3, prompt = false }
+    choose = { kind = "local", prefer = "cost" }
 """
 
 from __future__ import annotations
@@ -31,7 +44,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
+from .breaker import BreakerSettings, BreakerSettingsError
 from .policy.plans import DEFAULT_PLAN, Plan, PlanBook, PlanError
+from .routing_rules import RoutingRule, RuleError, parse_rules
+from .secrets import bad_variable_names, literal_secrets
 
 Environment = Literal["local", "test", "staging", "production"]
 ENVIRONMENTS: tuple[str, ...] = get_args(Environment)
@@ -94,6 +110,8 @@ class ServerConfig:
     upload_ttl_s: int = 3600
     download_chunk_bytes: int = 1 * MiB
     shutdown_grace_s: float = 10.0
+    job_deadline_s: float = 600.0
+    """How long a job may run when its caller set no gRPC deadline."""
     sweep_interval_s: float = 60.0
     health_interval_s: float = 15.0
     """How often providers are asked for their health."""
@@ -103,7 +121,12 @@ class ServerConfig:
     """SQLite file; empty means ``<data_dir>/retouch.db``."""
     tenants: tuple[TenantConfig, ...] = (DEV_TENANT,)
     providers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    """Per-provider config tables, passed to each provider's ``start``."""
+    """Per-provider config tables, passed to each provider's ``start`` (``<name>_env``
+    settings resolved from the environment as secrets)."""
+    circuit_breakers: Mapping[str, BreakerSettings] = field(default_factory=dict)
+    """Per-provider breaker settings, from ``[providers.<name>.circuit_breaker]``."""
+    routing_rules: tuple[RoutingRule, ...] = ()
+    """Ordered ``[[routing_rules]]``; the first that matches a job orders its providers."""
     disabled_providers: tuple[str, ...] = ()
     plans: PlanBook = field(default_factory=PlanBook)
     """Plans by name, from ``[plans.<name>]`` tables; one generous default otherwise."""
@@ -126,6 +149,8 @@ class ServerConfig:
                 raise ConfigError(f"{name} must be positive")
         if self.sweep_interval_s <= 0 or self.health_interval_s <= 0:
             raise ConfigError("sweep_interval_s and health_interval_s must be positive")
+        if self.job_deadline_s <= 0:
+            raise ConfigError("job_deadline_s must be positive")
         if self.shutdown_grace_s < 0:
             raise ConfigError("shutdown_grace_s cannot be negative")
         if not self.tenants:
@@ -156,11 +181,15 @@ class ServerConfig:
         return self.object_store or (self.data_dir / "objects").resolve().as_uri()
 
 
-_SCALARS = {
-    f.name: f
-    for f in dataclasses.fields(ServerConfig)
-    if f.name not in ("tenants", "providers", "disabled_providers", "plans")
-}
+TABLES = (
+    "tenants",
+    "providers",
+    "disabled_providers",
+    "plans",
+    "circuit_breakers",
+    "routing_rules",
+)
+_SCALARS = {f.name: f for f in dataclasses.fields(ServerConfig) if f.name not in TABLES}
 
 
 def load_config(
@@ -183,7 +212,8 @@ def load_config(
 
 def _build(raw: Mapping[str, Any], env: Mapping[str, str]) -> ServerConfig:
     values: dict[str, Any] = {}
-    unknown = set(raw) - set(_SCALARS) - {"tenants", "providers", "disabled_providers", "plans"}
+    # Breaker settings live in their provider's table, not at the top level.
+    unknown = set(raw) - set(_SCALARS) - (set(TABLES) - {"circuit_breakers"})
     if unknown:
         raise ConfigError(f"unknown config settings: {', '.join(sorted(unknown))}")
     for name, spec in _SCALARS.items():
@@ -203,7 +233,7 @@ def _build(raw: Mapping[str, Any], env: Mapping[str, str]) -> ServerConfig:
             isinstance(v, dict) for v in providers.values()
         ):
             raise ConfigError("[providers.<name>] entries must be tables")
-        values["providers"] = providers
+        values["providers"], values["circuit_breakers"] = _provider_tables(providers)
     if "plans" in raw:
         tables = raw["plans"]
         if not isinstance(tables, dict) or not all(isinstance(t, dict) for t in tables.values()):
@@ -214,9 +244,46 @@ def _build(raw: Mapping[str, Any], env: Mapping[str, str]) -> ServerConfig:
             )
         except PlanError as exc:
             raise ConfigError(str(exc)) from exc
+    if "routing_rules" in raw:
+        try:
+            values["routing_rules"] = parse_rules(raw["routing_rules"])
+        except RuleError as exc:
+            raise ConfigError(str(exc)) from exc
     if "disabled_providers" in raw:
         values["disabled_providers"] = tuple(str(p) for p in raw["disabled_providers"])
     return ServerConfig(**values)
+
+
+def _provider_tables(
+    tables: Mapping[str, Mapping[str, Any]],
+) -> tuple[dict[str, dict[str, Any]], dict[str, BreakerSettings]]:
+    """Each provider's own settings, and the server's breaker settings taken out of them."""
+    providers: dict[str, dict[str, Any]] = {}
+    breakers: dict[str, BreakerSettings] = {}
+    for name, table in tables.items():
+        literal = literal_secrets(table)
+        if literal:
+            # Named, never shown: the value is the secret.
+            raise ConfigError(
+                f"[providers.{name}] {literal[0]}: secrets never go in the config file; name "
+                f'the environment variable that holds it instead: {literal[0]}_env = "VAR"'
+            )
+        misnamed = bad_variable_names(table)
+        if misnamed:
+            raise ConfigError(
+                f"[providers.{name}] {misnamed[0]} must be the name of an environment variable"
+            )
+        own = dict(table)
+        breaker = own.pop("circuit_breaker", None)
+        if breaker is not None:
+            if not isinstance(breaker, dict):
+                raise ConfigError(f"[providers.{name}.circuit_breaker] must be a table")
+            try:
+                breakers[name] = BreakerSettings.from_table(name, breaker)
+            except BreakerSettingsError as exc:
+                raise ConfigError(str(exc)) from exc
+        providers[name] = own
+    return providers, breakers
 
 
 def _coerce(name: str, value: object, annotation: object) -> object:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+
 from google.protobuf import timestamp_pb2
 
 from retouch.sdk import EnhanceKind, GenerationParams, Health, Manifest, Operation
 from retouch.v1 import common_pb2, image_edit_pb2, providers_pb2
 
+from .breaker import BreakerSnapshot, BreakerState
+from .jobs.events import Accepted, JobEventData, Progressed
 from .jobs.records import JobRecord, JobState, ResultRecord
 from .registry import LoadedProvider
 from .routing import Route
@@ -37,6 +41,12 @@ HEALTH: dict[Health, providers_pb2.ProviderHealth.ValueType] = {
     Health.UNAVAILABLE: providers_pb2.PROVIDER_HEALTH_UNAVAILABLE,
 }
 
+CIRCUIT_STATES: dict[BreakerState, common_pb2.CircuitState.ValueType] = {
+    BreakerState.CLOSED: common_pb2.CIRCUIT_STATE_CLOSED,
+    BreakerState.OPEN: common_pb2.CIRCUIT_STATE_OPEN,
+    BreakerState.HALF_OPEN: common_pb2.CIRCUIT_STATE_HALF_OPEN,
+}
+
 JOB_STATES: dict[JobState, image_edit_pb2.JobState.ValueType] = {
     JobState.QUEUED: image_edit_pb2.JOB_STATE_QUEUED,
     JobState.RUNNING: image_edit_pb2.JOB_STATE_RUNNING,
@@ -63,16 +73,33 @@ def generation_params(params: common_pb2.GenerationParams) -> GenerationParams:
     )
 
 
+def circuit_breaker(provider: str, snapshot: BreakerSnapshot) -> common_pb2.CircuitBreaker:
+    message = common_pb2.CircuitBreaker(
+        provider=provider,
+        state=CIRCUIT_STATES[snapshot.state],
+        recent_failures=snapshot.recent_failures,
+        probing=snapshot.probing,
+    )
+    if snapshot.state is BreakerState.OPEN:
+        message.reprobe_at.CopyFrom(timestamp(snapshot.reprobe_at))
+    return message
+
+
 def provider_info(
-    loaded: LoadedProvider, recent_latency_ms: float = 0.0
+    loaded: LoadedProvider,
+    recent_latency_ms: float = 0.0,
+    breaker: BreakerSnapshot | None = None,
 ) -> providers_pb2.ProviderInfo:
     manifest: Manifest = loaded.manifest
-    return providers_pb2.ProviderInfo(
+    info = providers_pb2.ProviderInfo(
         name=manifest.name,
         version=manifest.version,
         description=manifest.description,
         operations=sorted(OPERATIONS[op] for op in manifest.operations),
-        models=list(manifest.models),
+        # Task-specific models (opencv's enhance algorithms) after the general ones.
+        models=list(
+            dict.fromkeys([*manifest.models, *itertools.chain(*manifest.task_models.values())])
+        ),
         max_pixels=manifest.max_pixels,
         supports_mask=manifest.supports_mask,
         supports_outpaint=manifest.supports_outpaint,
@@ -87,6 +114,9 @@ def provider_info(
         quality_rank=manifest.quality_rank,
         recent_latency_ms=round(recent_latency_ms),
     )
+    if breaker is not None:
+        info.circuit_breaker.CopyFrom(circuit_breaker(manifest.name, breaker))
+    return info
 
 
 def image_info(result: ResultRecord) -> common_pb2.ImageInfo:
@@ -144,4 +174,46 @@ def routing_decision(route: Route) -> common_pb2.RoutingDecision:
             for name, reason in route.excluded
         ],
         prefer=PREFERENCES_TO_PROTO[route.prefer],
+        rule=route.rule,
+        notes=route.notes,
+        breakers=[circuit_breaker(name, snapshot) for name, snapshot in route.breakers.items()],
+    )
+
+
+def job_event(job_id: str, seq: int, event: JobEventData) -> image_edit_pb2.JobEvent:
+    """The ``JobEvent`` numbered ``seq`` of a job."""
+    if isinstance(event, Accepted):
+        first = event.route.candidates[0]
+        width, height = event.input_size
+        return image_edit_pb2.JobEvent(
+            job_id=job_id,
+            seq=seq,
+            accepted=image_edit_pb2.Accepted(
+                provider=first.name,
+                model=first.model,
+                estimated_cost_credits=first.price,
+                quota_left=event.quota_left,
+                seed=event.seed,
+                input_width=width,
+                input_height=height,
+                routing=routing_decision(event.route),
+                credits_left=event.credits_left,
+            ),
+        )
+    if isinstance(event, Progressed):
+        return image_edit_pb2.JobEvent(
+            job_id=job_id,
+            seq=seq,
+            progress=image_edit_pb2.Progress(fraction=event.fraction, stage=event.stage),
+        )
+    return image_edit_pb2.JobEvent(
+        job_id=job_id,
+        seq=seq,
+        completed=image_edit_pb2.Completed(
+            result_id=event.result.result_id,
+            image=image_info(event.result),
+            seed=event.seed,
+            cost_credits=event.cost_credits,
+            provider_ms=event.provider_ms,
+        ),
     )

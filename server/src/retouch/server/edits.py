@@ -1,7 +1,11 @@
-"""Validating an edit request and preparing it for a provider, before anything is spent.
+"""The admit and prepare stages of an edit: its fields checked, its inputs decoded once.
 
-Cheap checks on the request's fields come first, all reported together; then the inputs
-are read and decoded once, off the event loop.
+:meth:`EditPreparer.check` runs the cheap checks on a request's fields, all reported
+together, and says what the edit asks of the caller's plan (:class:`EditIntent`).
+:meth:`EditPreparer.prepare` then reads and decodes the inputs once, off the event
+loop, into a :class:`PreparedEdit`: plain data that the later stages read —
+:func:`provider_request` builds what the provider gets, :func:`keep_unedited` puts the
+pixels outside the edit back after it ran.
 """
 
 from __future__ import annotations
@@ -11,36 +15,60 @@ import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
 from retouch.sdk import (
     EditRequest,
+    EncodedImage,
     EnhanceKind,
     EnhanceRequest,
+    GenerationParams,
     InpaintRequest,
+    Mask,
     Operation,
     OutpaintRequest,
     Padding,
     RGBImage,
     composite,
 )
-from retouch.v1 import common_pb2, image_edit_pb2
+from retouch.v1 import common_pb2
+from retouch.v1 import image_edit_pb2 as pb
 
 from .auth import Caller
 from .config import ServerConfig
 from .convert import ENHANCE_KINDS, FORMATS_FROM_PROTO, PREFERENCES, generation_params
 from .errors import FieldViolation, InvalidArgument
-from .imaging import decode_image, decode_mask, mask_from_alpha, prepare_mask
-from .inputs import InputResolver
-from .policy import EditIntent
+from .imaging import (
+    CONTENT_TYPES,
+    DecodedImage,
+    decode_image,
+    decode_mask_levels,
+    mask_from_alpha,
+    prepare_mask,
+)
+from .inputs import InputFile, InputResolver
+from .policy import EditIntent, Plan, check_pixels
+from .request_checks import request_violations
 from .routing import RouteRequest
 from .telemetry import stage
 
 T = TypeVar("T")
 
-MAX_REQUEST_ID = 128
+EditMessage = pb.InpaintRequest | pb.OutpaintRequest | pb.EnhanceRequest
+"""The ImageEdit requests that start a job."""
+
+
+def operation_of(request: EditMessage) -> Operation:
+    """The operation an ImageEdit request asks for."""
+    if isinstance(request, pb.InpaintRequest):
+        return Operation.INPAINT
+    if isinstance(request, pb.OutpaintRequest):
+        return Operation.OUTPAINT
+    return Operation.ENHANCE
+
+
 MAX_PADDING = 4096
 MAX_MASK_OPTION = 256
 DEFAULT_QUALITY = 90
@@ -57,6 +85,54 @@ class OutputSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class InpaintSpec:
+    """An inpaint: the region to replace, and how the result is blended back."""
+
+    mask: Mask
+    """0 or 255: what the provider is asked to replace."""
+    blend: Mask
+    """Blend weights for :func:`retouch.sdk.composite` (the feathered mask)."""
+    params: GenerationParams
+
+
+@dataclass(frozen=True, slots=True)
+class OutpaintSpec:
+    """An outpaint: the pixels to add on each side, and the seam's feather."""
+
+    padding: Padding
+    feather_px: int
+    params: GenerationParams
+
+
+@dataclass(frozen=True, slots=True)
+class EnhanceSpec:
+    """An enhancement of the whole image."""
+
+    kind: EnhanceKind
+    scale: int
+    strength: float
+
+
+EditSpec = InpaintSpec | OutpaintSpec | EnhanceSpec
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFiles:
+    """The caller's inputs as sent, which a remote provider may forward unchanged.
+
+    ``image`` is left out when its pixels are turned by EXIF orientation (the provider
+    would see them unturned), ``mask`` unless the file says the mask verbatim (white =
+    replace, already binary, no invert or grow applied). The keys name the objects
+    they came from (an upload or earlier result), for a presigned URL.
+    """
+
+    image: EncodedImage | None
+    mask: EncodedImage | None = None
+    image_key: str | None = None
+    mask_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PreparedEdit:
     """A validated, decoded edit, ready for the router and a provider."""
 
@@ -65,32 +141,60 @@ class PreparedEdit:
     output_size: tuple[int, int]
     output: OutputSpec
     seed: int
-    make_request: Callable[[str, int], EditRequest]
-    """Builds the provider request for a model and seed."""
-    finish: Callable[[RGBImage], RGBImage]
-    """Applied to the provider's image (in a worker thread): keeps unmasked pixels."""
+    image: RGBImage
+    """The input, decoded once."""
+    sources: SourceFiles
+    """The inputs as the caller sent them (encoded), for remote providers."""
+    spec: EditSpec
 
 
-class Gate(Protocol):
-    """The policy's say on an edit: called once its fields are valid, and once decoded."""
+def provider_request(edit: PreparedEdit, model: str) -> EditRequest:
+    """What the provider gets for ``edit`` on ``model``."""
+    spec, image, seed = edit.spec, edit.image, edit.seed
+    if isinstance(spec, InpaintSpec):
+        return InpaintRequest(
+            image=image, mask=spec.mask, model=model, seed=seed, params=spec.params
+        )
+    if isinstance(spec, OutpaintSpec):
+        return OutpaintRequest(
+            image=image, padding=spec.padding, model=model, seed=seed, params=spec.params
+        )
+    return EnhanceRequest(
+        image=image,
+        kind=spec.kind,
+        model=model,
+        seed=seed,
+        scale=spec.scale,
+        strength=spec.strength,
+    )
 
-    async def admit(self, intent: EditIntent) -> None: ...
 
-    def check_pixels(self, width: int, height: int) -> None: ...
+def keep_unedited(edit: PreparedEdit, edited: RGBImage) -> RGBImage:
+    """The provider's image with every pixel outside the edit exactly as it came in.
 
-
-class OpenGate:
-    """A gate that lets everything through (no policy)."""
-
-    async def admit(self, intent: EditIntent) -> None:
-        return None
-
-    def check_pixels(self, width: int, height: int) -> None:
-        return None
+    CPU work: call it off the event loop."""
+    spec, original = edit.spec, edit.image
+    if isinstance(spec, InpaintSpec):
+        return composite(original, edited, spec.blend)
+    if isinstance(spec, OutpaintSpec):
+        out_w, out_h = edit.output_size
+        height, width = original.shape[:2]
+        padding = spec.padding
+        region = (
+            slice(padding.top, padding.top + height),
+            slice(padding.left, padding.left + width),
+        )
+        canvas = np.zeros((out_h, out_w, 3), np.uint8)
+        canvas[region] = original
+        new_area = np.full((out_h, out_w), 255, np.uint8)
+        new_area[region] = 0
+        blend = prepare_mask(new_area, invert=False, grow_px=0, feather_px=spec.feather_px)
+        return composite(canvas, edited, blend.alpha)
+    return edited
 
 
 class EditPreparer:
-    """Turns ImageEdit requests into :class:`PreparedEdit`s, or INVALID_ARGUMENT."""
+    """Checks ImageEdit requests and decodes them into :class:`PreparedEdit`s."""
 
     def __init__(
         self, inputs: InputResolver, config: ServerConfig, rng: random.Random | None = None
@@ -99,33 +203,84 @@ class EditPreparer:
         self._config = config
         self._rng = rng or random.SystemRandom()
 
-    async def inpaint(
-        self, request: image_edit_pb2.InpaintRequest, caller: Caller, gate: Gate
-    ) -> PreparedEdit:
-        violations = _common(request.request_id, request.output, request.params)
-        options = request.mask_options
-        for name in ("grow_px", "feather_px"):
-            if getattr(options, name) > MAX_MASK_OPTION:
+    def check(self, request: EditMessage) -> EditIntent:
+        """The admit stage's part that needs no I/O: every field violation at once
+        (INVALID_ARGUMENT), else what the edit asks of the caller's plan."""
+        if isinstance(request, pb.InpaintRequest):
+            violations = _common(request, request.output, request.params)
+            for name in ("grow_px", "feather_px"):
+                if getattr(request.mask_options, name) > MAX_MASK_OPTION:
+                    violations.append(
+                        FieldViolation(
+                            f"mask_options.{name}", f"{name} must be 0..{MAX_MASK_OPTION}"
+                        )
+                    )
+            _raise_if(violations)
+            return _intent(request.output, request.provider, request.params)
+        if isinstance(request, pb.OutpaintRequest):
+            violations = _common(request, request.output, request.params)
+            if _padding(request).is_empty:
                 violations.append(
-                    FieldViolation(f"mask_options.{name}", f"{name} must be 0..{MAX_MASK_OPTION}")
+                    FieldViolation(
+                        "left", "add pixels on at least one side (left/right/top/bottom)"
+                    )
                 )
+            for side in ("left", "right", "top", "bottom"):
+                if getattr(request, side) > MAX_PADDING:
+                    violations.append(
+                        FieldViolation(side, f"{side} must be 0..{MAX_PADDING} pixels")
+                    )
+            if request.feather_px > MAX_MASK_OPTION:
+                violations.append(
+                    FieldViolation("feather_px", f"feather_px must be 0..{MAX_MASK_OPTION}")
+                )
+            _raise_if(violations)
+            return _intent(request.output, request.provider, request.params)
+        violations = _common(request, request.output, None)
+        kind = ENHANCE_KINDS.get(request.kind)
+        if kind is None:
+            violations.append(
+                FieldViolation("kind", "kind is required: UPSCALE, DENOISE or SHARPEN")
+            )
+        if kind is EnhanceKind.UPSCALE and request.scale not in (2, 4):
+            violations.append(FieldViolation("scale", "scale must be 2 or 4 for UPSCALE"))
+        if not 0.0 <= _enhance_strength(request) <= 1.0:
+            violations.append(FieldViolation("strength", "strength must be 0..1"))
         _raise_if(violations)
-        with stage("policy.admit"):
-            await gate.admit(_intent(request.output, request.provider, request.params))
-        image_bytes = await self._inputs.read(request.image, caller, field="image")
-        mask_bytes = (
-            await self._inputs.read(request.mask, caller, field="mask")
+        return _intent(request.output, request.provider, None, _enhance_strength(request))
+
+    async def prepare(self, request: EditMessage, caller: Caller, plan: Plan) -> PreparedEdit:
+        """The prepare stage, for a request :meth:`check` passed: read the inputs the
+        caller may use, decode them once, and hold them to the plan's pixel cap."""
+        if isinstance(request, pb.InpaintRequest):
+            return await self._inpaint(request, caller, plan)
+        if isinstance(request, pb.OutpaintRequest):
+            return await self._outpaint(request, caller, plan)
+        return await self._enhance(request, caller, plan)
+
+    async def _inpaint(
+        self, request: pb.InpaintRequest, caller: Caller, plan: Plan
+    ) -> PreparedEdit:
+        image_file = await self._inputs.fetch(request.image, caller, field="image")
+        mask_file = (
+            await self._inputs.fetch(request.mask, caller, field="mask")
             if request.HasField("mask")
             else None
         )
+        image_bytes = image_file.data
+        options = request.mask_options
         max_pixels = self._config.max_pixels
 
-        def decode() -> tuple[RGBImage, np.ndarray, np.ndarray]:
+        def decode() -> tuple[DecodedImage, Mask, Mask, float, str | None]:
             image = decode_image(image_bytes, field="image", max_pixels=max_pixels)
-            gate.check_pixels(image.width, image.height)
+            check_pixels(plan, image.width, image.height)
             size = (image.width, image.height)
-            if mask_bytes is not None:
-                raw = decode_mask(mask_bytes, field="mask", size=size, max_pixels=max_pixels)
+            levels = None
+            if mask_file is not None:
+                levels = decode_mask_levels(
+                    mask_file.data, field="mask", size=size, max_pixels=max_pixels
+                )
+                raw = levels.levels
             elif image.alpha is not None:
                 raw = mask_from_alpha(image.alpha)
             else:
@@ -134,129 +289,92 @@ class EditPreparer:
                     "a mask is required: send one (white = replace) or an image whose "
                     "transparent pixels mark the region to replace",
                 )
-            prepared = prepare_mask(
+            mask = prepare_mask(
                 raw, invert=options.invert, grow_px=options.grow_px, feather_px=options.feather_px
             )
-            return image.pixels, prepared.binary, prepared.alpha
+            masked = np.count_nonzero(mask.binary) / mask.binary.size
+            verbatim = (
+                levels is not None
+                and not options.invert
+                and not options.grow_px
+                and levels.forwardable(mask.binary)
+            )
+            mask_type = CONTENT_TYPES[levels.format] if verbatim and levels else None
+            return image, mask.binary, mask.alpha, masked, mask_type
 
         with stage("validation"):
-            pixels, binary, alpha = await off_loop(decode, size=len(image_bytes))
+            decoded, binary, blend, mask_fraction, mask_type = await off_loop(
+                decode, size=len(image_bytes)
+            )
+        pixels = decoded.pixels
         height, width = pixels.shape[:2]
-        params = generation_params(request.params)
-
-        def make(model: str, seed: int) -> EditRequest:
-            return InpaintRequest(image=pixels, mask=binary, model=model, seed=seed, params=params)
-
+        sources = _sources(image_file, decoded)
+        if mask_type is not None and mask_file is not None:
+            sources = dataclasses.replace(
+                sources,
+                mask=EncodedImage(mask_file.data, mask_type),
+                mask_key=mask_file.object_key,
+            )
         return PreparedEdit(
             operation=Operation.INPAINT,
-            route=_route(Operation.INPAINT, width, height, request.provider),
+            route=_route(
+                Operation.INPAINT,
+                width,
+                height,
+                request.provider,
+                mask_fraction=mask_fraction,
+                prompt=bool(request.params.prompt.strip()),
+            ),
             output_size=(width, height),
             output=_output(request.output),
             seed=self._seed(request.params),
-            make_request=make,
-            finish=lambda edited: composite(pixels, edited, alpha),
+            image=pixels,
+            sources=sources,
+            spec=InpaintSpec(binary, blend, generation_params(request.params)),
         )
 
-    async def outpaint(
-        self, request: image_edit_pb2.OutpaintRequest, caller: Caller, gate: Gate
+    async def _outpaint(
+        self, request: pb.OutpaintRequest, caller: Caller, plan: Plan
     ) -> PreparedEdit:
-        violations = _common(request.request_id, request.output, request.params)
-        padding = Padding(request.left, request.right, request.top, request.bottom)
-        if padding.is_empty:
-            violations.append(
-                FieldViolation("left", "add pixels on at least one side (left/right/top/bottom)")
-            )
-        for side in ("left", "right", "top", "bottom"):
-            if getattr(request, side) > MAX_PADDING:
-                violations.append(FieldViolation(side, f"{side} must be 0..{MAX_PADDING} pixels"))
-        if request.feather_px > MAX_MASK_OPTION:
-            violations.append(
-                FieldViolation("feather_px", f"feather_px must be 0..{MAX_MASK_OPTION}")
-            )
-        _raise_if(violations)
-        with stage("policy.admit"):
-            await gate.admit(_intent(request.output, request.provider, request.params))
-        image_bytes = await self._inputs.read(request.image, caller, field="image")
-        with stage("validation"):
-            image = await off_loop(
-                lambda: decode_image(
-                    image_bytes, field="image", max_pixels=self._config.max_pixels
-                ),
-                size=len(image_bytes),
-            )
-        pixels = image.pixels
+        image_file = await self._inputs.fetch(request.image, caller, field="image")
+        decoded = await self._decode(image_file.data)
+        pixels = decoded.pixels
         height, width = pixels.shape[:2]
-        gate.check_pixels(width, height)
+        check_pixels(plan, width, height)
+        padding = _padding(request)
         out_w, out_h = width + padding.left + padding.right, height + padding.top + padding.bottom
         self._check_output(out_w, out_h)
-        params = generation_params(request.params)
-        feather = request.feather_px
-
-        def make(model: str, seed: int) -> EditRequest:
-            return OutpaintRequest(
-                image=pixels, padding=padding, model=model, seed=seed, params=params
-            )
-
-        def finish(edited: RGBImage) -> RGBImage:
-            canvas = np.zeros((out_h, out_w, 3), np.uint8)
-            region = (
-                slice(padding.top, padding.top + height),
-                slice(padding.left, padding.left + width),
-            )
-            canvas[region] = pixels
-            new_area = np.full((out_h, out_w), 255, np.uint8)
-            new_area[region] = 0
-            blend = prepare_mask(new_area, invert=False, grow_px=0, feather_px=feather).alpha
-            return composite(canvas, edited, blend)
-
         return PreparedEdit(
             operation=Operation.OUTPAINT,
-            route=_route(Operation.OUTPAINT, width, height, request.provider),
+            route=_route(
+                Operation.OUTPAINT,
+                width,
+                height,
+                request.provider,
+                mask_fraction=1 - (width * height) / (out_w * out_h),
+                prompt=bool(request.params.prompt.strip()),
+            ),
             output_size=(out_w, out_h),
             output=_output(request.output),
             seed=self._seed(request.params),
-            make_request=make,
-            finish=finish,
+            image=pixels,
+            sources=_sources(image_file, decoded),
+            spec=OutpaintSpec(padding, request.feather_px, generation_params(request.params)),
         )
 
-    async def enhance(
-        self, request: image_edit_pb2.EnhanceRequest, caller: Caller, gate: Gate
+    async def _enhance(
+        self, request: pb.EnhanceRequest, caller: Caller, plan: Plan
     ) -> PreparedEdit:
-        violations = _common(request.request_id, request.output, None)
-        kind = ENHANCE_KINDS.get(request.kind)
-        if kind is None:
-            violations.append(
-                FieldViolation("kind", "kind is required: UPSCALE, DENOISE or SHARPEN")
-            )
-        if kind is EnhanceKind.UPSCALE and request.scale not in (2, 4):
-            violations.append(FieldViolation("scale", "scale must be 2 or 4 for UPSCALE"))
-        strength = request.strength if request.HasField("strength") else DEFAULT_STRENGTH
-        if not 0.0 <= strength <= 1.0:
-            violations.append(FieldViolation("strength", "strength must be 0..1"))
-        _raise_if(violations)
-        assert kind is not None
-        with stage("policy.admit"):
-            await gate.admit(_intent(request.output, request.provider, None, strength))
-        image_bytes = await self._inputs.read(request.image, caller, field="image")
-        with stage("validation"):
-            image = await off_loop(
-                lambda: decode_image(
-                    image_bytes, field="image", max_pixels=self._config.max_pixels
-                ),
-                size=len(image_bytes),
-            )
-        pixels = image.pixels
+        kind = ENHANCE_KINDS[request.kind]
+        image_file = await self._inputs.fetch(request.image, caller, field="image")
+        decoded = await self._decode(image_file.data)
+        pixels = decoded.pixels
         height, width = pixels.shape[:2]
-        gate.check_pixels(width, height)
+        check_pixels(plan, width, height)
         scale = request.scale if kind is EnhanceKind.UPSCALE else 1
         self._check_output(width * scale, height * scale)
-
-        def make(model: str, seed: int) -> EditRequest:
-            return EnhanceRequest(
-                image=pixels, kind=kind, model=model, seed=seed, scale=scale, strength=strength
-            )
-
         route = _route(Operation.ENHANCE, width, height, request.provider)
+        route = dataclasses.replace(route, enhance_kind=kind.value)
         if kind is EnhanceKind.UPSCALE:
             route = dataclasses.replace(route, upscale=scale)
         return PreparedEdit(
@@ -265,9 +383,18 @@ class EditPreparer:
             output_size=(width * scale, height * scale),
             output=_output(request.output),
             seed=self._rng.randrange(2**32),
-            make_request=make,
-            finish=lambda edited: edited,
+            image=pixels,
+            sources=_sources(image_file, decoded),
+            spec=EnhanceSpec(kind, scale, _enhance_strength(request)),
         )
+
+    async def _decode(self, image_bytes: bytes) -> DecodedImage:
+        max_pixels = self._config.max_pixels
+        with stage("validation"):
+            return await off_loop(
+                lambda: decode_image(image_bytes, field="image", max_pixels=max_pixels),
+                size=len(image_bytes),
+            )
 
     def _seed(self, params: common_pb2.GenerationParams) -> int:
         return params.seed if params.HasField("seed") else self._rng.randrange(2**32)
@@ -295,17 +422,12 @@ async def off_loop(work: Callable[[], T], *, size: int) -> T:
 
 
 def _common(
-    request_id: str, output: common_pb2.OutputOptions, params: common_pb2.GenerationParams | None
+    request: EditMessage,
+    output: common_pb2.OutputOptions,
+    params: common_pb2.GenerationParams | None,
 ) -> list[FieldViolation]:
-    violations = []
-    if len(request_id) > MAX_REQUEST_ID:
-        violations.append(
-            FieldViolation("request_id", f"request_id is longer than {MAX_REQUEST_ID} characters")
-        )
-    if output.format and output.format not in FORMATS_FROM_PROTO:
-        violations.append(
-            FieldViolation("output.format", "output.format must be PNG, JPEG or WEBP")
-        )
+    # Over-long ids and names, unknown enum values (formats, preferences, kinds).
+    violations = request_violations(request)
     if output.quality > 100:
         violations.append(FieldViolation("output.quality", "output.quality must be 0..100"))
     if params is not None:
@@ -325,9 +447,24 @@ def _common(
     return violations
 
 
+def _sources(image: InputFile, decoded: DecodedImage) -> SourceFiles:
+    if not decoded.upright:
+        return SourceFiles(None)
+    encoded = EncodedImage(image.data, CONTENT_TYPES[decoded.format])
+    return SourceFiles(encoded, image_key=image.object_key)
+
+
 def _raise_if(violations: list[FieldViolation]) -> None:
     if violations:
         raise InvalidArgument.of(violations)
+
+
+def _padding(request: pb.OutpaintRequest) -> Padding:
+    return Padding(request.left, request.right, request.top, request.bottom)
+
+
+def _enhance_strength(request: pb.EnhanceRequest) -> float:
+    return request.strength if request.HasField("strength") else DEFAULT_STRENGTH
 
 
 def _output(options: common_pb2.OutputOptions) -> OutputSpec:
@@ -339,7 +476,13 @@ def _output(options: common_pb2.OutputOptions) -> OutputSpec:
 
 
 def _route(
-    operation: Operation, width: int, height: int, choice: common_pb2.ProviderChoice
+    operation: Operation,
+    width: int,
+    height: int,
+    choice: common_pb2.ProviderChoice,
+    *,
+    mask_fraction: float | None = None,
+    prompt: bool = False,
 ) -> RouteRequest:
     return RouteRequest(
         operation,
@@ -349,6 +492,8 @@ def _route(
         model=choice.model,
         prefer=PREFERENCES.get(choice.prefer, "cost"),
         max_cost=choice.max_cost_credits if choice.HasField("max_cost_credits") else None,
+        mask_fraction=mask_fraction,
+        prompt=prompt,
     )
 
 

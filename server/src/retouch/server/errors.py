@@ -13,7 +13,9 @@
     └── Internal                 INTERNAL + ErrorInfo with a stable reason (never a traceback)
 
 ``to_status`` turns any of them into the ``grpc.Status`` that ``abort_with_status``
-sends; ``from_exception`` maps anything else to INTERNAL.
+sends; ``from_exception`` maps anything else to INTERNAL. Every status it builds stays
+under :data:`MAX_STATUS_BYTES`: messages and detail strings echo caller input, and a
+status that outgrows the trailers reaches the caller as RESOURCE_EXHAUSTED instead.
 """
 
 from __future__ import annotations
@@ -21,13 +23,37 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import grpc
-from google.protobuf import any_pb2, duration_pb2
+from google.protobuf import duration_pb2
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 ERROR_DOMAIN = "retouch.v1"
+
+MAX_STATUS_BYTES = 4096
+"""The most a serialized ``google.rpc.Status`` may take. It travels twice in the
+trailers (message percent-encoded, details base64), whose default limit is 8 KiB."""
+MAX_MESSAGE_CHARS = 1024
+MAX_DETAIL_CHARS = 256
+"""Longest string kept in a detail (a field description, a metadata value)."""
+_ELLIPSIS = "…"
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, ending in "…" when cut."""
+    if len(text) <= limit:
+        return text
+    return text[: max(0, limit - 1)] + _ELLIPSIS
+
+
+def echo(value: str, limit: int = 64) -> str:
+    """``value`` quoted for a message, cut to ``limit`` characters: what callers sent
+    is shown, never whole."""
+    return repr(shorten(value, limit))
 
 
 class RetouchError(Exception):
@@ -217,12 +243,64 @@ def retry_info(seconds: float) -> error_details_pb2.RetryInfo:
 def _status_proto(
     code: grpc.StatusCode, message: str, details: Sequence[object]
 ) -> status_pb2.Status:
-    packed = []
+    status = status_pb2.Status(code=code.value[0], message=shorten(message, MAX_MESSAGE_CHARS))
     for detail in details:
-        any_detail = any_pb2.Any()
-        any_detail.Pack(detail)  # type: ignore[arg-type]
-        packed.append(any_detail)
-    return status_pb2.Status(code=code.value[0], message=message, details=packed)
+        bounded = _bounded(cast(Message, detail))
+        # Room left for this detail, less a little for its Any wrapper.
+        room = MAX_STATUS_BYTES - status.ByteSize() - 128
+        if not _fit(bounded, room):
+            # Keep the details that fit: the first is the one that names the problem.
+            break
+        status.details.add().Pack(bounded)
+    return status
+
+
+def _fit(detail: Message, room: int) -> bool:
+    """Drop trailing items of ``detail``'s repeated fields (field violations, quota
+    violations) until it takes at most ``room`` bytes; False if it cannot."""
+    while detail.ByteSize() > room:
+        lists = [
+            getattr(detail, d.name)
+            for d, _ in detail.ListFields()
+            if d.is_repeated and not _is_map(d) and len(getattr(detail, d.name)) > 1
+        ]
+        if not lists:
+            return False
+        del lists[0][-1]
+    return True
+
+
+def _bounded(detail: Message) -> Message:
+    """A copy of ``detail`` with every string field cut to :data:`MAX_DETAIL_CHARS`."""
+    copy = type(detail)()
+    copy.CopyFrom(detail)
+    _shorten_strings(copy)
+    return copy
+
+
+def _is_map(descriptor: FieldDescriptor) -> bool:
+    return descriptor.message_type is not None and descriptor.message_type.GetOptions().map_entry
+
+
+def _shorten_strings(message: Message) -> None:
+    for descriptor, value in message.ListFields():
+        if _is_map(descriptor):
+            entries = getattr(message, descriptor.name)
+            for key in list(entries):
+                item = entries[key]
+                if isinstance(item, str):
+                    entries[key] = shorten(item, MAX_DETAIL_CHARS)
+                elif isinstance(item, Message):
+                    _shorten_strings(item)
+        elif descriptor.type == FieldDescriptor.TYPE_STRING:
+            if descriptor.is_repeated:
+                values = getattr(message, descriptor.name)
+                values[:] = [shorten(v, MAX_DETAIL_CHARS) for v in values]
+            else:
+                setattr(message, descriptor.name, shorten(value, MAX_DETAIL_CHARS))
+        elif descriptor.type == FieldDescriptor.TYPE_MESSAGE:
+            for item in value if descriptor.is_repeated else (value,):
+                _shorten_strings(item)
 
 
 def to_status(code: grpc.StatusCode, message: str, details: Sequence[object] = ()) -> grpc.Status:

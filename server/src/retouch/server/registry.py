@@ -2,9 +2,7 @@
 
 Built-in providers register exactly like third-party ones. A plugin that fails to
 import, to build, to validate or to start is logged with its name and the reason and
-left out; it never takes the server down. A hosted (``remote``) provider with no
-``[providers.<name>]`` table is not configured rather than broken: installing a plugin
-does not make the server call a paid API.
+left out; it never takes the server down.
 """
 
 from __future__ import annotations
@@ -12,12 +10,24 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from retouch.sdk import ENTRY_POINT_GROUP, SDK_API_VERSION, Health, HealthReport, Manifest, Provider
+from retouch.sdk import (
+    ENTRY_POINT_GROUP,
+    SDK_API_VERSION,
+    Health,
+    HealthReport,
+    Manifest,
+    Provider,
+    ProviderNotConfigured,
+    Secret,
+)
+
+from .secrets import MissingSecret, resolve_secrets, scrub
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +41,8 @@ class LoadedProvider:
     provider: Provider
     manifest: Manifest
     health: HealthReport
+    secrets: tuple[Secret, ...] = ()
+    """The secrets its config holds, scrubbed from whatever the server says about it."""
 
     @property
     def name(self) -> str:
@@ -41,8 +53,8 @@ class PluginError(Exception):
     """Why a plugin was left out."""
 
 
-class NotConfigured(Exception):
-    """A hosted provider nobody configured: left out quietly."""
+class NotConfigured(PluginError):
+    """The plugin needs configuration it was not given (it stays off, not broken)."""
 
 
 class ProviderRegistry:
@@ -51,6 +63,8 @@ class ProviderRegistry:
     def __init__(self) -> None:
         self.providers: dict[str, LoadedProvider] = {}
         self.broken: dict[str, str] = {}
+        self.unconfigured: dict[str, str] = {}
+        """Providers left off because they need configuration they were not given."""
 
     @classmethod
     async def discover(
@@ -59,24 +73,37 @@ class ProviderRegistry:
         configs: Mapping[str, Mapping[str, Any]],
         disabled: Iterable[str] = (),
         entries: Iterable[EntryPoint] | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> ProviderRegistry:
-        """Load, validate and start every provider registered under the entry point group."""
+        """Load, validate and start every provider registered under the entry point group.
+
+        ``<setting>_env`` settings in a provider's config are read from ``environ``
+        (default: the process environment) and passed to ``start`` as secrets.
+        """
         registry = cls()
+        env = os.environ if environ is None else environ
         skip = set(disabled)
         for entry in entry_points(group=ENTRY_POINT_GROUP) if entries is None else entries:
             if entry.name in skip:
                 log.info("provider %s is disabled by configuration", entry.name)
                 continue
+            secrets: tuple[Secret, ...] = ()
             try:
-                loaded = await _load(entry, configs.get(entry.name, {}))
+                config, secrets = resolve_secrets(entry.name, configs.get(entry.name, {}), env)
+                loaded = await _load(entry, config)
+                loaded.secrets = secrets
             except asyncio.CancelledError:
                 raise
             except NotConfigured as exc:
-                log.info("provider %s left out: %s", entry.name, exc)
+                registry.unconfigured[entry.name] = str(exc)
+                log.info("provider %s is off: %s", entry.name, exc)
                 continue
             except Exception as exc:
-                reason = (
-                    str(exc) if isinstance(exc, PluginError) else f"{type(exc).__name__}: {exc}"
+                reason = scrub(
+                    str(exc)
+                    if isinstance(exc, PluginError | MissingSecret)
+                    else f"{type(exc).__name__}: {exc}",
+                    secrets,
                 )
                 registry.broken[entry.name] = reason
                 log.error("provider plugin %r (%s) left out: %s", entry.name, entry.value, reason)
@@ -110,7 +137,8 @@ class ProviderRegistry:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                loaded.health = HealthReport(Health.UNAVAILABLE, f"health check failed: {exc}")
+                detail = scrub(f"health check failed: {exc}", loaded.secrets)
+                loaded.health = HealthReport(Health.UNAVAILABLE, detail)
 
     async def aclose(self) -> None:
         for loaded in self.providers.values():
@@ -131,12 +159,10 @@ async def _load(entry: EntryPoint, config: Mapping[str, Any]) -> LoadedProvider:
         raise PluginError(f"{entry.value} is not a class or factory")
     provider = factory()
     manifest = validate_provider(provider, entry.name)
-    if manifest.remote and not config:
-        raise NotConfigured(
-            f"a hosted provider without a [providers.{entry.name}] table in the config"
-        )
     try:
         await asyncio.wait_for(provider.start(config), timeout=START_TIMEOUT_S)
+    except ProviderNotConfigured as exc:
+        raise NotConfigured(str(exc)) from exc
     except (ValueError, TypeError, KeyError) as exc:
         raise PluginError(f"rejected its configuration: {exc}") from exc
     except TimeoutError as exc:

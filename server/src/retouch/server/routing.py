@@ -1,8 +1,10 @@
-"""Choosing providers for a job: capable ∧ allowed ∧ healthy ∧ affordable, best first.
+"""Choosing providers for a job: capable ∧ allowed ∧ healthy ∧ breaker closed ∧
+affordable, best first — in the order the first matching routing rule asks for, if any.
 
 The first candidate runs the job; the others are fallbacks, tried in order when a
 provider fails in a way worth retrying. The decision, with the reason each other
-provider was left out, goes to the caller in the Accepted event.
+provider was left out, the rule that chose and the breakers' states, goes to the
+caller in the Accepted event.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 
 from retouch.sdk import Health, Manifest, Operation
 
+from .breaker import Breakers, BreakerSnapshot
 from .errors import (
     FieldViolation,
     InvalidArgument,
@@ -23,9 +26,9 @@ from .errors import (
     Unavailable,
 )
 from .registry import LoadedProvider, ProviderRegistry
+from .routing_rules import JobTraits, RoutingRule, first_match
 
 UNAVAILABLE_RETRY_S = 5.0
-PREFERENCES = ("cost", "speed", "quality")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,19 @@ class RouteRequest:
     upscale: int = 0
     prefer: str = "cost"
     max_cost: int | None = None
+    mask_fraction: float | None = None
+    """Share of the output to be generated (mask or new margin), 0..1; None for enhance."""
+    prompt: bool = False
+    """Whether the caller gave a prompt."""
+    enhance_kind: str = ""
+    """For enhance, the kind (``"upscale"``): providers may name a model per kind."""
+
+    @property
+    def task(self) -> str:
+        """The key a provider's ``Manifest.models_for`` takes."""
+        if self.operation is Operation.ENHANCE and self.enhance_kind:
+            return f"enhance.{self.enhance_kind}"
+        return self.operation.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +81,12 @@ class Route:
     candidates: list[Candidate]
     excluded: list[tuple[str, str]] = field(default_factory=list)
     prefer: str = "cost"
+    rule: str = ""
+    """The routing rule that ordered the candidates; empty for the default routing."""
+    notes: list[str] = field(default_factory=list)
+    """How the rules were applied, for the explanation."""
+    breakers: dict[str, BreakerSnapshot] = field(default_factory=dict)
+    """The circuit breaker of every provider able to do the job, as routing saw it."""
 
 
 class LatencyTracker:
@@ -93,6 +115,8 @@ class RoutePolicy:
     """Credits the caller pays, given a provider's own estimate."""
     upstream_wait: Callable[[str], float] = lambda _name: 0.0
     """Seconds until a provider's upstream rate limit lets another call through."""
+    plan: str = ""
+    """The caller's plan, for routing rules that match on it."""
 
 
 ALLOW_ALL = RoutePolicy(exclusion=lambda _m: None, price=lambda cost: cost)
@@ -101,9 +125,18 @@ ALLOW_ALL = RoutePolicy(exclusion=lambda _m: None, price=lambda cost: cost)
 class Router:
     """Orders the providers that can do a job."""
 
-    def __init__(self, registry: ProviderRegistry, latency: LatencyTracker | None = None) -> None:
+    def __init__(
+        self,
+        registry: ProviderRegistry,
+        latency: LatencyTracker | None = None,
+        *,
+        breakers: Breakers | None = None,
+        rules: tuple[RoutingRule, ...] = (),
+    ) -> None:
         self._registry = registry
         self.latency = latency or LatencyTracker()
+        self.breakers = breakers
+        self._rules = rules
 
     def route(
         self, request: RouteRequest, output_size: tuple[int, int], policy: RoutePolicy = ALLOW_ALL
@@ -116,7 +149,8 @@ class Router:
         forbidden: list[str] = []
         too_dear: list[str] = []
         waits: list[float] = []
-        down: list[str] = []
+        down: list[tuple[str, str, float]] = []
+        breakers: dict[str, BreakerSnapshot] = {}
         candidates = []
         for loaded in self._registry.providers.values():
             problem = _incapable(loaded, request)
@@ -124,6 +158,9 @@ class Router:
                 excluded.append((loaded.name, problem.description))
                 incapable.append(problem.description)
                 continue
+            breaker = self._breaker(loaded.name)
+            if breaker is not None:
+                breakers[loaded.name] = breaker
             reason = policy.exclusion(loaded.manifest)
             if reason:
                 excluded.append((loaded.name, reason))
@@ -138,9 +175,10 @@ class Router:
                 excluded.append((loaded.name, reason))
                 too_dear.append(reason)
                 continue
-            if loaded.health.health is Health.UNAVAILABLE:
-                excluded.append((loaded.name, f"unavailable: {loaded.health.detail or 'down'}"))
-                down.append(loaded.name)
+            outage = _outage(loaded, breaker)
+            if outage is not None:
+                excluded.append((loaded.name, outage[0]))
+                down.append((loaded.name, *outage))
                 continue
             wait = policy.upstream_wait(loaded.name)
             if wait > 0:
@@ -149,7 +187,7 @@ class Router:
                 continue
             candidates.append(candidate)
         if candidates:
-            return Route(self._rank(candidates, request.prefer), excluded, request.prefer)
+            return self._by_rules(request, output_size, policy, candidates, excluded, breakers)
         if waits:
             raise ResourceExhausted(
                 "every provider able to do this job is at its upstream rate limit; retry later",
@@ -157,11 +195,7 @@ class Router:
                 retry_after=min(waits),
             )
         if down:
-            raise Unavailable(
-                f"every provider able to do this job is unavailable ({', '.join(down)}); "
-                "retry later",
-                retry_after=UNAVAILABLE_RETRY_S,
-            )
+            raise _all_down(down)
         if too_dear:
             raise InvalidArgument(
                 "provider.max_cost_credits",
@@ -208,10 +242,12 @@ class Router:
                 f"provider {loaded.name!r} costs {candidate.price} credits, more than "
                 f"max_cost_credits {request.max_cost}",
             )
-        if loaded.health.health is Health.UNAVAILABLE:
+        breaker = self._breaker(loaded.name)
+        outage = _outage(loaded, breaker)
+        if outage is not None:
             raise Unavailable(
-                f"provider {loaded.name!r} is unavailable; retry later or let the server choose",
-                retry_after=UNAVAILABLE_RETRY_S,
+                f"provider {loaded.name!r} is {outage[0]}; retry later or let the server choose",
+                retry_after=outage[1],
             )
         wait = policy.upstream_wait(loaded.name)
         if wait > 0:
@@ -220,7 +256,76 @@ class Router:
                 violations=[QuotaViolation(f"provider:{loaded.name}", "upstream request rate")],
                 retry_after=wait,
             )
-        return Route([candidate], [], request.prefer)
+        breakers = {loaded.name: breaker} if breaker is not None else {}
+        return Route([candidate], [], request.prefer, breakers=breakers)
+
+    def refuse_if_all_down(self, operation: Operation, provider: str = "") -> None:
+        """Raise UNAVAILABLE when every provider that can do ``operation`` (or the named
+        one) is down or behind an open breaker: checked before the input is even read, so
+        such a refusal costs no decode and touches no provider."""
+        if provider:
+            loaded = self._registry.get(provider)
+            capable = [loaded] if loaded is not None and loaded.manifest.can(operation) else []
+        else:
+            capable = [p for p in self._registry.providers.values() if p.manifest.can(operation)]
+        down = []
+        for loaded in capable:
+            outage = _outage(loaded, self._breaker(loaded.name))
+            if outage is None:
+                return
+            down.append((loaded.name, *outage))
+        if down:
+            raise _all_down(down)
+
+    def _breaker(self, provider: str) -> BreakerSnapshot | None:
+        return self.breakers.snapshot(provider) if self.breakers is not None else None
+
+    def _by_rules(
+        self,
+        request: RouteRequest,
+        output_size: tuple[int, int],
+        policy: RoutePolicy,
+        candidates: list[Candidate],
+        excluded: list[tuple[str, str]],
+        breakers: dict[str, BreakerSnapshot],
+    ) -> Route:
+        """The eligible ``candidates`` ordered by the first matching rule, else by default."""
+        default = self._rank(candidates, request.prefer)
+        job = JobTraits(
+            operation=request.operation,
+            pixels=output_size[0] * output_size[1],
+            mask_fraction=request.mask_fraction,
+            prompt=request.prompt,
+            plan=policy.plan,
+        )
+        rule = first_match(self._rules, job)
+        if rule is None:
+            return Route(default, excluded, request.prefer, breakers=breakers)
+        choice = rule.choose
+        chosen = [c for c in candidates if choice.takes(c.name, c.loaded.manifest.remote)]
+        if not chosen:
+            note = (
+                f"rule {rule.name!r} matched but no eligible provider is one of its "
+                f"{choice.describe()}; default routing chose"
+            )
+            return Route(default, excluded, request.prefer, notes=[note], breakers=breakers)
+        if choice.providers:
+            chosen.sort(key=lambda c: choice.providers.index(c.name))
+        else:
+            chosen = self._rank(chosen, choice.prefer)
+        first = {c.name for c in chosen}
+        fallbacks = [c for c in default if c.name not in first]
+        note = f"rule {rule.name!r} chose {choice.describe()}"
+        if fallbacks:
+            note += "; the other eligible providers follow as fallbacks"
+        return Route(
+            chosen + fallbacks,
+            excluded,
+            choice.prefer,
+            rule=rule.name,
+            notes=[note],
+            breakers=breakers,
+        )
 
     def _candidate(
         self,
@@ -230,7 +335,7 @@ class Router:
         policy: RoutePolicy,
     ) -> Candidate:
         own = loaded.manifest.cost.estimate(*output_size)
-        model = request.model or loaded.manifest.default_model
+        model = request.model or loaded.manifest.models_for(request.task)[0]
         return Candidate(loaded, model, policy.price(own), own)
 
     def _rank(self, candidates: list[Candidate], prefer: str) -> list[Candidate]:
@@ -246,6 +351,25 @@ class Router:
         return sorted(candidates, key=key)
 
 
+def _outage(loaded: LoadedProvider, breaker: BreakerSnapshot | None) -> tuple[str, float] | None:
+    """Why a provider cannot take work now and when to try again, or None."""
+    if loaded.health.health is Health.UNAVAILABLE:
+        return f"unavailable: {loaded.health.detail or 'down'}", UNAVAILABLE_RETRY_S
+    if breaker is not None and not breaker.admits:
+        # A half-open breaker whose probe is running answers as soon as the probe ends.
+        return breaker.describe(), breaker.reprobe_in_s if breaker.reprobe_in_s > 0 else 1.0
+    return None
+
+
+def _all_down(down: list[tuple[str, str, float]]) -> Unavailable:
+    retry = min(wait for _, _, wait in down)
+    reasons = "; ".join(f"{name}: {reason}" for name, reason, _ in down)
+    return Unavailable(
+        f"every provider able to do this job is unavailable ({reasons}); retry in {retry:.2f} s",
+        retry_after=retry,
+    )
+
+
 def _incapable(loaded: LoadedProvider, route: RouteRequest) -> FieldViolation | None:
     manifest = loaded.manifest
     if not manifest.can(route.operation):
@@ -258,11 +382,12 @@ def _incapable(loaded: LoadedProvider, route: RouteRequest) -> FieldViolation | 
             f"the image has {route.width * route.height} pixels; provider {manifest.name!r} "
             f"takes at most {manifest.max_pixels}",
         )
-    if route.model and route.model not in manifest.models:
+    models = manifest.models_for(route.task)
+    if route.model and route.model not in models:
         return FieldViolation(
             "provider.model",
-            f"provider {manifest.name!r} has no model {route.model!r}; "
-            f"its models: {', '.join(manifest.models)}",
+            f"provider {manifest.name!r} has no model {route.model!r} for {route.task}; "
+            f"its models: {', '.join(models)}",
         )
     if route.upscale and route.upscale not in manifest.upscale_factors:
         factors = ", ".join(map(str, manifest.upscale_factors)) or "no factor"

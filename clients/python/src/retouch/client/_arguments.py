@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     output = argparse.ArgumentParser(add_help=False)
     output.add_argument(
+        "-o",
         "--out",
         metavar="PATH",
         help="where to save the result: a file, a directory, or - for stdout "

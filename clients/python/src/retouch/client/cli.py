@@ -312,8 +312,8 @@ async def _follow(
         if job.job_id is None:
             raise
         if cancel:
-            # Ending the call cancels a job this call started; CancelJob also cancels
-            # one that a retry re-attached to.
+            # A job outlives the call that started it: ending the stream leaves it
+            # running, so Ctrl-C cancels it explicitly.
             with contextlib.suppress(RetouchError, TimeoutError):
                 async with asyncio.timeout(3):
                     await client.cancel_job(job.job_id)

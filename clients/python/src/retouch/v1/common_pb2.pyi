@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
@@ -102,6 +103,38 @@ ROUTE_PREFERENCE_SPEED: RoutePreference.ValueType  # 2
 ROUTE_PREFERENCE_QUALITY: RoutePreference.ValueType  # 3
 """The provider with the best quality rank in its manifest."""
 Global___RoutePreference: _TypeAlias = RoutePreference  # noqa: Y015
+
+class _CircuitState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CircuitStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CircuitState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CIRCUIT_STATE_UNSPECIFIED: _CircuitState.ValueType  # 0
+    """Not reported."""
+    CIRCUIT_STATE_CLOSED: _CircuitState.ValueType  # 1
+    """Jobs flow to the provider; its provider-side failures are counted."""
+    CIRCUIT_STATE_OPEN: _CircuitState.ValueType  # 2
+    """Too many recent failures: the router skips the provider until reprobe_at."""
+    CIRCUIT_STATE_HALF_OPEN: _CircuitState.ValueType  # 3
+    """The cool-down is over: one probe job may run; its success closes the breaker,
+    its failure opens it again.
+    """
+
+class CircuitState(_CircuitState, metaclass=_CircuitStateEnumTypeWrapper):
+    """Where a provider's circuit breaker is in its cycle."""
+
+CIRCUIT_STATE_UNSPECIFIED: CircuitState.ValueType  # 0
+"""Not reported."""
+CIRCUIT_STATE_CLOSED: CircuitState.ValueType  # 1
+"""Jobs flow to the provider; its provider-side failures are counted."""
+CIRCUIT_STATE_OPEN: CircuitState.ValueType  # 2
+"""Too many recent failures: the router skips the provider until reprobe_at."""
+CIRCUIT_STATE_HALF_OPEN: CircuitState.ValueType  # 3
+"""The cool-down is over: one probe job may run; its success closes the breaker,
+its failure opens it again.
+"""
+Global___CircuitState: _TypeAlias = CircuitState  # noqa: Y015
 
 @_typing.final
 class ImageInput(_message.Message):
@@ -310,10 +343,17 @@ class RoutingDecision(_message.Message):
     CANDIDATES_FIELD_NUMBER: _builtins.int
     EXCLUDED_FIELD_NUMBER: _builtins.int
     PREFER_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    NOTES_FIELD_NUMBER: _builtins.int
+    BREAKERS_FIELD_NUMBER: _builtins.int
     chosen: _builtins.str
     """The provider the job was given to first."""
     prefer: Global___RoutePreference.ValueType
-    """The preference the ranking followed."""
+    """The preference the ranking followed (the routing rule's, when one chose)."""
+    rule: _builtins.str
+    """The configured routing rule that ordered the candidates; empty when the default
+    routing did.
+    """
     @_builtins.property
     def candidates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The providers able to take the job, in the order they would be tried."""
@@ -322,6 +362,16 @@ class RoutingDecision(_message.Message):
     def excluded(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExcludedProvider]:
         """The providers left out, with reasons."""
 
+    @_builtins.property
+    def notes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """How the routing rules were applied, for example that the matching rule had no
+        eligible provider and the default routing chose.
+        """
+
+    @_builtins.property
+    def breakers(self) -> _containers.RepeatedCompositeFieldContainer[Global___CircuitBreaker]:
+        """The circuit breaker of each provider able to do the job, as the router saw it."""
+
     def __init__(
         self,
         *,
@@ -329,14 +379,57 @@ class RoutingDecision(_message.Message):
         candidates: _abc.Iterable[_builtins.str] | None = ...,
         excluded: _abc.Iterable[Global___ExcludedProvider] | None = ...,
         prefer: Global___RoutePreference.ValueType = ...,
+        rule: _builtins.str = ...,
+        notes: _abc.Iterable[_builtins.str] | None = ...,
+        breakers: _abc.Iterable[Global___CircuitBreaker] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "chosen", b"chosen", "excluded", b"excluded", "prefer", b"prefer"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["breakers", b"breakers", "candidates", b"candidates", "chosen", b"chosen", "excluded", b"excluded", "notes", b"notes", "prefer", b"prefer", "rule", b"rule"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RoutingDecision: _TypeAlias = RoutingDecision  # noqa: Y015
+
+@_typing.final
+class CircuitBreaker(_message.Message):
+    """A provider's circuit breaker, fed by the outcomes of its jobs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REPROBE_AT_FIELD_NUMBER: _builtins.int
+    RECENT_FAILURES_FIELD_NUMBER: _builtins.int
+    PROBING_FIELD_NUMBER: _builtins.int
+    provider: _builtins.str
+    """The provider's name."""
+    state: Global___CircuitState.ValueType
+    """Current state."""
+    recent_failures: _builtins.int
+    """Provider-side failures counted in the breaker's current window."""
+    probing: _builtins.bool
+    """Whether a half-open breaker's one probe job is running."""
+    @_builtins.property
+    def reprobe_at(self) -> _timestamp_pb2.Timestamp:
+        """When an open breaker lets a probe job through; unset unless the state is OPEN."""
+
+    def __init__(
+        self,
+        *,
+        provider: _builtins.str = ...,
+        state: Global___CircuitState.ValueType = ...,
+        reprobe_at: _timestamp_pb2.Timestamp | None = ...,
+        recent_failures: _builtins.int = ...,
+        probing: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reprobe_at", b"reprobe_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["probing", b"probing", "provider", b"provider", "recent_failures", b"recent_failures", "reprobe_at", b"reprobe_at", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CircuitBreaker: _TypeAlias = CircuitBreaker  # noqa: Y015
 
 @_typing.final
 class ImageInfo(_message.Message):

@@ -26,53 +26,53 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from retouch.v1 import common_pb2 as retouch_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bretouch/v1/image_edit.proto\x12\nretouch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17retouch/v1/common.proto\"B\n\x0bMaskOptions\x12\x0e\n\x06invert\x18\x01 \x01(\x08\x12\x0f\n\x07grow_px\x18\x02 \x01(\r\x12\x12\n\nfeather_px\x18\x03 \x01(\r\"\xa7\x02\n\x0eInpaintRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x05image\x18\x02 \x01(\x0b\x32\x16.retouch.v1.ImageInput\x12$\n\x04mask\x18\x03 \x01(\x0b\x32\x16.retouch.v1.ImageInput\x12-\n\x0cmask_options\x18\x04 \x01(\x0b\x32\x17.retouch.v1.MaskOptions\x12,\n\x06params\x18\x05 \x01(\x0b\x32\x1c.retouch.v1.GenerationParams\x12)\n\x06output\x18\x06 \x01(\x0b\x32\x19.retouch.v1.OutputOptions\x12,\n\x08provider\x18\x07 \x01(\x0b\x32\x1a.retouch.v1.ProviderChoice\"\xa1\x02\n\x0fOutpaintRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x05image\x18\x02 \x01(\x0b\x32\x16.retouch.v1.ImageInput\x12\x0c\n\x04left\x18\x03 \x01(\r\x12\r\n\x05right\x18\x04 \x01(\r\x12\x0b\n\x03top\x18\x05 \x01(\r\x12\x0e\n\x06\x62ottom\x18\x06 \x01(\r\x12\x12\n\nfeather_px\x18\x07 \x01(\r\x12,\n\x06params\x18\x08 \x01(\x0b\x32\x1c.retouch.v1.GenerationParams\x12)\n\x06output\x18\t \x01(\x0b\x32\x19.retouch.v1.OutputOptions\x12,\n\x08provider\x18\n \x01(\x0b\x32\x1a.retouch.v1.ProviderChoice\"\xfe\x01\n\x0e\x45nhanceRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x05image\x18\x02 \x01(\x0b\x32\x16.retouch.v1.ImageInput\x12%\n\x04kind\x18\x03 \x01(\x0e\x32\x17.retouch.v1.EnhanceKind\x12\r\n\x05scale\x18\x04 \x01(\r\x12\x15\n\x08strength\x18\x05 \x01(\x02H\x00\x88\x01\x01\x12)\n\x06output\x18\x06 \x01(\x0b\x32\x19.retouch.v1.OutputOptions\x12,\n\x08provider\x18\x07 \x01(\x0b\x32\x1a.retouch.v1.ProviderChoiceB\x0b\n\t_strength\"\xb0\x01\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12(\n\x08\x61\x63\x63\x65pted\x18\x03 \x01(\x0b\x32\x14.retouch.v1.AcceptedH\x00\x12(\n\x08progress\x18\x04 \x01(\x0b\x32\x14.retouch.v1.ProgressH\x00\x12*\n\tcompleted\x18\x05 \x01(\x0b\x32\x15.retouch.v1.CompletedH\x00\x42\x07\n\x05\x65vent\"\xdc\x01\n\x08\x41\x63\x63\x65pted\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x1e\n\x16\x65stimated_cost_credits\x18\x03 \x01(\x03\x12\x12\n\nquota_left\x18\x04 \x01(\x03\x12\x0c\n\x04seed\x18\x05 \x01(\x04\x12\x13\n\x0binput_width\x18\x06 \x01(\r\x12\x14\n\x0cinput_height\x18\x07 \x01(\r\x12,\n\x07routing\x18\x08 \x01(\x0b\x32\x1b.retouch.v1.RoutingDecision\x12\x14\n\x0c\x63redits_left\x18\t \x01(\x03\"<\n\x08Progress\x12\x10\n\x08\x66raction\x18\x01 \x01(\x02\x12\r\n\x05stage\x18\x02 \x01(\t\x12\x0f\n\x07preview\x18\x03 \x01(\x0c\"\x8b\x01\n\tCompleted\x12\x11\n\tresult_id\x18\x01 \x01(\t\x12$\n\x05image\x18\x02 \x01(\x0b\x32\x15.retouch.v1.ImageInfo\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\x14\n\x0c\x63ost_credits\x18\x05 \x01(\x03\x12\x13\n\x0bprovider_ms\x18\x06 \x01(\r\"1\n\x0bUploadChunk\x12\x14\n\x0c\x63ontent_type\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"o\n\x06Upload\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa5\x03\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12(\n\toperation\x18\x03 \x01(\x0e\x32\x15.retouch.v1.Operation\x12#\n\x05state\x18\x04 \x01(\x0e\x32\x14.retouch.v1.JobState\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x0f\n\x07subject\x18\x07 \x01(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tresult_id\x18\n \x01(\t\x12%\n\x06result\x18\x0b \x01(\x0b\x32\x15.retouch.v1.ImageInfo\x12\x12\n\nerror_code\x18\x0c \x01(\t\x12\x15\n\rerror_message\x18\r \x01(\t\x12\x10\n\x08last_seq\x18\x0e \x01(\x04\x12\x0c\n\x04seed\x18\x0f \x01(\x04\x12\x14\n\x0c\x63ost_credits\x18\x10 \x01(\x03\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"]\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.retouch.v1.JobState\"J\n\x10ListJobsResponse\x12\x1d\n\x04jobs\x18\x01 \x03(\x0b\x32\x0f.retouch.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"4\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\"*\n\x15\x44ownloadResultRequest\x12\x11\n\tresult_id\x18\x01 \x01(\t\"?\n\x05\x43hunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x12\n\ntotal_size\x18\x02 \x01(\x04\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t*y\n\x0b\x45nhanceKind\x12\x1c\n\x18\x45NHANCE_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45NHANCE_KIND_UPSCALE\x10\x01\x12\x18\n\x14\x45NHANCE_KIND_DENOISE\x10\x02\x12\x18\n\x14\x45NHANCE_KIND_SHARPEN\x10\x03*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\xc7\x04\n\tImageEdit\x12=\n\x07Inpaint\x12\x1a.retouch.v1.InpaintRequest\x1a\x14.retouch.v1.JobEvent0\x01\x12?\n\x08Outpaint\x12\x1b.retouch.v1.OutpaintRequest\x1a\x14.retouch.v1.JobEvent0\x01\x12=\n\x07\x45nhance\x12\x1a.retouch.v1.EnhanceRequest\x1a\x14.retouch.v1.JobEvent0\x01\x12\x37\n\x06Upload\x12\x17.retouch.v1.UploadChunk\x1a\x12.retouch.v1.Upload(\x01\x12\x34\n\x06GetJob\x12\x19.retouch.v1.GetJobRequest\x1a\x0f.retouch.v1.Job\x12\x45\n\x08ListJobs\x12\x1b.retouch.v1.ListJobsRequest\x1a\x1c.retouch.v1.ListJobsResponse\x12:\n\tCancelJob\x12\x1c.retouch.v1.CancelJobRequest\x1a\x0f.retouch.v1.Job\x12?\n\x08WatchJob\x12\x1b.retouch.v1.WatchJobRequest\x1a\x14.retouch.v1.JobEvent0\x01\x12H\n\x0e\x44ownloadResult\x12!.retouch.v1.DownloadResultRequest\x1a\x11.retouch.v1.Chunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bretouch/v1/image_edit.proto\x12\nretouch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17retouch/v1/common.proto\"B\n\x0bMaskOptions\x12\x0e\n\x06invert\x18\x01 \x01(\x08\x12\x0f\n\x07grow_px\x18\x02 \x01(\r\x12\x12\n\nfeather_px\x18\x03 \x01(\r\"\xc5\x02\n\x0eInpaintRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x05image\x18\x02 \x01(\x0b\x32\x16.retouch.v1.ImageInput\x12$\n\x04mask\x18\x03 \x01(\x0b\x32\x16.retouch.v1.ImageInput\x12-\n\x0cmask_options\x18\x04 \x01(\x0b\x32\x17.retouch.v1.MaskOptions\x12,\n\x06params\x18\x05 \x01(\x0b\x32\x1c.retouch.v1.GenerationParams\x12)\n\x06output\x18\x06 \x01(\x0b\x32\x19.retouch.v1.OutputOptions\x12,\n\x08provider\x18\x07 \x01(\x0b\x32\x1a.retouch.v1.ProviderChoice\x12\x1c\n\x14\x63\x61ncel_on_disconnect\x18\x08 \x01(\x08\"\xbf\x02\n\x0fOutpaintRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x05image\x18\x02 \x01(\x0b\x32\x16.retouch.v1.ImageInput\x12\x0c\n\x04left\x18\x03 \x01(\r\x12\r\n\x05right\x18\x04 \x01(\r\x12\x0b\n\x03top\x18\x05 \x01(\r\x12\x0e\n\x06\x62ottom\x18\x06 \x01(\r\x12\x12\n\nfeather_px\x18\x07 \x01(\r\x12,\n\x06params\x18\x08 \x01(\x0b\x32\x1c.retouch.v1.GenerationParams\x12)\n\x06output\x18\t \x01(\x0b\x32\x19.retouch.v1.OutputOptions\x12,\n\x08provider\x18\n \x01(\x0b\x32\x1a.retouch.v1.ProviderChoice\x12\x1c\n\x14\x63\x61ncel_on_disconnect\x18\x0b \x01(\x08\"\x9c\x02\n\x0e\x45nhanceRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x05image\x18\x02 \x01(\x0b\x32\x16.retouch.v1.ImageInput\x12%\n\x04kind\x18\x03 \x01(\x0e\x32\x17.retouch.v1.EnhanceKind\x12\r\n\x05scale\x18\x04 \x01(\r\x12\x15\n\x08strength\x18\x05 \x01(\x02H\x00\x88\x01\x01\x12)\n\x06output\x18\x06 \x01(\x0b\x32\x19.retouch.v1.OutputOptions\x12,\n\x08provider\x18\x07 \x01(\x0b\x32\x1a.retouch.v1.ProviderChoice\x12\x1c\n\x14\x63\x61ncel_on_disconnect\x18\x08 \x01(\x08\x42\x0b\n\t_strength\"\xb0\x01\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12(\n\x08\x61\x63\x63\x65pted\x18\x03 \x01(\x0b\x32\x14.retouch.v1.AcceptedH\x00\x12(\n\x08progress\x18\x04 \x01(\x0b\x32\x14.retouch.v1.ProgressH\x00\x12*\n\tcompleted\x18\x05 \x01(\x0b\x32\x15.retouch.v1.CompletedH\x00\x42\x07\n\x05\x65vent\"\xdc\x01\n\x08\x41\x63\x63\x65pted\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x1e\n\x16\x65stimated_cost_credits\x18\x03 \x01(\x03\x12\x12\n\nquota_left\x18\x04 \x01(\x03\x12\x0c\n\x04seed\x18\x05 \x01(\x04\x12\x13\n\x0binput_width\x18\x06 \x01(\r\x12\x14\n\x0cinput_height\x18\x07 \x01(\r\x12,\n\x07routing\x18\x08 \x01(\x0b\x32\x1b.retouch.v1.RoutingDecision\x12\x14\n\x0c\x63redits_left\x18\t \x01(\x03\"<\n\x08Progress\x12\x10\n\x08\x66raction\x18\x01 \x01(\x02\x12\r\n\x05stage\x18\x02 \x01(\t\x12\x0f\n\x07preview\x18\x03 \x01(\x0c\"\x8b\x01\n\tCompleted\x12\x11\n\tresult_id\x18\x01 \x01(\t\x12$\n\x05image\x18\x02 \x01(\x0b\x32\x15.retouch.v1.ImageInfo\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\x14\n\x0c\x63ost_credits\x18\x05 \x01(\x03\x12\x13\n\x0bprovider_ms\x18\x06 \x01(\r\"1\n\x0bUploadChunk\x12\x14\n\x0c\x63ontent_type\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"o\n\x06Upload\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa5\x03\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12(\n\toperation\x18\x03 \x01(\x0e\x32\x15.retouch.v1.Operation\x12#\n\x05state\x18\x04 \x01(\x0e\x32\x14.retouch.v1.JobState\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x0f\n\x07subject\x18\x07 \x01(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tresult_id\x18\n \x01(\t\x12%\n\x06result\x18\x0b \x01(\x0b\x32\x15.retouch.v1.ImageInfo\x12\x12\n\nerror_code\x18\x0c \x01(\t\x12\x15\n\rerror_message\x18\r \x01(\t\x12\x10\n\x08last_seq\x18\x0e \x01(\x04\x12\x0c\n\x04seed\x18\x0f \x01(\x04\x12\x14\n\x0c\x63ost_credits\x18\x10 \x01(\x03\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"]\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.retouch.v1.JobState\"J\n\x10ListJobsResponse\x12\x1d\n\x04jobs\x18\x01 \x03(\x0b\x32\x0f.retouch.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"4\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\"*\n\x15\x44ownloadResultRequest\x12\x11\n\tresult_id\x18\x01 \x01(\t\"?\n\x05\x43hunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x12\n\ntotal_size\x18\x02 \x01(\x04\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t*y\n\x0b\x45nhanceKind\x12\x1c\n\x18\x45NHANCE_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45NHANCE_KIND_UPSCALE\x10\x01\x12\x18\n\x14\x45NHANCE_KIND_DENOISE\x10\x02\x12\x18\n\x14\x45NHANCE_KIND_SHARPEN\x10\x03*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\xc7\x04\n\tImageEdit\x12=\n\x07Inpaint\x12\x1a.retouch.v1.InpaintRequest\x1a\x14.retouch.v1.JobEvent0\x01\x12?\n\x08Outpaint\x12\x1b.retouch.v1.OutpaintRequest\x1a\x14.retouch.v1.JobEvent0\x01\x12=\n\x07\x45nhance\x12\x1a.retouch.v1.EnhanceRequest\x1a\x14.retouch.v1.JobEvent0\x01\x12\x37\n\x06Upload\x12\x17.retouch.v1.UploadChunk\x1a\x12.retouch.v1.Upload(\x01\x12\x34\n\x06GetJob\x12\x19.retouch.v1.GetJobRequest\x1a\x0f.retouch.v1.Job\x12\x45\n\x08ListJobs\x12\x1b.retouch.v1.ListJobsRequest\x1a\x1c.retouch.v1.ListJobsResponse\x12:\n\tCancelJob\x12\x1c.retouch.v1.CancelJobRequest\x1a\x0f.retouch.v1.Job\x12?\n\x08WatchJob\x12\x1b.retouch.v1.WatchJobRequest\x1a\x14.retouch.v1.JobEvent0\x01\x12H\n\x0e\x44ownloadResult\x12!.retouch.v1.DownloadResultRequest\x1a\x11.retouch.v1.Chunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'retouch.v1.image_edit_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENHANCEKIND']._serialized_start=2613
-  _globals['_ENHANCEKIND']._serialized_end=2734
-  _globals['_JOBSTATE']._serialized_start=2737
-  _globals['_JOBSTATE']._serialized_end=2891
+  _globals['_ENHANCEKIND']._serialized_start=2703
+  _globals['_ENHANCEKIND']._serialized_end=2824
+  _globals['_JOBSTATE']._serialized_start=2827
+  _globals['_JOBSTATE']._serialized_end=2981
   _globals['_MASKOPTIONS']._serialized_start=101
   _globals['_MASKOPTIONS']._serialized_end=167
   _globals['_INPAINTREQUEST']._serialized_start=170
-  _globals['_INPAINTREQUEST']._serialized_end=465
-  _globals['_OUTPAINTREQUEST']._serialized_start=468
-  _globals['_OUTPAINTREQUEST']._serialized_end=757
-  _globals['_ENHANCEREQUEST']._serialized_start=760
-  _globals['_ENHANCEREQUEST']._serialized_end=1014
-  _globals['_JOBEVENT']._serialized_start=1017
-  _globals['_JOBEVENT']._serialized_end=1193
-  _globals['_ACCEPTED']._serialized_start=1196
-  _globals['_ACCEPTED']._serialized_end=1416
-  _globals['_PROGRESS']._serialized_start=1418
-  _globals['_PROGRESS']._serialized_end=1478
-  _globals['_COMPLETED']._serialized_start=1481
-  _globals['_COMPLETED']._serialized_end=1620
-  _globals['_UPLOADCHUNK']._serialized_start=1622
-  _globals['_UPLOADCHUNK']._serialized_end=1671
-  _globals['_UPLOAD']._serialized_start=1673
-  _globals['_UPLOAD']._serialized_end=1784
-  _globals['_JOB']._serialized_start=1787
-  _globals['_JOB']._serialized_end=2208
-  _globals['_GETJOBREQUEST']._serialized_start=2210
-  _globals['_GETJOBREQUEST']._serialized_end=2241
-  _globals['_LISTJOBSREQUEST']._serialized_start=2243
-  _globals['_LISTJOBSREQUEST']._serialized_end=2336
-  _globals['_LISTJOBSRESPONSE']._serialized_start=2338
-  _globals['_LISTJOBSRESPONSE']._serialized_end=2412
-  _globals['_CANCELJOBREQUEST']._serialized_start=2414
-  _globals['_CANCELJOBREQUEST']._serialized_end=2448
-  _globals['_WATCHJOBREQUEST']._serialized_start=2450
-  _globals['_WATCHJOBREQUEST']._serialized_end=2502
-  _globals['_DOWNLOADRESULTREQUEST']._serialized_start=2504
-  _globals['_DOWNLOADRESULTREQUEST']._serialized_end=2546
-  _globals['_CHUNK']._serialized_start=2548
-  _globals['_CHUNK']._serialized_end=2611
-  _globals['_IMAGEEDIT']._serialized_start=2894
-  _globals['_IMAGEEDIT']._serialized_end=3477
+  _globals['_INPAINTREQUEST']._serialized_end=495
+  _globals['_OUTPAINTREQUEST']._serialized_start=498
+  _globals['_OUTPAINTREQUEST']._serialized_end=817
+  _globals['_ENHANCEREQUEST']._serialized_start=820
+  _globals['_ENHANCEREQUEST']._serialized_end=1104
+  _globals['_JOBEVENT']._serialized_start=1107
+  _globals['_JOBEVENT']._serialized_end=1283
+  _globals['_ACCEPTED']._serialized_start=1286
+  _globals['_ACCEPTED']._serialized_end=1506
+  _globals['_PROGRESS']._serialized_start=1508
+  _globals['_PROGRESS']._serialized_end=1568
+  _globals['_COMPLETED']._serialized_start=1571
+  _globals['_COMPLETED']._serialized_end=1710
+  _globals['_UPLOADCHUNK']._serialized_start=1712
+  _globals['_UPLOADCHUNK']._serialized_end=1761
+  _globals['_UPLOAD']._serialized_start=1763
+  _globals['_UPLOAD']._serialized_end=1874
+  _globals['_JOB']._serialized_start=1877
+  _globals['_JOB']._serialized_end=2298
+  _globals['_GETJOBREQUEST']._serialized_start=2300
+  _globals['_GETJOBREQUEST']._serialized_end=2331
+  _globals['_LISTJOBSREQUEST']._serialized_start=2333
+  _globals['_LISTJOBSREQUEST']._serialized_end=2426
+  _globals['_LISTJOBSRESPONSE']._serialized_start=2428
+  _globals['_LISTJOBSRESPONSE']._serialized_end=2502
+  _globals['_CANCELJOBREQUEST']._serialized_start=2504
+  _globals['_CANCELJOBREQUEST']._serialized_end=2538
+  _globals['_WATCHJOBREQUEST']._serialized_start=2540
+  _globals['_WATCHJOBREQUEST']._serialized_end=2592
+  _globals['_DOWNLOADRESULTREQUEST']._serialized_start=2594
+  _globals['_DOWNLOADRESULTREQUEST']._serialized_end=2636
+  _globals['_CHUNK']._serialized_start=2638
+  _globals['_CHUNK']._serialized_end=2701
+  _globals['_IMAGEEDIT']._serialized_start=2984
+  _globals['_IMAGEEDIT']._serialized_end=3567
 # @@protoc_insertion_point(module_scope)

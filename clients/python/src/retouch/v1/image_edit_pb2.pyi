@@ -128,10 +128,16 @@ class InpaintRequest(_message.Message):
     PARAMS_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
     PROVIDER_FIELD_NUMBER: _builtins.int
+    CANCEL_ON_DISCONNECT_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Idempotency key chosen by the caller (up to 128 characters). A retry with the
     same id returns the same job and is never charged twice; reusing an id for a
     different request is INVALID_ARGUMENT.
+    """
+    cancel_on_disconnect: _builtins.bool
+    """Cancel the job when this call's stream ends before the job does. By default a
+    job outlives its connection: it runs until it ends or its deadline passes, and
+    re-sending the request_id or WatchJob re-attaches; CancelJob cancels it.
     """
     @_builtins.property
     def image(self) -> _common_pb2.ImageInput:
@@ -170,10 +176,11 @@ class InpaintRequest(_message.Message):
         params: _common_pb2.GenerationParams | None = ...,
         output: _common_pb2.OutputOptions | None = ...,
         provider: _common_pb2.ProviderChoice | None = ...,
+        cancel_on_disconnect: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "mask", b"mask", "mask_options", b"mask_options", "output", b"output", "params", b"params", "provider", b"provider"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "mask", b"mask", "mask_options", b"mask_options", "output", b"output", "params", b"params", "provider", b"provider", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_on_disconnect", b"cancel_on_disconnect", "image", b"image", "mask", b"mask", "mask_options", b"mask_options", "output", b"output", "params", b"params", "provider", b"provider", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -195,6 +202,7 @@ class OutpaintRequest(_message.Message):
     PARAMS_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
     PROVIDER_FIELD_NUMBER: _builtins.int
+    CANCEL_ON_DISCONNECT_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Idempotency key; see InpaintRequest.request_id."""
     left: _builtins.int
@@ -207,6 +215,8 @@ class OutpaintRequest(_message.Message):
     """Pixels to add on the bottom edge."""
     feather_px: _builtins.int
     """Blend the filled area into the original over this many pixels (0..256)."""
+    cancel_on_disconnect: _builtins.bool
+    """Cancel the job when this call's stream ends first; see InpaintRequest."""
     @_builtins.property
     def image(self) -> _common_pb2.ImageInput:
         """The image to extend."""
@@ -236,10 +246,11 @@ class OutpaintRequest(_message.Message):
         params: _common_pb2.GenerationParams | None = ...,
         output: _common_pb2.OutputOptions | None = ...,
         provider: _common_pb2.ProviderChoice | None = ...,
+        cancel_on_disconnect: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "output", b"output", "params", b"params", "provider", b"provider"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bottom", b"bottom", "feather_px", b"feather_px", "image", b"image", "left", b"left", "output", b"output", "params", b"params", "provider", b"provider", "request_id", b"request_id", "right", b"right", "top", b"top"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bottom", b"bottom", "cancel_on_disconnect", b"cancel_on_disconnect", "feather_px", b"feather_px", "image", b"image", "left", b"left", "output", b"output", "params", b"params", "provider", b"provider", "request_id", b"request_id", "right", b"right", "top", b"top"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -258,6 +269,7 @@ class EnhanceRequest(_message.Message):
     STRENGTH_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
     PROVIDER_FIELD_NUMBER: _builtins.int
+    CANCEL_ON_DISCONNECT_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Idempotency key; see InpaintRequest.request_id."""
     kind: Global___EnhanceKind.ValueType
@@ -266,6 +278,8 @@ class EnhanceRequest(_message.Message):
     """Upscale factor, 2 or 4; required for ENHANCE_KIND_UPSCALE, ignored otherwise."""
     strength: _builtins.float
     """Denoise or sharpen strength, 0..1; unset uses 0.5."""
+    cancel_on_disconnect: _builtins.bool
+    """Cancel the job when this call's stream ends first; see InpaintRequest."""
     @_builtins.property
     def image(self) -> _common_pb2.ImageInput:
         """The image to enhance."""
@@ -288,10 +302,11 @@ class EnhanceRequest(_message.Message):
         strength: _builtins.float | None = ...,
         output: _common_pb2.OutputOptions | None = ...,
         provider: _common_pb2.ProviderChoice | None = ...,
+        cancel_on_disconnect: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_strength", b"_strength", "image", b"image", "output", b"output", "provider", b"provider", "strength", b"strength"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_strength", b"_strength", "image", b"image", "kind", b"kind", "output", b"output", "provider", b"provider", "request_id", b"request_id", "scale", b"scale", "strength", b"strength"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_strength", b"_strength", "cancel_on_disconnect", b"cancel_on_disconnect", "image", b"image", "kind", b"kind", "output", b"output", "provider", b"provider", "request_id", b"request_id", "scale", b"scale", "strength", b"strength"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__strength: _TypeAlias = _typing.Literal["strength"]  # noqa: Y015
     _WhichOneofArgType__strength: _TypeAlias = _typing.Literal["_strength", b"_strength"]  # noqa: Y015

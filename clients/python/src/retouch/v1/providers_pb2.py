@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from retouch.v1 import common_pb2 as retouch_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aretouch/v1/providers.proto\x12\nretouch.v1\x1a\x17retouch/v1/common.proto\"@\n\x14ListProvidersRequest\x12(\n\toperation\x18\x01 \x01(\x0e\x32\x15.retouch.v1.Operation\"D\n\x15ListProvidersResponse\x12+\n\tproviders\x18\x01 \x03(\x0b\x32\x18.retouch.v1.ProviderInfo\"C\n\tCostModel\x12\x17\n\x0f\x63redits_per_job\x18\x01 \x01(\x03\x12\x1d\n\x15\x63redits_per_megapixel\x18\x02 \x01(\x03\"\x85\x03\n\x0cProviderInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12)\n\noperations\x18\x04 \x03(\x0e\x32\x15.retouch.v1.Operation\x12\x0e\n\x06models\x18\x05 \x03(\t\x12\x12\n\nmax_pixels\x18\x06 \x01(\x04\x12\x15\n\rsupports_mask\x18\x07 \x01(\x08\x12\x19\n\x11supports_outpaint\x18\x08 \x01(\x08\x12\x17\n\x0fupscale_factors\x18\t \x03(\r\x12#\n\x04\x63ost\x18\n \x01(\x0b\x32\x15.retouch.v1.CostModel\x12\x0e\n\x06remote\x18\x0b \x01(\x08\x12*\n\x06health\x18\x0c \x01(\x0e\x32\x1a.retouch.v1.ProviderHealth\x12\x15\n\rhealth_detail\x18\r \x01(\t\x12\x14\n\x0cquality_rank\x18\x0e \x01(\x05\x12\x19\n\x11recent_latency_ms\x18\x0f \x01(\r*\x8d\x01\n\x0eProviderHealth\x12\x1f\n\x1bPROVIDER_HEALTH_UNSPECIFIED\x10\x00\x12\x1b\n\x17PROVIDER_HEALTH_HEALTHY\x10\x01\x12\x1c\n\x18PROVIDER_HEALTH_DEGRADED\x10\x02\x12\x1f\n\x1bPROVIDER_HEALTH_UNAVAILABLE\x10\x03\x32\x61\n\tProviders\x12T\n\rListProviders\x12 .retouch.v1.ListProvidersRequest\x1a!.retouch.v1.ListProvidersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aretouch/v1/providers.proto\x12\nretouch.v1\x1a\x17retouch/v1/common.proto\"@\n\x14ListProvidersRequest\x12(\n\toperation\x18\x01 \x01(\x0e\x32\x15.retouch.v1.Operation\"D\n\x15ListProvidersResponse\x12+\n\tproviders\x18\x01 \x03(\x0b\x32\x18.retouch.v1.ProviderInfo\"C\n\tCostModel\x12\x17\n\x0f\x63redits_per_job\x18\x01 \x01(\x03\x12\x1d\n\x15\x63redits_per_megapixel\x18\x02 \x01(\x03\"\xba\x03\n\x0cProviderInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12)\n\noperations\x18\x04 \x03(\x0e\x32\x15.retouch.v1.Operation\x12\x0e\n\x06models\x18\x05 \x03(\t\x12\x12\n\nmax_pixels\x18\x06 \x01(\x04\x12\x15\n\rsupports_mask\x18\x07 \x01(\x08\x12\x19\n\x11supports_outpaint\x18\x08 \x01(\x08\x12\x17\n\x0fupscale_factors\x18\t \x03(\r\x12#\n\x04\x63ost\x18\n \x01(\x0b\x32\x15.retouch.v1.CostModel\x12\x0e\n\x06remote\x18\x0b \x01(\x08\x12*\n\x06health\x18\x0c \x01(\x0e\x32\x1a.retouch.v1.ProviderHealth\x12\x15\n\rhealth_detail\x18\r \x01(\t\x12\x14\n\x0cquality_rank\x18\x0e \x01(\x05\x12\x19\n\x11recent_latency_ms\x18\x0f \x01(\r\x12\x33\n\x0f\x63ircuit_breaker\x18\x10 \x01(\x0b\x32\x1a.retouch.v1.CircuitBreaker*\x8d\x01\n\x0eProviderHealth\x12\x1f\n\x1bPROVIDER_HEALTH_UNSPECIFIED\x10\x00\x12\x1b\n\x17PROVIDER_HEALTH_HEALTHY\x10\x01\x12\x1c\n\x18PROVIDER_HEALTH_DEGRADED\x10\x02\x12\x1f\n\x1bPROVIDER_HEALTH_UNAVAILABLE\x10\x03\x32\x61\n\tProviders\x12T\n\rListProviders\x12 .retouch.v1.ListProvidersRequest\x1a!.retouch.v1.ListProvidersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'retouch.v1.providers_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PROVIDERHEALTH']._serialized_start=665
-  _globals['_PROVIDERHEALTH']._serialized_end=806
+  _globals['_PROVIDERHEALTH']._serialized_start=718
+  _globals['_PROVIDERHEALTH']._serialized_end=859
   _globals['_LISTPROVIDERSREQUEST']._serialized_start=67
   _globals['_LISTPROVIDERSREQUEST']._serialized_end=131
   _globals['_LISTPROVIDERSRESPONSE']._serialized_start=133
@@ -41,7 +41,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COSTMODEL']._serialized_start=203
   _globals['_COSTMODEL']._serialized_end=270
   _globals['_PROVIDERINFO']._serialized_start=273
-  _globals['_PROVIDERINFO']._serialized_end=662
-  _globals['_PROVIDERS']._serialized_start=808
-  _globals['_PROVIDERS']._serialized_end=905
+  _globals['_PROVIDERINFO']._serialized_end=715
+  _globals['_PROVIDERS']._serialized_start=861
+  _globals['_PROVIDERS']._serialized_end=958
 # @@protoc_insertion_point(module_scope)

@@ -141,6 +141,7 @@ class ProviderInfo(_message.Message):
     HEALTH_DETAIL_FIELD_NUMBER: _builtins.int
     QUALITY_RANK_FIELD_NUMBER: _builtins.int
     RECENT_LATENCY_MS_FIELD_NUMBER: _builtins.int
+    CIRCUIT_BREAKER_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Name used in ProviderChoice.provider."""
     version: _builtins.str
@@ -181,6 +182,10 @@ class ProviderInfo(_message.Message):
     def cost(self) -> Global___CostModel:
         """What it charges."""
 
+    @_builtins.property
+    def circuit_breaker(self) -> _common_pb2.CircuitBreaker:
+        """Its circuit breaker; an open one makes the router skip it until reprobe_at."""
+
     def __init__(
         self,
         *,
@@ -199,10 +204,11 @@ class ProviderInfo(_message.Message):
         health_detail: _builtins.str = ...,
         quality_rank: _builtins.int = ...,
         recent_latency_ms: _builtins.int = ...,
+        circuit_breaker: _common_pb2.CircuitBreaker | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["circuit_breaker", b"circuit_breaker", "cost", b"cost"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "description", b"description", "health", b"health", "health_detail", b"health_detail", "max_pixels", b"max_pixels", "models", b"models", "name", b"name", "operations", b"operations", "quality_rank", b"quality_rank", "recent_latency_ms", b"recent_latency_ms", "remote", b"remote", "supports_mask", b"supports_mask", "supports_outpaint", b"supports_outpaint", "upscale_factors", b"upscale_factors", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit_breaker", b"circuit_breaker", "cost", b"cost", "description", b"description", "health", b"health", "health_detail", b"health_detail", "max_pixels", b"max_pixels", "models", b"models", "name", b"name", "operations", b"operations", "quality_rank", b"quality_rank", "recent_latency_ms", b"recent_latency_ms", "remote", b"remote", "supports_mask", b"supports_mask", "supports_outpaint", b"supports_outpaint", "upscale_factors", b"upscale_factors", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

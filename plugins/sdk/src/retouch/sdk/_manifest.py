@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,10 @@ class Operation(enum.Enum):
     INPAINT = "inpaint"
     OUTPAINT = "outpaint"
     ENHANCE = "enhance"
+
+
+TASKS = ("inpaint", "outpaint", "enhance", "enhance.upscale", "enhance.denoise", "enhance.sharpen")
+"""What a request asks for: its operation, or for enhance its kind (``EditRequest.task``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +124,10 @@ class Manifest:
     """Relative quality among providers, higher is better; used by quality routing."""
     requests_per_minute: float | None = None
     """The upstream API's request limit, if it has one; the server keeps under it."""
+    task_models: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
+    """Models for a task where they differ from :attr:`models`, keyed by task
+    (``"enhance"``, or one kind: ``"enhance.upscale"``); the first is the default. The
+    server reports and passes these, so a job says which model really did the work."""
     sdk_api_version: int = SDK_API_VERSION
 
     def __post_init__(self) -> None:
@@ -137,6 +146,11 @@ class Manifest:
             problems.append("a provider that outpaints must set supports_outpaint")
         if self.requests_per_minute is not None and self.requests_per_minute <= 0:
             problems.append("requests_per_minute must be positive")
+        for task, task_models in self.task_models.items():
+            if task not in TASKS:
+                problems.append(f"task_models key {task!r} must be one of {', '.join(TASKS)}")
+            if not task_models or not all(task_models):
+                problems.append(f"task_models[{task!r}] must name at least one model")
         if any(factor < 2 for factor in self.upscale_factors):
             problems.append("upscale factors must be 2 or more")
         if problems:
@@ -145,6 +159,12 @@ class Manifest:
     @property
     def default_model(self) -> str:
         return self.models[0]
+
+    def models_for(self, task: str) -> tuple[str, ...]:
+        """The models offered for ``task`` (a request's ``task``): its own entry in
+        :attr:`task_models`, else its operation's, else :attr:`models`."""
+        operation = task.split(".", 1)[0]
+        return self.task_models.get(task) or self.task_models.get(operation) or self.models
 
     def can(self, operation: Operation) -> bool:
         return operation in self.operations

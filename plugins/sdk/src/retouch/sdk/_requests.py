@@ -41,6 +41,8 @@ class InpaintRequest:
     params: GenerationParams = field(default_factory=GenerationParams)
 
     operation = Operation.INPAINT
+    task = "inpaint"
+    """The key of :attr:`Manifest.task_models` this request's model comes from."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,7 @@ class OutpaintRequest:
     params: GenerationParams = field(default_factory=GenerationParams)
 
     operation = Operation.OUTPAINT
+    task = "outpaint"
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -101,6 +104,11 @@ class EnhanceRequest:
     strength: float = 0.5
 
     operation = Operation.ENHANCE
+
+    @property
+    def task(self) -> str:
+        """``"enhance.<kind>"``: enhance models may differ by kind."""
+        return f"enhance.{self.kind.value}"
 
     @property
     def output_size(self) -> tuple[int, int]:

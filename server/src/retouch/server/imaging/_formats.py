@@ -297,7 +297,7 @@ def _orientation(exif: bytes | None) -> int:
         value.load(exif)
         orientation = value.get(_EXIF_ORIENTATION, 1)
     # Metadata is advisory: a broken EXIF block must not cost the caller their image,
-    # and Pillow's TIFF reader reports one with any of these.
-    except (SyntaxError, ValueError, TypeError, KeyError, IndexError, OSError, struct.error):
+    # and Pillow's TIFF reader reports one with whatever exception it meets first.
+    except Exception:
         return 1
     return orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else 1

@@ -6,13 +6,18 @@ through OpenCV, which decoded a 1024x1024 photo faster than Pillow in our measur
 18.7 ms). Pillow handles the rest: palettes, 1/2/4-bit gray, keyed (tRNS) transparency
 and CMYK JPEG. OpenCV is always asked for IMREAD_UNCHANGED, which never applies EXIF
 orientation, so the orientation read from the header is applied exactly once, here.
+
+The bytes are untrusted, and decoders fail on them in ways they do not document
+(Pillow asserts on a palette PNG whose PLTE comes after IDAT): any failure while
+reading a header or decoding is the bytes' fault, INVALID_ARGUMENT, never INTERNAL.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
-import struct
-import zlib
+import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import cv2
@@ -24,16 +29,22 @@ from retouch.server.errors import InvalidArgument
 
 from ._formats import Header, check_size, read_header
 
+log = logging.getLogger("retouch.server.imaging")
+
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
-_PILLOW_ERRORS = (
-    OSError,
-    SyntaxError,
-    ValueError,
-    EOFError,
-    IndexError,
-    struct.error,
-    zlib.error,
-)
+
+
+@contextlib.contextmanager
+def untrusted(field: str, what: str) -> Iterator[None]:
+    """Turn any failure of the code inside into INVALID_ARGUMENT naming ``field``:
+    "the ``what`` data is truncated or corrupt". Our own refusals pass through."""
+    try:
+        yield
+    except (InvalidArgument, MemoryError):
+        raise
+    except Exception as exc:
+        log.debug("refused %s data for %s: %r", what, field, exc)
+        raise InvalidArgument(field, f"the {what} data is truncated or corrupt") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,17 +102,19 @@ def decode_image(data: bytes, *, field: str, max_pixels: int) -> DecodedImage:
 
 def inspect_image(data: bytes, *, field: str, max_pixels: int) -> Header:
     """Read and check the header: an accepted format, not empty, within ``max_pixels``."""
-    header = read_header(data, field=field)
+    with untrusted(field, "image"):
+        header = read_header(data, field=field)
     check_size(header, field=field, max_pixels=max_pixels)
     return header
 
 
 def decode_planes(data: bytes, header: Header, *, field: str) -> Planes:
     """Decode checked ``data`` to upright gray-or-RGB plus alpha (``None`` when opaque)."""
-    if header.needs_pillow:
-        color, alpha = _decode_with_pillow(data, header, field)
-    else:
-        color, alpha = _decode_with_opencv(data, header, field)
+    with untrusted(field, header.format):
+        if header.needs_pillow:
+            color, alpha = _decode_with_pillow(data, header, field)
+        else:
+            color, alpha = _decode_with_opencv(data, header, field)
     if alpha is not None and bool(alpha.min() == 255):
         alpha = None
     if header.orientation != 1:
@@ -152,8 +165,6 @@ def _decode_with_pillow(
             f"the image is {header.width}x{header.height} = {header.pixels:,} pixels, "
             f"more than this pixel layout can be decoded at; convert it to 8-bit RGB",
         ) from None
-    except _PILLOW_ERRORS:
-        raise InvalidArgument(field, f"the {header.format} data is truncated or corrupt") from None
 
 
 def _planes_from_pillow(

@@ -47,11 +47,13 @@ class PreparedMask:
 @dataclass(frozen=True, slots=True)
 class MaskLevels:
     """A decoded mask file: its 0..255 ``levels`` (255 = replace), whether they came
-    from its alpha channel, and whether the file was stored upright (no EXIF turn)."""
+    from its alpha channel, whether the file was stored upright (no EXIF turn), and
+    its container format."""
 
     levels: NDArray[np.uint8]
     from_alpha: bool
     upright: bool
+    format: str
 
     def forwardable(self, binary: NDArray[np.uint8]) -> bool:
         """Whether the file itself says exactly ``binary`` in the white-replaces
@@ -87,11 +89,11 @@ def decode_mask_levels(
     planes = decode_planes(data, header, field=field)
     upright = header.orientation <= 1
     if planes.alpha is not None:
-        return MaskLevels(mask_from_alpha(planes.alpha), True, upright)
+        return MaskLevels(mask_from_alpha(planes.alpha), True, upright, header.format)
     if planes.color.ndim == 2:
-        return MaskLevels(planes.color, False, upright)
+        return MaskLevels(planes.color, False, upright, header.format)
     gray = np.asarray(cv2.cvtColor(planes.color, cv2.COLOR_RGB2GRAY), dtype=np.uint8)
-    return MaskLevels(gray, False, upright)
+    return MaskLevels(gray, False, upright, header.format)
 
 
 def mask_from_alpha(alpha: NDArray[np.uint8]) -> NDArray[np.uint8]:

@@ -1,4 +1,5 @@
-"""A running job's events, fanned out to every stream that follows it."""
+"""A job running in this process: its events recorded as they happen and fanned out to
+every stream here that follows it."""
 
 from __future__ import annotations
 
@@ -9,18 +10,23 @@ from google.rpc import status_pb2
 
 from retouch.v1 import image_edit_pb2 as pb
 
+from ..convert import job_event
 from ..errors import RetouchError
+from .events import JobEventData
+from .store import JobStore
 
 
 class LiveJob:
     """Events of a job that runs in this process.
 
-    Followers replay what happened so far and then wait for more; a follower that
-    attaches late or reads slowly never blocks the job, since events are kept in a list
-    rather than pushed into per-follower queues.
+    Each event is written to the store before anyone here sees it, so a follower on
+    another replica (or after a restart) reads the same sequence. Followers here replay
+    what happened so far and then wait for more: the events are one shared list and each
+    follower keeps only its index into it, so a follower that attaches late or reads
+    slowly holds no buffer of its own and never blocks the job.
     """
 
-    def __init__(self, job_id: str, owner: str) -> None:
+    def __init__(self, job_id: str, owner: str, store: JobStore) -> None:
         self.job_id = job_id
         self.owner = owner
         self.events: list[pb.JobEvent] = []
@@ -28,6 +34,9 @@ class LiveJob:
         self.inline_data: bytes | None = None
         self.task: asyncio.Task[None] | None = None
         self.cancel_reason: RetouchError | None = None
+        self.followers = 0
+        """Streams following the job here now."""
+        self._store = store
         self._changed = asyncio.Event()
 
     @property
@@ -38,9 +47,11 @@ class LiveJob:
     def last_seq(self) -> int:
         return len(self.events)
 
-    def publish(self, event: pb.JobEvent) -> None:
-        """Append an event (its ``seq`` must be the next one) and wake followers."""
-        self.events.append(event)
+    async def publish(self, event: JobEventData) -> None:
+        """Record the job's next event, then wake the followers here."""
+        message = job_event(self.job_id, self.last_seq + 1, event)
+        await self._store.append_events(self.job_id, [(message.seq, message.SerializeToString())])
+        self.events.append(message)
         self._wake()
 
     def finish(self, status: status_pb2.Status) -> None:
@@ -60,13 +71,27 @@ class LiveJob:
     async def follow(self, after_seq: int = 0) -> AsyncIterator[pb.JobEvent]:
         """Events with seq > ``after_seq``, live until the job finishes."""
         index = after_seq
+        self.followers += 1
+        self._wake()
+        try:
+            while True:
+                while index < len(self.events):
+                    yield self.events[index]
+                    index += 1
+                if self.finished:
+                    return
+                changed = self._changed
+                await changed.wait()
+        finally:
+            self.followers -= 1
+            self._wake()
+
+    async def wait_for_followers(self, count: int) -> None:
+        """Wait until exactly ``count`` streams follow the job here."""
         while True:
-            while index < len(self.events):
-                yield self.events[index]
-                index += 1
-            if self.finished:
-                return
             changed = self._changed
+            if self.followers == count:
+                return
             await changed.wait()
 
     async def wait_finished(self) -> status_pb2.Status:

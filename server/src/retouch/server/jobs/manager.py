@@ -1,8 +1,9 @@
-"""Jobs from submission to a terminal state: idempotency, admission, fan-out, recovery.
+"""The jobs of this replica: idempotent submission, the tasks that run jobs, the streams
+that follow them, cancellation and recovery.
 
-Every job ends SUCCEEDED, FAILED or CANCELLED — including jobs whose client went away,
-whose deadline passed, whose provider failed, and jobs that were running when the
-server stopped (failed, and refunded, at the next start by :meth:`JobManager.recover`).
+A job runs in its own task, not in the call that started it: a stream only follows it,
+so a dropped connection or a client that stops reading leaves the job running until it
+ends or its deadline passes. Every job ends SUCCEEDED, FAILED or CANCELLED.
 """
 
 from __future__ import annotations
@@ -10,186 +11,108 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
-
-from google.rpc import status_pb2
 
 from retouch.v1 import image_edit_pb2 as pb
 
 from ..auth import Caller
 from ..clock import Clock
-from ..edits import PreparedEdit
 from ..errors import Cancelled, InvalidArgument, NotFound, RetouchError, Unavailable
-from ..ids import new_id
-from ..policy import Plan, Policy
-from ..policy.upstream import UpstreamLimits
-from ..routing import ALLOW_ALL, Route, RoutePolicy, Router
-from ..storage import ObjectStore
-from ..telemetry import stage
 from .live import LiveJob
-from .records import JobRecord, JobState
-from .runner import OK, Admission, JobEnded, JobRunner, terminal
-from .store import DuplicateRequest, JobStore
+from .records import JobRecord
+from .settle import JobEnded, Settlement, recorded_status, terminal
+from .store import JobStore
 
 log = logging.getLogger(__name__)
 
-ORPHAN_GRACE_S = 60.0
-"""Age after which a reservation with no job record is treated as orphaned."""
 
+@dataclass(slots=True)
+class Claim:
+    """A caller's hold on a request_id while its job is being admitted."""
 
-@dataclass(frozen=True, slots=True)
-class Submission:
-    """An edit request as the manager sees it."""
-
-    caller: Caller
-    request_id: str
-    fingerprint: str
-    prepare: Callable[[], Awaitable[PreparedEdit]]
-    """Validates, admits (plan caps, token buckets) and decodes the edit."""
-    plan: Plan | None = None
-    timeout: float | None = None
-    """Seconds until the caller's deadline, if it set one."""
+    job_id: str = ""
+    """The job that the request_id names: an earlier call's, or the one started now."""
 
 
 class JobManager:
-    """Starts jobs, runs them to a terminal state, and lets streams follow them."""
+    """Starts jobs in their own tasks, lets streams follow them, and cancels them."""
 
-    def __init__(
-        self,
-        store: JobStore,
-        objects: ObjectStore,
-        router: Router,
-        clock: Clock,
-        *,
-        policy: Policy | None = None,
-        upstream: UpstreamLimits | None = None,
-    ) -> None:
+    def __init__(self, store: JobStore, settlement: Settlement, clock: Clock) -> None:
         self._store = store
-        self._router = router
+        self._settlement = settlement
         self._clock = clock
-        self._policy = policy
-        self._upstream = upstream
-        self._runner = JobRunner(
-            store=store,
-            objects=objects,
-            clock=clock,
-            ledger=policy.ledger if policy else None,
-            upstream=upstream,
-            latency=router.latency,
-        )
         self._live: dict[str, LiveJob] = {}
         self._pending: dict[tuple[str, str], tuple[str, asyncio.Future[str]]] = {}
         self.closing = False
 
     # -- submission ------------------------------------------------------------------
 
-    async def submit(self, submission: Submission) -> str:
-        """Start the job, or return the job an earlier call with the same request_id made.
+    @contextlib.asynccontextmanager
+    async def claim(
+        self, caller: Caller, request_id: str, fingerprint: str
+    ) -> AsyncIterator[Claim]:
+        """Hold ``request_id`` while a job is admitted under it.
 
-        Concurrent duplicates wait for the first call's admission instead of racing it,
-        so they never decode, reserve or charge twice.
+        The claim names the existing job when an earlier call used the request_id;
+        otherwise the body admits a new job and sets ``claim.job_id``. Concurrent
+        duplicates here wait for the first call's admission instead of racing it, so
+        they never decode, reserve or charge twice.
         """
-        caller, request_id = submission.caller, submission.request_id
+        claim = Claim()
         if not request_id:
-            return await self._start(submission)
+            yield claim
+            return
         key = (caller.owner, request_id)
         while True:
             pending = self._pending.get(key)
             if pending is not None:
-                fingerprint, first = pending
-                _same_request(fingerprint, submission.fingerprint)
-                with contextlib.suppress(Exception):
-                    return await asyncio.shield(first)
-                continue  # the first call was refused; this one decides for itself
+                recorded, first = pending
+                same_request(recorded, fingerprint)
+                try:
+                    claim.job_id = await asyncio.shield(first)
+                except Exception:
+                    continue  # the first call was refused; this one decides for itself
+                yield claim
+                return
             existing = await self._store.find_by_request(caller.owner, request_id)
             if existing is not None:
-                _same_request(existing.fingerprint, submission.fingerprint)
-                return existing.job_id
+                same_request(existing.fingerprint, fingerprint)
+                claim.job_id = existing.job_id
+                yield claim
+                return
             break
         started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._pending[key] = (submission.fingerprint, started)
+        self._pending[key] = (fingerprint, started)
         try:
-            job_id = await self._start(submission)
+            yield claim
         except BaseException as exc:
             started.set_exception(exc if isinstance(exc, Exception) else Cancelled("cancelled"))
             started.exception()  # retrieved here; waiters retry on their own
             raise
         else:
-            started.set_result(job_id)
-            return job_id
+            started.set_result(claim.job_id)
         finally:
             del self._pending[key]
 
-    async def _start(self, submission: Submission) -> str:
-        if self.closing:
-            raise Unavailable("the server is shutting down; retry on another replica or later")
-        prepared = await submission.prepare()
-        caller, plan = submission.caller, submission.plan
-        with stage("routing"):
-            route = await self.route(prepared, plan)
-        first = route.candidates[0]
-        now = self._clock.now()
-        record = JobRecord(
-            job_id=new_id("job", self._clock),
-            owner=caller.owner,
-            subject=caller.subject,
-            request_id=submission.request_id,
-            fingerprint=submission.fingerprint,
-            operation=prepared.operation.value,
-            state=JobState.RUNNING,
-            provider=first.name,
-            model=first.model,
-            seed=prepared.seed,
-            created_at=now,
-            updated_at=now,
-        )
-        balance = None
-        if self._policy is not None and plan is not None:
-            with stage("policy.reserve"):
-                balance = await self._policy.reserve(record.job_id, caller, plan, first.price)
-        try:
-            await self._store.create_job(record)
-        except BaseException as exc:
-            await self._release(record.job_id, "job not created")
-            if isinstance(exc, DuplicateRequest):
-                _same_request(exc.existing.fingerprint, submission.fingerprint)
-                return exc.existing.job_id
-            raise
-        live = LiveJob(record.job_id, record.owner)
-        self._live[record.job_id] = live
-        admission = Admission(record, prepared, route, plan, balance, submission.timeout)
-        live.task = asyncio.create_task(self._run(live, admission), name=f"job {record.job_id}")
-        return record.job_id
+    def track(self, job: JobRecord) -> LiveJob:
+        """The live state of a job that is about to run here."""
+        live = LiveJob(job.job_id, job.owner, self._store)
+        self._live[job.job_id] = live
+        return live
 
-    async def _run(self, live: LiveJob, admission: Admission) -> None:
+    def launch(self, live: LiveJob, work: Coroutine[object, object, None]) -> None:
+        """Run the job's ``work`` in its own task, apart from the call that started it."""
+        live.task = asyncio.create_task(self._run(live, work), name=f"job {live.job_id}")
+
+    async def _run(self, live: LiveJob, work: Coroutine[object, object, None]) -> None:
         try:
-            await self._runner.run(live, admission)
+            await work
         finally:
             self._live.pop(live.job_id, None)
 
-    async def route(self, prepared: PreparedEdit, plan: Plan | None) -> Route:
-        """The router's decision for an edit under ``plan``; raises when none may take it."""
-        return self._router.route(
-            prepared.route,
-            prepared.output_size,
-            await self._route_policy(plan, prepared.output_size),
-        )
-
-    async def _route_policy(self, plan: Plan | None, output_size: tuple[int, int]) -> RoutePolicy:
-        policy = self._policy
-        if policy is None or plan is None:
-            return ALLOW_ALL
-        waits = await self._upstream.waits() if self._upstream else {}
-        return RoutePolicy(
-            exclusion=lambda manifest: policy.exclusion(plan, manifest),
-            price=lambda cost: policy.price(plan, cost, output_size),
-            upstream_wait=lambda name: waits.get(name, 0.0),
-        )
-
-    async def _release(self, job_id: str, note: str) -> None:
-        if self._policy is not None:
-            await self._policy.ledger.release(job_id, now=self._clock.now(), note=note)
+    def live_job(self, job_id: str) -> LiveJob | None:
+        return self._live.get(job_id)
 
     # -- following -------------------------------------------------------------------
 
@@ -215,20 +138,17 @@ class JobManager:
                 )
             for payload in await self._store.events_after(job_id, after_seq):
                 yield pb.JobEvent.FromString(payload)
-            status = (
-                status_pb2.Status.FromString(record.final_status) if record.final_status else OK
-            )
+            status = recorded_status(record)
         if status.code != 0:
             raise JobEnded(status)
-
-    def live_job(self, job_id: str) -> LiveJob | None:
-        return self._live.get(job_id)
 
     async def get(self, job_id: str, caller: Caller) -> JobRecord:
         record = await self._store.get_job(job_id) if job_id else None
         if record is None or record.owner != caller.owner:
             raise NotFound(f"job {job_id!r} not found")
         return record
+
+    # -- cancelling ------------------------------------------------------------------
 
     async def cancel(
         self, job_id: str, caller: Caller, reason: RetouchError | None = None
@@ -243,7 +163,7 @@ class JobManager:
         return record
 
     def abandon(self, job_id: str, reason: RetouchError) -> None:
-        """The stream that started the job went away: stop the job."""
+        """A stream that asked for ``cancel_on_disconnect`` went away: stop the job."""
         live = self._live.get(job_id)
         if live is not None:
             live.cancel(reason)
@@ -267,32 +187,12 @@ class JobManager:
         await self.settle_orphans(grace_s=0.0)
         return count
 
-    async def settle_orphans(self, grace_s: float = ORPHAN_GRACE_S) -> int:
-        """Settle held reservations whose job is not running here: charge succeeded jobs,
-        refund the rest. Covers a crash between a job's end and its settlement."""
-        if self._policy is None:
-            return 0
-        ledger = self._policy.ledger
-        now = self._clock.now()
-        settled = 0
-        for reservation in await ledger.held_reservations():
-            if reservation.job_id in self._live:
-                continue
-            record = await self._store.get_job(reservation.job_id)
-            if record is None:
-                if now - reservation.created_at < grace_s:
-                    continue
-                await ledger.release(reservation.job_id, now=now, note="orphaned reservation")
-            elif record.state is JobState.SUCCEEDED:
-                await ledger.commit(reservation.job_id, record.cost_credits, now=now)
-            elif record.state.terminal:
-                await ledger.release(reservation.job_id, now=now, note=record.error_code)
-            else:
-                continue
-            settled += 1
-        if settled:
-            log.warning("settled %d orphaned reservation(s)", settled)
-        return settled
+    async def settle_orphans(self, grace_s: float | None = None) -> int:
+        """Settle reservations whose job is not running here (see :class:`Settlement`)."""
+        running_here = set(self._live)
+        if grace_s is None:
+            return await self._settlement.settle_orphans(running_here)
+        return await self._settlement.settle_orphans(running_here, grace_s)
 
     async def shutdown(self, grace: float) -> None:
         """Let running jobs finish for ``grace`` seconds, then fail the rest."""
@@ -310,7 +210,8 @@ class JobManager:
             await asyncio.wait(remaining, timeout=5.0)
 
 
-def _same_request(recorded: str, fingerprint: str) -> None:
+def same_request(recorded: str, fingerprint: str) -> None:
+    """Refuse a request_id reused for a different request."""
     if recorded != fingerprint:
         raise InvalidArgument(
             "request_id",
@@ -319,4 +220,4 @@ def _same_request(recorded: str, fingerprint: str) -> None:
         )
 
 
-__all__ = ["JobEnded", "JobManager", "Submission"]
+__all__ = ["Claim", "JobEnded", "JobManager"]

@@ -1,6 +1,6 @@
 """Policy and money: plans, token buckets, the quota and credit ledger."""
 
-from .engine import EditIntent, Policy, PolicyGate
+from .engine import EditIntent, Policy, check_pixels
 from .ledger import Balance, Ledger, Reservation, SqliteLedger
 from .plans import DEFAULT_PLAN, Plan, PlanBook, PlanError
 from .ratelimit import AdaptiveRate, BucketSnapshot, Decision, MemoryRateLimiter, RateLimiter
@@ -18,8 +18,8 @@ __all__ = [
     "PlanBook",
     "PlanError",
     "Policy",
-    "PolicyGate",
     "RateLimiter",
     "Reservation",
     "SqliteLedger",
+    "check_pixels",
 ]

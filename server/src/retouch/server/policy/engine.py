@@ -107,15 +107,6 @@ class Policy:
     def now(self) -> float:
         return self._clock.now()
 
-    def check_pixels(self, plan: Plan, width: int, height: int) -> None:
-        if width * height > plan.max_pixels:
-            raise _denied(
-                plan,
-                "PLAN_MAX_PIXELS",
-                f"a {width}x{height} image ({width * height} pixels)",
-                str(plan.max_pixels),
-            )
-
     def exclusion(self, plan: Plan, manifest: Manifest) -> str | None:
         """Why ``plan`` in this environment may not use a provider, or None."""
         paid = manifest.remote and (
@@ -194,6 +185,17 @@ class Policy:
             )
 
 
+def check_pixels(plan: Plan, width: int, height: int) -> None:
+    """Refuse an input larger than the plan allows (PERMISSION_DENIED)."""
+    if width * height > plan.max_pixels:
+        raise _denied(
+            plan,
+            "PLAN_MAX_PIXELS",
+            f"a {width}x{height} image ({width * height} pixels)",
+            str(plan.max_pixels),
+        )
+
+
 def plan_allows(plan: Plan, provider: str) -> bool:
     return plan.allowed_providers is None or provider in plan.allowed_providers
 
@@ -204,19 +206,3 @@ def _denied(plan: Plan, reason: str, asked: str, limit: str) -> PermissionDenied
         reason=reason,
         metadata={"plan": plan.name, "limit": limit},
     )
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyGate:
-    """The policy's checks bound to one caller and plan, for an edit's preparation."""
-
-    policy: Policy
-    caller: Caller
-    plan: Plan
-    dry_run: bool = False
-
-    async def admit(self, intent: EditIntent) -> None:
-        await self.policy.admit(self.caller, self.plan, intent, dry_run=self.dry_run)
-
-    def check_pixels(self, width: int, height: int) -> None:
-        self.policy.check_pixels(self.plan, width, height)

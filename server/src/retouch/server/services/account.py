@@ -11,23 +11,26 @@ from retouch.v1 import account_pb2_grpc
 
 from ..auth import Caller, current_caller, parse_subject
 from ..convert import routing_decision, timestamp
-from ..edits import EditPreparer, PreparedEdit
+from ..edits import EditMessage
 from ..errors import (
     InvalidArgument,
     PermissionDenied,
     ResourceExhausted,
     RetouchError,
     Unavailable,
+    echo,
     status_code_name,
 )
-from ..jobs.manager import JobManager
-from ..policy import Policy, PolicyGate
-from ..policy.upstream import UpstreamLimits
+from ..jobs.pipeline import EditPipeline
+from ..policy import Policy
 from .rpc import rpc
 
 Context = aio.ServicerContext[Any, Any]
 
 _REFUSALS = (PermissionDenied, ResourceExhausted, Unavailable)
+MAX_GRANT_CREDITS = 2**53
+"""The most one grant may add: far past any real grant, and small enough that balances
+stay exact in every client (JavaScript numbers) and far from 64-bit overflow."""
 
 
 class AccountService(account_pb2_grpc.AccountServicer):
@@ -37,14 +40,10 @@ class AccountService(account_pb2_grpc.AccountServicer):
         self,
         *,
         policy: Policy,
-        jobs: JobManager,
-        edits: EditPreparer,
-        upstream: UpstreamLimits,
+        pipeline: EditPipeline,
     ) -> None:
         self._policy = policy
-        self._jobs = jobs
-        self._edits = edits
-        self._upstream = upstream
+        self._pipeline = pipeline
 
     @rpc
     async def GetUsage(self, request: pb.GetUsageRequest, context: Context) -> pb.Usage:
@@ -76,23 +75,19 @@ class AccountService(account_pb2_grpc.AccountServicer):
 
     @rpc
     async def Quote(self, request: pb.QuoteRequest, context: Context) -> pb.QuoteResponse:
-        caller = current_caller()
-        plan = await self._policy.plan_for(caller)
-        gate = PolicyGate(self._policy, caller, plan, dry_run=True)
         kind = request.WhichOneof("edit")
         try:
-            prepared: PreparedEdit
+            edit: EditMessage
             if kind == "inpaint":
-                prepared = await self._edits.inpaint(request.inpaint, caller, gate)
+                edit = request.inpaint
             elif kind == "outpaint":
-                prepared = await self._edits.outpaint(request.outpaint, caller, gate)
+                edit = request.outpaint
             elif kind == "enhance":
-                prepared = await self._edits.enhance(request.enhance, caller, gate)
+                edit = request.enhance
             else:
                 raise InvalidArgument("edit", "set one of inpaint, outpaint or enhance")
-            route = await self._jobs.route(prepared, plan)
+            route = await self._pipeline.quote(edit, current_caller())
             first = route.candidates[0]
-            await self._policy.would_reserve(caller, plan, first.price)
         except _REFUSALS as refusal:
             return pb.QuoteResponse(allowed=False, refusal=_refusal(refusal))
         return pb.QuoteResponse(
@@ -109,7 +104,7 @@ class AccountService(account_pb2_grpc.AccountServicer):
         if self._policy.plan_named(request.plan) is None:
             raise InvalidArgument(
                 "plan",
-                f"unknown plan {request.plan!r}; configured plans: "
+                f"unknown plan {echo(request.plan)}; configured plans: "
                 f"{', '.join(self._policy.plan_names())}",
             )
         await self._policy.ledger.set_plan(caller.owner, request.plan, self._policy.now())
@@ -120,10 +115,10 @@ class AccountService(account_pb2_grpc.AccountServicer):
         self, request: pb.GrantCreditsRequest, context: Context
     ) -> pb.GrantCreditsResponse:
         caller = _acting_for(current_caller(), request.subject, admin_needed=True)
-        if request.credits <= 0:
-            raise InvalidArgument("credits", "credits to grant must be positive")
-        if len(request.request_id) > 128:
-            raise InvalidArgument("request_id", "request_id is longer than 128 characters")
+        if not 0 < request.credits <= MAX_GRANT_CREDITS:
+            raise InvalidArgument(
+                "credits", f"credits to grant must be 1..{MAX_GRANT_CREDITS} (2^53)"
+            )
         balance = await self._policy.ledger.grant(
             caller.owner,
             request.credits,
@@ -145,7 +140,7 @@ def _acting_for(caller: Caller, subject: str, *, admin_needed: bool) -> Caller:
         parsed = parse_subject(subject)
     except InvalidArgument:
         raise InvalidArgument(
-            "subject", f"subject {subject[:64]!r} is not valid: use 'user:<id>' or 'guest:<id>'"
+            "subject", f"subject {echo(subject)} is not valid: use 'user:<id>' or 'guest:<id>'"
         ) from None
     return Caller(tenant=caller.tenant, subject=parsed, admin=caller.admin)
 

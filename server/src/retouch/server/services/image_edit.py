@@ -2,33 +2,33 @@
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
-from google.protobuf.message import Message
 from grpc import aio
 
 from retouch.v1 import image_edit_pb2 as pb
 from retouch.v1 import image_edit_pb2_grpc
 
-from ..auth import Caller, current_caller
+from ..auth import current_caller
 from ..convert import JOB_STATES_FROM_PROTO, job, timestamp
-from ..edits import EditPreparer, Gate, OpenGate, PreparedEdit, off_loop
-from ..errors import Cancelled, DeadlineExceeded, InvalidArgument, NotFound
+from ..edits import EditMessage
+from ..errors import Cancelled, DeadlineExceeded, InvalidArgument, NotFound, echo
 from ..jobs import JobStore
 from ..jobs.live import LiveJob
-from ..jobs.manager import JobManager, Submission
-from ..policy import Policy, PolicyGate
+from ..jobs.manager import JobManager
+from ..jobs.pipeline import EditPipeline
 from ..storage import ObjectNotFound, ObjectStore
 from ..uploads import Uploads
-from .rpc import rpc
+from .rpc import edit_rpc, rpc
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
+MAX_SEQ = 2**63 - 1
+"""The largest sequence number the stores can compare with (a signed 64-bit integer);
+no job has that many events, so a larger ``after_seq`` means "none of the past ones"."""
 
 Context = aio.ServicerContext[Any, Any]
-EditMessage = pb.InpaintRequest | pb.OutpaintRequest | pb.EnhanceRequest
 
 
 class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
@@ -37,62 +37,48 @@ class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
     def __init__(
         self,
         *,
+        pipeline: EditPipeline,
         jobs: JobManager,
-        policy: Policy | None,
         store: JobStore,
         objects: ObjectStore,
-        edits: EditPreparer,
         uploads: Uploads,
         download_chunk_bytes: int,
     ) -> None:
+        self._pipeline = pipeline
         self._jobs = jobs
-        self._policy = policy
         self._store = store
         self._objects = objects
-        self._edits = edits
         self._uploads = uploads
         self._chunk = download_chunk_bytes
 
-    @rpc
+    @edit_rpc
     async def Inpaint(
         self, request: pb.InpaintRequest, context: Context
     ) -> AsyncIterator[pb.JobEvent]:
-        async for event in self._edit(request, context, self._edits.inpaint):
+        async for event in self._edit(request, context):
             yield event
 
-    @rpc
+    @edit_rpc
     async def Outpaint(
         self, request: pb.OutpaintRequest, context: Context
     ) -> AsyncIterator[pb.JobEvent]:
-        async for event in self._edit(request, context, self._edits.outpaint):
+        async for event in self._edit(request, context):
             yield event
 
-    @rpc
+    @edit_rpc
     async def Enhance(
         self, request: pb.EnhanceRequest, context: Context
     ) -> AsyncIterator[pb.JobEvent]:
-        async for event in self._edit(request, context, self._edits.enhance):
+        async for event in self._edit(request, context):
             yield event
 
-    async def _edit(
-        self,
-        request: EditMessage,
-        context: Context,
-        prepare: Callable[[Any, Caller, Gate], Awaitable[PreparedEdit]],
-    ) -> AsyncIterator[pb.JobEvent]:
+    async def _edit(self, request: EditMessage, context: Context) -> AsyncIterator[pb.JobEvent]:
+        """Start the job (or re-attach to it, by request_id) and follow it. The job runs
+        on when this stream ends first, unless the request asked otherwise."""
         caller = current_caller()
-        plan = await self._policy.plan_for(caller) if self._policy else None
-        gate: Gate = PolicyGate(self._policy, caller, plan) if self._policy and plan else OpenGate()
-        job_id = await self._jobs.submit(
-            Submission(
-                caller=caller,
-                request_id=request.request_id,
-                fingerprint=await _fingerprint(request) if request.request_id else "",
-                prepare=lambda: prepare(request, caller, gate),
-                plan=plan,
-                timeout=context.time_remaining(),
-            )
-        )
+        # No deadline reads as None at run time, whatever the stubs say.
+        time_left: float | None = context.time_remaining()
+        job_id = await self._pipeline.submit(request, caller, time_left=time_left)
         started_here = self._jobs.live_job(job_id)
         finished = False
         try:
@@ -102,15 +88,14 @@ class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
                 yield event
             finished = True
         finally:
-            if not finished and started_here is not None and not started_here.finished:
-                # No deadline reads as None at run time, whatever the stubs say.
+            if not finished and request.cancel_on_disconnect:
                 remaining: float | None = context.time_remaining()
                 expired = remaining is not None and remaining <= 0
                 self._jobs.abandon(
                     job_id,
                     DeadlineExceeded("the caller's deadline passed before the job finished")
                     if expired
-                    else Cancelled("the caller cancelled the call"),
+                    else Cancelled("the caller's stream ended and it asked to cancel then"),
                 )
 
     async def _with_inline_data(self, event: pb.JobEvent, live: LiveJob | None) -> pb.JobEvent:
@@ -173,7 +158,8 @@ class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
     async def WatchJob(
         self, request: pb.WatchJobRequest, context: Context
     ) -> AsyncIterator[pb.JobEvent]:
-        async for event in self._jobs.follow(request.job_id, current_caller(), request.after_seq):
+        after_seq = min(request.after_seq, MAX_SEQ)
+        async for event in self._jobs.follow(request.job_id, current_caller(), after_seq):
             yield event
 
     @rpc
@@ -183,7 +169,7 @@ class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
         caller = current_caller()
         result = await self._store.get_result(request.result_id) if request.result_id else None
         if result is None or result.owner != caller.owner:
-            raise NotFound(f"result {request.result_id!r} not found")
+            raise NotFound(f"result {echo(request.result_id)} not found")
         first = True
         try:
             async for data in self._objects.iter_chunks(result.object_key, self._chunk):
@@ -195,16 +181,7 @@ class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
                 else:
                     yield pb.Chunk(data=data)
         except ObjectNotFound:
-            raise NotFound(f"result {request.result_id!r} not found") from None
-
-
-async def _fingerprint(request: Message) -> str:
-    # Deterministic serialization makes equal requests hash equally, whatever order
-    # the client set fields in.
-    payload = request.SerializeToString(deterministic=True)
-    # Hashing runs about 8x faster per byte than decoding, which off_loop's size is
-    # calibrated for; a 1 MiB request still costs ~2 ms, too much for the event loop.
-    return await off_loop(lambda: hashlib.sha256(payload).hexdigest(), size=len(payload) // 8)
+            raise NotFound(f"result {echo(request.result_id)} not found") from None
 
 
 __all__ = ["ImageEditService"]

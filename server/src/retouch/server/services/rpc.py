@@ -12,6 +12,7 @@ from typing import Any, TypeVar, cast
 from grpc import aio
 
 from ..errors import Internal, RetouchError
+from ..request_checks import check_request
 
 log = logging.getLogger("retouch.server.rpc")
 
@@ -23,9 +24,21 @@ _UNEXPECTED = Internal(
 
 
 def rpc(method: F) -> F:
+    """Wrap a servicer method: see :func:`_wrap`; the request is checked first."""
+    return _wrap(method, check=True)
+
+
+def edit_rpc(method: F) -> F:
+    """Like :func:`rpc` for the edit methods, whose preparer runs the request checks
+    itself so that every bad field is reported at once."""
+    return _wrap(method, check=False)
+
+
+def _wrap(method: F, *, check: bool) -> F:
     """Wrap a servicer method (coroutine or async generator) so that a
     :class:`RetouchError` ends the call with its status and details, and an unexpected
-    exception ends it with a stable INTERNAL status after being logged."""
+    exception ends it with a stable INTERNAL status after being logged. The request is
+    checked first (:func:`~retouch.server.request_checks.check_request`)."""
     if inspect.isasyncgenfunction(method):
 
         @functools.wraps(method)
@@ -33,6 +46,8 @@ def rpc(method: F) -> F:
             self: Any, request: Any, context: aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
             try:
+                if check:
+                    check_request(request)
                 async for response in method(self, request, context):
                     yield response
             except RetouchError as error:
@@ -50,6 +65,8 @@ def rpc(method: F) -> F:
     @functools.wraps(method)
     async def unary(self: Any, request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
         try:
+            if check:
+                check_request(request)
             return await call(self, request, context)
         except RetouchError as error:
             await context.abort_with_status(error.to_status())

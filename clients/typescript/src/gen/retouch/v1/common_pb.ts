@@ -4,13 +4,15 @@
 
 import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file retouch/v1/common.proto.
  */
 export const file_retouch_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("ChdyZXRvdWNoL3YxL2NvbW1vbi5wcm90bxIKcmV0b3VjaC52MSJQCgpJbWFnZUlucHV0Eg4KBGRhdGEYASABKAxIABITCgl1cGxvYWRfaWQYAiABKAlIABITCglyZXN1bHRfaWQYAyABKAlIAEIICgZzb3VyY2UiWQoNT3V0cHV0T3B0aW9ucxInCgZmb3JtYXQYASABKA4yFy5yZXRvdWNoLnYxLkltYWdlRm9ybWF0Eg8KB3F1YWxpdHkYAiABKA0SDgoGaW5saW5lGAMgASgIIskBChBHZW5lcmF0aW9uUGFyYW1zEg4KBnByb21wdBgBIAEoCRIXCg9uZWdhdGl2ZV9wcm9tcHQYAiABKAkSFQoIc3RyZW5ndGgYAyABKAJIAIgBARIbCg5ndWlkYW5jZV9zY2FsZRgEIAEoAkgBiAEBEhIKBXN0ZXBzGAUgASgNSAKIAQESEQoEc2VlZBgGIAEoBEgDiAEBQgsKCV9zdHJlbmd0aEIRCg9fZ3VpZGFuY2Vfc2NhbGVCCAoGX3N0ZXBzQgcKBV9zZWVkIpIBCg5Qcm92aWRlckNob2ljZRIQCghwcm92aWRlchgBIAEoCRINCgVtb2RlbBgCIAEoCRIrCgZwcmVmZXIYAyABKA4yGy5yZXRvdWNoLnYxLlJvdXRlUHJlZmVyZW5jZRIdChBtYXhfY29zdF9jcmVkaXRzGAQgASgDSACIAQFCEwoRX21heF9jb3N0X2NyZWRpdHMiNAoQRXhjbHVkZWRQcm92aWRlchIQCghwcm92aWRlchgBIAEoCRIOCgZyZWFzb24YAiABKAkikgEKD1JvdXRpbmdEZWNpc2lvbhIOCgZjaG9zZW4YASABKAkSEgoKY2FuZGlkYXRlcxgCIAMoCRIuCghleGNsdWRlZBgDIAMoCzIcLnJldG91Y2gudjEuRXhjbHVkZWRQcm92aWRlchIrCgZwcmVmZXIYBCABKA4yGy5yZXRvdWNoLnYxLlJvdXRlUHJlZmVyZW5jZSJ9CglJbWFnZUluZm8SDQoFd2lkdGgYASABKA0SDgoGaGVpZ2h0GAIgASgNEicKBmZvcm1hdBgDIAEoDjIXLnJldG91Y2gudjEuSW1hZ2VGb3JtYXQSEgoKc2l6ZV9ieXRlcxgEIAEoBBIUCgxjb250ZW50X3R5cGUYBSABKAkqbAoJT3BlcmF0aW9uEhkKFU9QRVJBVElPTl9VTlNQRUNJRklFRBAAEhUKEU9QRVJBVElPTl9JTlBBSU5UEAESFgoST1BFUkFUSU9OX09VVFBBSU5UEAISFQoRT1BFUkFUSU9OX0VOSEFOQ0UQAypvCgtJbWFnZUZvcm1hdBIcChhJTUFHRV9GT1JNQVRfVU5TUEVDSUZJRUQQABIUChBJTUFHRV9GT1JNQVRfUE5HEAESFQoRSU1BR0VfRk9STUFUX0pQRUcQAhIVChFJTUFHRV9GT1JNQVRfV0VCUBADKogBCg9Sb3V0ZVByZWZlcmVuY2USIAocUk9VVEVfUFJFRkVSRU5DRV9VTlNQRUNJRklFRBAAEhkKFVJPVVRFX1BSRUZFUkVOQ0VfQ09TVBABEhoKFlJPVVRFX1BSRUZFUkVOQ0VfU1BFRUQQAhIcChhST1VURV9QUkVGRVJFTkNFX1FVQUxJVFkQA2IGcHJvdG8z");
+  fileDesc("ChdyZXRvdWNoL3YxL2NvbW1vbi5wcm90bxIKcmV0b3VjaC52MSJQCgpJbWFnZUlucHV0Eg4KBGRhdGEYASABKAxIABITCgl1cGxvYWRfaWQYAiABKAlIABITCglyZXN1bHRfaWQYAyABKAlIAEIICgZzb3VyY2UiWQoNT3V0cHV0T3B0aW9ucxInCgZmb3JtYXQYASABKA4yFy5yZXRvdWNoLnYxLkltYWdlRm9ybWF0Eg8KB3F1YWxpdHkYAiABKA0SDgoGaW5saW5lGAMgASgIIskBChBHZW5lcmF0aW9uUGFyYW1zEg4KBnByb21wdBgBIAEoCRIXCg9uZWdhdGl2ZV9wcm9tcHQYAiABKAkSFQoIc3RyZW5ndGgYAyABKAJIAIgBARIbCg5ndWlkYW5jZV9zY2FsZRgEIAEoAkgBiAEBEhIKBXN0ZXBzGAUgASgNSAKIAQESEQoEc2VlZBgGIAEoBEgDiAEBQgsKCV9zdHJlbmd0aEIRCg9fZ3VpZGFuY2Vfc2NhbGVCCAoGX3N0ZXBzQgcKBV9zZWVkIpIBCg5Qcm92aWRlckNob2ljZRIQCghwcm92aWRlchgBIAEoCRINCgVtb2RlbBgCIAEoCRIrCgZwcmVmZXIYAyABKA4yGy5yZXRvdWNoLnYxLlJvdXRlUHJlZmVyZW5jZRIdChBtYXhfY29zdF9jcmVkaXRzGAQgASgDSACIAQFCEwoRX21heF9jb3N0X2NyZWRpdHMiNAoQRXhjbHVkZWRQcm92aWRlchIQCghwcm92aWRlchgBIAEoCRIOCgZyZWFzb24YAiABKAki3QEKD1JvdXRpbmdEZWNpc2lvbhIOCgZjaG9zZW4YASABKAkSEgoKY2FuZGlkYXRlcxgCIAMoCRIuCghleGNsdWRlZBgDIAMoCzIcLnJldG91Y2gudjEuRXhjbHVkZWRQcm92aWRlchIrCgZwcmVmZXIYBCABKA4yGy5yZXRvdWNoLnYxLlJvdXRlUHJlZmVyZW5jZRIMCgRydWxlGAUgASgJEg0KBW5vdGVzGAYgAygJEiwKCGJyZWFrZXJzGAcgAygLMhoucmV0b3VjaC52MS5DaXJjdWl0QnJlYWtlciKlAQoOQ2lyY3VpdEJyZWFrZXISEAoIcHJvdmlkZXIYASABKAkSJwoFc3RhdGUYAiABKA4yGC5yZXRvdWNoLnYxLkNpcmN1aXRTdGF0ZRIuCgpyZXByb2JlX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9yZWNlbnRfZmFpbHVyZXMYBCABKA0SDwoHcHJvYmluZxgFIAEoCCJ9CglJbWFnZUluZm8SDQoFd2lkdGgYASABKA0SDgoGaGVpZ2h0GAIgASgNEicKBmZvcm1hdBgDIAEoDjIXLnJldG91Y2gudjEuSW1hZ2VGb3JtYXQSEgoKc2l6ZV9ieXRlcxgEIAEoBBIUCgxjb250ZW50X3R5cGUYBSABKAkqbAoJT3BlcmF0aW9uEhkKFU9QRVJBVElPTl9VTlNQRUNJRklFRBAAEhUKEU9QRVJBVElPTl9JTlBBSU5UEAESFgoST1BFUkFUSU9OX09VVFBBSU5UEAISFQoRT1BFUkFUSU9OX0VOSEFOQ0UQAypvCgtJbWFnZUZvcm1hdBIcChhJTUFHRV9GT1JNQVRfVU5TUEVDSUZJRUQQABIUChBJTUFHRV9GT1JNQVRfUE5HEAESFQoRSU1BR0VfRk9STUFUX0pQRUcQAhIVChFJTUFHRV9GT1JNQVRfV0VCUBADKogBCg9Sb3V0ZVByZWZlcmVuY2USIAocUk9VVEVfUFJFRkVSRU5DRV9VTlNQRUNJRklFRBAAEhkKFVJPVVRFX1BSRUZFUkVOQ0VfQ09TVBABEhoKFlJPVVRFX1BSRUZFUkVOQ0VfU1BFRUQQAhIcChhST1VURV9QUkVGRVJFTkNFX1FVQUxJVFkQAyp8CgxDaXJjdWl0U3RhdGUSHQoZQ0lSQ1VJVF9TVEFURV9VTlNQRUNJRklFRBAAEhgKFENJUkNVSVRfU1RBVEVfQ0xPU0VEEAESFgoSQ0lSQ1VJVF9TVEFURV9PUEVOEAISGwoXQ0lSQ1VJVF9TVEFURV9IQUxGX09QRU4QA2IGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * An image given to an edit. Exactly one source must be set.
@@ -252,11 +254,34 @@ export type RoutingDecision = Message<"retouch.v1.RoutingDecision"> & {
   excluded: ExcludedProvider[];
 
   /**
-   * The preference the ranking followed.
+   * The preference the ranking followed (the routing rule's, when one chose).
    *
    * @generated from field: retouch.v1.RoutePreference prefer = 4;
    */
   prefer: RoutePreference;
+
+  /**
+   * The configured routing rule that ordered the candidates; empty when the default
+   * routing did.
+   *
+   * @generated from field: string rule = 5;
+   */
+  rule: string;
+
+  /**
+   * How the routing rules were applied, for example that the matching rule had no
+   * eligible provider and the default routing chose.
+   *
+   * @generated from field: repeated string notes = 6;
+   */
+  notes: string[];
+
+  /**
+   * The circuit breaker of each provider able to do the job, as the router saw it.
+   *
+   * @generated from field: repeated retouch.v1.CircuitBreaker breakers = 7;
+   */
+  breakers: CircuitBreaker[];
 };
 
 /**
@@ -265,6 +290,55 @@ export type RoutingDecision = Message<"retouch.v1.RoutingDecision"> & {
  */
 export const RoutingDecisionSchema: GenMessage<RoutingDecision> = /*@__PURE__*/
   messageDesc(file_retouch_v1_common, 5);
+
+/**
+ * A provider's circuit breaker, fed by the outcomes of its jobs.
+ *
+ * @generated from message retouch.v1.CircuitBreaker
+ */
+export type CircuitBreaker = Message<"retouch.v1.CircuitBreaker"> & {
+  /**
+   * The provider's name.
+   *
+   * @generated from field: string provider = 1;
+   */
+  provider: string;
+
+  /**
+   * Current state.
+   *
+   * @generated from field: retouch.v1.CircuitState state = 2;
+   */
+  state: CircuitState;
+
+  /**
+   * When an open breaker lets a probe job through; unset unless the state is OPEN.
+   *
+   * @generated from field: google.protobuf.Timestamp reprobe_at = 3;
+   */
+  reprobeAt?: Timestamp | undefined;
+
+  /**
+   * Provider-side failures counted in the breaker's current window.
+   *
+   * @generated from field: uint32 recent_failures = 4;
+   */
+  recentFailures: number;
+
+  /**
+   * Whether a half-open breaker's one probe job is running.
+   *
+   * @generated from field: bool probing = 5;
+   */
+  probing: boolean;
+};
+
+/**
+ * Describes the message retouch.v1.CircuitBreaker.
+ * Use `create(CircuitBreakerSchema)` to create a new message.
+ */
+export const CircuitBreakerSchema: GenMessage<CircuitBreaker> = /*@__PURE__*/
+  messageDesc(file_retouch_v1_common, 6);
 
 /**
  * Dimensions and encoding of a stored image.
@@ -313,7 +387,7 @@ export type ImageInfo = Message<"retouch.v1.ImageInfo"> & {
  * Use `create(ImageInfoSchema)` to create a new message.
  */
 export const ImageInfoSchema: GenMessage<ImageInfo> = /*@__PURE__*/
-  messageDesc(file_retouch_v1_common, 6);
+  messageDesc(file_retouch_v1_common, 7);
 
 /**
  * The operations a provider can perform.
@@ -437,4 +511,46 @@ export enum RoutePreference {
  */
 export const RoutePreferenceSchema: GenEnum<RoutePreference> = /*@__PURE__*/
   enumDesc(file_retouch_v1_common, 2);
+
+/**
+ * Where a provider's circuit breaker is in its cycle.
+ *
+ * @generated from enum retouch.v1.CircuitState
+ */
+export enum CircuitState {
+  /**
+   * Not reported.
+   *
+   * @generated from enum value: CIRCUIT_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Jobs flow to the provider; its provider-side failures are counted.
+   *
+   * @generated from enum value: CIRCUIT_STATE_CLOSED = 1;
+   */
+  CLOSED = 1,
+
+  /**
+   * Too many recent failures: the router skips the provider until reprobe_at.
+   *
+   * @generated from enum value: CIRCUIT_STATE_OPEN = 2;
+   */
+  OPEN = 2,
+
+  /**
+   * The cool-down is over: one probe job may run; its success closes the breaker,
+   * its failure opens it again.
+   *
+   * @generated from enum value: CIRCUIT_STATE_HALF_OPEN = 3;
+   */
+  HALF_OPEN = 3,
+}
+
+/**
+ * Describes the enum retouch.v1.CircuitState.
+ */
+export const CircuitStateSchema: GenEnum<CircuitState> = /*@__PURE__*/
+  enumDesc(file_retouch_v1_common, 3);
 

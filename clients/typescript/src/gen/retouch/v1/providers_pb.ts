@@ -4,7 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Operation } from "./common_pb.js";
+import type { CircuitBreaker, Operation } from "./common_pb.js";
 import { file_retouch_v1_common } from "./common_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file retouch/v1/providers.proto.
  */
 export const file_retouch_v1_providers: GenFile = /*@__PURE__*/
-  fileDesc("ChpyZXRvdWNoL3YxL3Byb3ZpZGVycy5wcm90bxIKcmV0b3VjaC52MSJAChRMaXN0UHJvdmlkZXJzUmVxdWVzdBIoCglvcGVyYXRpb24YASABKA4yFS5yZXRvdWNoLnYxLk9wZXJhdGlvbiJEChVMaXN0UHJvdmlkZXJzUmVzcG9uc2USKwoJcHJvdmlkZXJzGAEgAygLMhgucmV0b3VjaC52MS5Qcm92aWRlckluZm8iQwoJQ29zdE1vZGVsEhcKD2NyZWRpdHNfcGVyX2pvYhgBIAEoAxIdChVjcmVkaXRzX3Blcl9tZWdhcGl4ZWwYAiABKAMihQMKDFByb3ZpZGVySW5mbxIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSEwoLZGVzY3JpcHRpb24YAyABKAkSKQoKb3BlcmF0aW9ucxgEIAMoDjIVLnJldG91Y2gudjEuT3BlcmF0aW9uEg4KBm1vZGVscxgFIAMoCRISCgptYXhfcGl4ZWxzGAYgASgEEhUKDXN1cHBvcnRzX21hc2sYByABKAgSGQoRc3VwcG9ydHNfb3V0cGFpbnQYCCABKAgSFwoPdXBzY2FsZV9mYWN0b3JzGAkgAygNEiMKBGNvc3QYCiABKAsyFS5yZXRvdWNoLnYxLkNvc3RNb2RlbBIOCgZyZW1vdGUYCyABKAgSKgoGaGVhbHRoGAwgASgOMhoucmV0b3VjaC52MS5Qcm92aWRlckhlYWx0aBIVCg1oZWFsdGhfZGV0YWlsGA0gASgJEhQKDHF1YWxpdHlfcmFuaxgOIAEoBRIZChFyZWNlbnRfbGF0ZW5jeV9tcxgPIAEoDSqNAQoOUHJvdmlkZXJIZWFsdGgSHwobUFJPVklERVJfSEVBTFRIX1VOU1BFQ0lGSUVEEAASGwoXUFJPVklERVJfSEVBTFRIX0hFQUxUSFkQARIcChhQUk9WSURFUl9IRUFMVEhfREVHUkFERUQQAhIfChtQUk9WSURFUl9IRUFMVEhfVU5BVkFJTEFCTEUQAzJhCglQcm92aWRlcnMSVAoNTGlzdFByb3ZpZGVycxIgLnJldG91Y2gudjEuTGlzdFByb3ZpZGVyc1JlcXVlc3QaIS5yZXRvdWNoLnYxLkxpc3RQcm92aWRlcnNSZXNwb25zZWIGcHJvdG8z", [file_retouch_v1_common]);
+  fileDesc("ChpyZXRvdWNoL3YxL3Byb3ZpZGVycy5wcm90bxIKcmV0b3VjaC52MSJAChRMaXN0UHJvdmlkZXJzUmVxdWVzdBIoCglvcGVyYXRpb24YASABKA4yFS5yZXRvdWNoLnYxLk9wZXJhdGlvbiJEChVMaXN0UHJvdmlkZXJzUmVzcG9uc2USKwoJcHJvdmlkZXJzGAEgAygLMhgucmV0b3VjaC52MS5Qcm92aWRlckluZm8iQwoJQ29zdE1vZGVsEhcKD2NyZWRpdHNfcGVyX2pvYhgBIAEoAxIdChVjcmVkaXRzX3Blcl9tZWdhcGl4ZWwYAiABKAMiugMKDFByb3ZpZGVySW5mbxIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSEwoLZGVzY3JpcHRpb24YAyABKAkSKQoKb3BlcmF0aW9ucxgEIAMoDjIVLnJldG91Y2gudjEuT3BlcmF0aW9uEg4KBm1vZGVscxgFIAMoCRISCgptYXhfcGl4ZWxzGAYgASgEEhUKDXN1cHBvcnRzX21hc2sYByABKAgSGQoRc3VwcG9ydHNfb3V0cGFpbnQYCCABKAgSFwoPdXBzY2FsZV9mYWN0b3JzGAkgAygNEiMKBGNvc3QYCiABKAsyFS5yZXRvdWNoLnYxLkNvc3RNb2RlbBIOCgZyZW1vdGUYCyABKAgSKgoGaGVhbHRoGAwgASgOMhoucmV0b3VjaC52MS5Qcm92aWRlckhlYWx0aBIVCg1oZWFsdGhfZGV0YWlsGA0gASgJEhQKDHF1YWxpdHlfcmFuaxgOIAEoBRIZChFyZWNlbnRfbGF0ZW5jeV9tcxgPIAEoDRIzCg9jaXJjdWl0X2JyZWFrZXIYECABKAsyGi5yZXRvdWNoLnYxLkNpcmN1aXRCcmVha2VyKo0BCg5Qcm92aWRlckhlYWx0aBIfChtQUk9WSURFUl9IRUFMVEhfVU5TUEVDSUZJRUQQABIbChdQUk9WSURFUl9IRUFMVEhfSEVBTFRIWRABEhwKGFBST1ZJREVSX0hFQUxUSF9ERUdSQURFRBACEh8KG1BST1ZJREVSX0hFQUxUSF9VTkFWQUlMQUJMRRADMmEKCVByb3ZpZGVycxJUCg1MaXN0UHJvdmlkZXJzEiAucmV0b3VjaC52MS5MaXN0UHJvdmlkZXJzUmVxdWVzdBohLnJldG91Y2gudjEuTGlzdFByb3ZpZGVyc1Jlc3BvbnNlYgZwcm90bzM", [file_retouch_v1_common]);
 
 /**
  * List providers.
@@ -195,6 +195,13 @@ export type ProviderInfo = Message<"retouch.v1.ProviderInfo"> & {
    * @generated from field: uint32 recent_latency_ms = 15;
    */
   recentLatencyMs: number;
+
+  /**
+   * Its circuit breaker; an open one makes the router skip it until reprobe_at.
+   *
+   * @generated from field: retouch.v1.CircuitBreaker circuit_breaker = 16;
+   */
+  circuitBreaker?: CircuitBreaker | undefined;
 };
 
 /**

@@ -34,6 +34,9 @@ MAX_PIXELS = 16_777_216
 """Largest input, and largest inpaint/outpaint output: 4096 x 4096."""
 MAX_UPSCALE_PIXELS = 67_108_864
 """Largest upscale output: 8192 x 8192, i.e. a 4096 x 4096 input doubled."""
+UPSCALE_MODEL = "lanczos4+unsharp"
+DENOISE_MODEL = "fast-nl-means"
+SHARPEN_MODEL = "unsharp-mask"
 
 
 def _version() -> str:
@@ -49,10 +52,16 @@ MANIFEST = Manifest(
     description=(
         "Classical CPU image editing with OpenCV: inpainting (Telea or Navier-Stokes), "
         "outpainting by mirroring into a smooth fill, Lanczos upscaling, non-local-means "
-        "denoising and unsharp-mask sharpening. Enhance ignores the model."
+        "denoising and unsharp-mask sharpening."
     ),
     operations=frozenset(Operation),
     models=tuple(METHODS),
+    # Enhance does not use the inpainting methods: name what each kind runs.
+    task_models={
+        "enhance.upscale": (UPSCALE_MODEL,),
+        "enhance.denoise": (DENOISE_MODEL,),
+        "enhance.sharpen": (SHARPEN_MODEL,),
+    },
     max_pixels=MAX_PIXELS,
     supports_mask=True,
     supports_outpaint=True,
@@ -109,10 +118,11 @@ class OpenCVProvider:
     def _plan(self, request: EditRequest) -> Work:
         """Validate ``request`` and return the blocking work that carries it out."""
         MANIFEST.check_image(request.image)
-        if request.model not in MANIFEST.models:
+        models = MANIFEST.models_for(request.task)
+        if request.model not in models:
             raise ProviderRejected(
                 f"unknown model {request.model!r}; the opencv provider offers "
-                f"{', '.join(MANIFEST.models)}",
+                f"{', '.join(models)} for {request.task}",
                 field="model",
             )
         radius = self._config.inpaint_radius
@@ -178,19 +188,19 @@ def _enhance_work(request: EnhanceRequest) -> Work:
 
         def upscale_work(reporter: ProgressReporter) -> Result:
             out = _enhance.upscale(image, scale, reporter=reporter)
-            return Result(out, {"algorithm": "lanczos4+unsharp"})
+            return Result(out, {"algorithm": UPSCALE_MODEL})
 
         return upscale_work
     if request.kind is EnhanceKind.DENOISE:
 
         def denoise_work(reporter: ProgressReporter) -> Result:
             out = _enhance.denoise(image, strength, reporter=reporter)
-            return Result(out, {"algorithm": "fast-nl-means"})
+            return Result(out, {"algorithm": DENOISE_MODEL})
 
         return denoise_work
 
     def sharpen_work(reporter: ProgressReporter) -> Result:
         out = _enhance.sharpen(image, strength, reporter=reporter)
-        return Result(out, {"algorithm": "unsharp-mask"})
+        return Result(out, {"algorithm": SHARPEN_MODEL})
 
     return sharpen_work

@@ -159,7 +159,7 @@ async def _check_inpaint(provider: Provider, contexts: ContextFactory) -> None:
         return
     image, mask = sample_image(), sample_mask()
     keep = mask == 0
-    for model in manifest.models:
+    for model in manifest.models_for("inpaint"):
         result = await _run_to_result(provider, contexts, InpaintRequest(image, mask, model, SEED))
         out = result.image
         assert out.shape == image.shape, (
@@ -179,7 +179,7 @@ async def _check_outpaint(provider: Provider, contexts: ContextFactory) -> None:
         return
     image = sample_image()
     height, width = image.shape[:2]
-    for model in manifest.models:
+    for model in manifest.models_for("outpaint"):
         for padding in OUTPAINT_PADDINGS:
             request = OutpaintRequest(image, padding, model, SEED)
             out = (await _run_to_result(provider, contexts, request)).image
@@ -203,7 +203,7 @@ async def _check_enhance(provider: Provider, contexts: ContextFactory) -> None:
         return
     image = sample_image()
     height, width = image.shape[:2]
-    model = manifest.default_model
+    model = manifest.models_for("enhance.upscale")[0]
     for factor in manifest.upscale_factors:
         request = EnhanceRequest(image, EnhanceKind.UPSCALE, model, SEED, scale=factor)
         out = (await _run_to_result(provider, contexts, request)).image
@@ -216,7 +216,8 @@ async def _check_enhance(provider: Provider, contexts: ContextFactory) -> None:
     )
     for kind in (EnhanceKind.DENOISE, EnhanceKind.SHARPEN):
         for strength in (0.0, 0.5, 1.0):
-            request = EnhanceRequest(image, kind, model, SEED, strength=strength)
+            task_model = manifest.models_for(f"enhance.{kind.value}")[0]
+            request = EnhanceRequest(image, kind, task_model, SEED, strength=strength)
             out = (await _run_to_result(provider, contexts, request)).image
             assert out.shape == image.shape, (
                 f"{kind.value} (strength {strength}) returned {out.shape}; it must keep the "
@@ -286,20 +287,25 @@ def _name(provider: Provider) -> str:
 
 
 def _default_requests(manifest: Manifest, model: str | None = None) -> list[EditRequest]:
-    """One ordinary request per declared operation."""
-    model = manifest.default_model if model is None else model
+    """One ordinary request per declared operation, with ``model`` or the task's default."""
+
+    def pick(task: str) -> str:
+        return manifest.models_for(task)[0] if model is None else model
+
     image = sample_image()
     requests: list[EditRequest] = []
     if manifest.can(Operation.INPAINT):
-        requests.append(InpaintRequest(image, sample_mask(), model, SEED))
+        requests.append(InpaintRequest(image, sample_mask(), pick("inpaint"), SEED))
     if manifest.can(Operation.OUTPAINT):
-        requests.append(OutpaintRequest(image, OUTPAINT_PADDINGS[0], model, SEED))
+        requests.append(OutpaintRequest(image, OUTPAINT_PADDINGS[0], pick("outpaint"), SEED))
     if manifest.can(Operation.ENHANCE):
         if manifest.upscale_factors:
             factor = manifest.upscale_factors[0]
-            requests.append(EnhanceRequest(image, EnhanceKind.UPSCALE, model, SEED, scale=factor))
+            upscale = pick("enhance.upscale")
+            requests.append(EnhanceRequest(image, EnhanceKind.UPSCALE, upscale, SEED, scale=factor))
         else:
-            requests.append(EnhanceRequest(image, EnhanceKind.SHARPEN, model, SEED))
+            sharpen = pick("enhance.sharpen")
+            requests.append(EnhanceRequest(image, EnhanceKind.SHARPEN, sharpen, SEED))
     return requests
 
 

@@ -163,9 +163,10 @@ class FakeProvider:
                 f"provider {manifest.name!r} does not {request.operation.value}",
                 field="operation",
             )
-        if request.model not in manifest.models:
+        if request.model not in manifest.models_for(request.task):
             raise ProviderRejected(
-                f"unknown model {request.model!r}; choose one of {', '.join(manifest.models)}",
+                f"unknown model {request.model!r}; choose one of "
+                f"{', '.join(manifest.models_for(request.task))}",
                 field="model",
             )
         height, width = request.image.shape[:2]

@@ -1,0 +1,75 @@
+"""The store stage: the provider's image finished, encoded and written to the object store."""
+
+from __future__ import annotations
+
+from ..clock import Clock
+from ..edits import PreparedEdit, keep_unedited, off_loop
+from ..ids import new_id
+from ..imaging import CONTENT_TYPES, encode_image
+from ..storage import ObjectStore
+from ..telemetry import stored_bytes
+from .events import Progressed
+from .live import LiveJob
+from .records import JobRecord, ResultRecord
+from .runner import PROVIDER_SHARE, ProviderOutcome
+from .store import JobStore
+
+SECONDS_PER_DAY = 86_400
+
+
+class ResultWriter:
+    """Writes results under ``results/<tenant>/<subject>/<job>.<ext>``."""
+
+    def __init__(self, store: JobStore, objects: ObjectStore, clock: Clock) -> None:
+        self._store = store
+        self._objects = objects
+        self._clock = clock
+
+    async def write(
+        self,
+        job: JobRecord,
+        edit: PreparedEdit,
+        outcome: ProviderOutcome,
+        live: LiveJob,
+        *,
+        retention_days: int,
+    ) -> ResultRecord:
+        """Store the result, readable at once; :meth:`make_durable` before charging."""
+        await live.publish(Progressed(PROVIDER_SHARE, "encode"))
+        output = edit.output
+
+        def finish_and_encode() -> bytes:
+            return encode_image(
+                keep_unedited(edit, outcome.result.image), output.format, output.quality
+            )
+
+        width, height = edit.output_size
+        data = await off_loop(finish_and_encode, size=width * height * 3 // 4)
+        tenant, subject = job.owner.split("/", 1)
+        extension = output.format.lower().replace("jpeg", "jpg")
+        key = f"results/{tenant}/{subject}/{job.job_id}.{extension}"
+        content_type = CONTENT_TYPES[output.format]
+        await self._objects.put(key, data, content_type=content_type, durable=False)
+        stored_bytes(len(data), output.format)
+        now = self._clock.now()
+        result = ResultRecord(
+            result_id=new_id("res", self._clock),
+            job_id=job.job_id,
+            owner=job.owner,
+            object_key=key,
+            content_type=content_type,
+            format=output.format,
+            width=width,
+            height=height,
+            size_bytes=len(data),
+            created_at=now,
+            expires_at=now + retention_days * SECONDS_PER_DAY if retention_days else 0.0,
+        )
+        await self._store.add_result(result)
+        live.inline_data = data
+        return result
+
+    async def make_durable(self, result: ResultRecord) -> None:
+        # Readable at once, durable before the job is charged: the caller sees Completed
+        # a disk flush sooner, and a crash in between fails and refunds the job.
+        await self._objects.sync(result.object_key)

@@ -1,0 +1,128 @@
+"""The settle stage: a job's terminal state recorded, then its money moved — the hold
+committed at the actual cost when it succeeded, released (refunded) otherwise."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import grpc
+from google.rpc import status_pb2
+from grpc_status import rpc_status
+
+from ..clock import Clock
+from ..errors import Cancelled, DeadlineExceeded, RetouchError, status_code_name
+from ..policy import Ledger
+from ..telemetry import job_finished
+from .records import JobRecord, JobState
+from .store import JobStore
+
+log = logging.getLogger(__name__)
+
+OK = status_pb2.Status(code=0)
+
+ORPHAN_GRACE_S = 60.0
+"""Age after which a reservation with no job record is treated as orphaned."""
+
+
+class JobEnded(RetouchError):
+    """A followed job ended without success; carries its recorded status."""
+
+    def __init__(self, status: status_pb2.Status) -> None:
+        super().__init__(status.message)
+        self.status = status
+        self.code = grpc.StatusCode.UNKNOWN
+
+    def to_status(self) -> grpc.Status:
+        return rpc_status.to_status(self.status)
+
+    def to_status_proto(self) -> status_pb2.Status:
+        return self.status
+
+
+def terminal(
+    record: JobRecord, error: RetouchError | None, now: float, last_seq: int
+) -> tuple[JobRecord, status_pb2.Status]:
+    """The record of a job that ended with ``error`` (None for success), and its status."""
+    if error is None:
+        return (
+            dataclasses.replace(
+                record, state=JobState.SUCCEEDED, updated_at=now, last_seq=last_seq
+            ),
+            OK,
+        )
+    status = error.to_status_proto()
+    cancelled = isinstance(error, Cancelled | DeadlineExceeded)
+    final = dataclasses.replace(
+        record,
+        state=JobState.CANCELLED if cancelled else JobState.FAILED,
+        updated_at=now,
+        last_seq=last_seq,
+        error_code=status_code_name(status.code),
+        error_message=status.message,
+        final_status=status.SerializeToString(),
+        cost_credits=0,
+    )
+    return final, status
+
+
+def recorded_status(record: JobRecord) -> status_pb2.Status:
+    """The status a finished job ended with."""
+    return status_pb2.Status.FromString(record.final_status) if record.final_status else OK
+
+
+class Settlement:
+    """Ends jobs: one terminal state, then one ledger move."""
+
+    def __init__(self, store: JobStore, ledger: Ledger, clock: Clock) -> None:
+        self._store = store
+        self._ledger = ledger
+        self._clock = clock
+
+    async def settle(
+        self, job: JobRecord, error: RetouchError | None, last_seq: int
+    ) -> status_pb2.Status:
+        """Record how ``job`` ended and charge or refund it; returns its final status.
+
+        A failure to record is logged, not raised: the sweeper settles the reservation
+        from the job's recorded state later.
+        """
+        final, status = terminal(job, error, self._clock.now(), last_seq)
+        job_finished(final)
+        try:
+            await self._store.update_job(final)
+            if error is None:
+                await self._ledger.commit(final.job_id, final.cost_credits, now=self._clock.now())
+            else:
+                await self._ledger.release(
+                    final.job_id, now=self._clock.now(), note=final.error_code
+                )
+        except Exception:
+            log.exception("job %s: recording its end failed", final.job_id)
+        return status
+
+    async def settle_orphans(
+        self, running_here: frozenset[str] | set[str], grace_s: float = ORPHAN_GRACE_S
+    ) -> int:
+        """Settle held reservations whose job is not running here: charge succeeded jobs,
+        refund the rest. Covers a crash between a job's end and its settlement."""
+        now = self._clock.now()
+        settled = 0
+        for reservation in await self._ledger.held_reservations():
+            if reservation.job_id in running_here:
+                continue
+            record = await self._store.get_job(reservation.job_id)
+            if record is None:
+                if now - reservation.created_at < grace_s:
+                    continue
+                await self._ledger.release(reservation.job_id, now=now, note="orphaned reservation")
+            elif record.state is JobState.SUCCEEDED:
+                await self._ledger.commit(reservation.job_id, record.cost_credits, now=now)
+            elif record.state.terminal:
+                await self._ledger.release(reservation.job_id, now=now, note=record.error_code)
+            else:
+                continue
+            settled += 1
+        if settled:
+            log.warning("settled %d orphaned reservation(s)", settled)
+        return settled
