@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
+import secrets
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint
@@ -27,20 +30,20 @@ from .auth import KeyRing
 from .breaker import Breakers
 from .clock import Clock, SystemClock
 from .config import ServerConfig
+from .database.backends import Database, open_database
 from .edits import EditPreparer
 from .health import HealthServicer
 from .inputs import InputResolver
 from .interceptors import AuthInterceptor
-from .jobs import SqliteJobStore
+from .jobs import JobStore
 from .jobs.context import InputLinks
 from .jobs.manager import JobManager
 from .jobs.pipeline import EditPipeline
 from .jobs.results import ResultWriter
 from .jobs.runner import ProviderRunner
 from .jobs.settle import Settlement
-from .jobs.store import connect_sqlite
 from .listen import bind, check_address_free
-from .policy import MemoryRateLimiter, Policy, SqliteLedger
+from .policy import Ledger, MemoryRateLimiter, Policy
 from .policy.upstream import UpstreamLimits
 from .registry import ProviderRegistry
 from .retention import ResultRetention
@@ -69,13 +72,14 @@ class RunningServer:
     pipeline: EditPipeline
     upstream: UpstreamLimits
     registry: ProviderRegistry
-    store: SqliteJobStore
+    store: JobStore
     objects: ObjectStore
     uploads: Uploads
     retention: ResultRetention
     health: HealthServicer
     config: ServerConfig
-    ledger: SqliteLedger
+    ledger: Ledger
+    database: Database
     _background: list[asyncio.Task[None]]
     telemetry: Telemetry = field(default_factory=Telemetry.disabled)
 
@@ -91,7 +95,7 @@ class RunningServer:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.registry.aclose()
-        await self.store.close()
+        await self.database.close()
         await asyncio.to_thread(self.telemetry.shutdown)
 
 
@@ -110,8 +114,7 @@ async def start_server(
     ``telemetry`` defaults to what the ``OTEL_*`` environment variables ask for (off
     when they ask for nothing).
     """
-    # Before anything else: recovering jobs from a database another server still
-    # runs would fail that server's jobs.
+    # Before anything else: a taken port is refused before any state is touched.
     check_address_free(config.listen)
     telemetry = telemetry or Telemetry.from_environ()
     clock = clock or SystemClock()
@@ -120,14 +123,14 @@ async def start_server(
         registry = await ProviderRegistry.discover(
             configs=config.providers, disabled=config.disabled_providers, entries=entries
         )
-    database = connect_sqlite(config.database_path)
-    store = SqliteJobStore(database)
+    database = await open_database(config.database_url, pool_size=config.database_pool_size)
+    store = database.jobs
     objects = objects or open_store(config.object_store_url)
     limiter = MemoryRateLimiter(clock)
     breakers = Breakers(clock, config.circuit_breakers)
     router = Router(registry, breakers=breakers, rules=config.routing_rules)
     upstream = UpstreamLimits(limiter, registry, clock)
-    ledger = SqliteLedger(database)
+    ledger = database.ledger
     policy = Policy(
         plans=config.plans,
         tenants={t.name: t for t in config.tenants},
@@ -137,8 +140,15 @@ async def start_server(
         environment=config.environment,
     )
     settlement = Settlement(store, ledger, clock)
-    jobs = JobManager(store, settlement, clock)
-    await jobs.recover()
+    jobs = JobManager(
+        store,
+        settlement,
+        clock,
+        replica_id=config.replica_id or _replica_id(),
+        lease_s=config.job_lease_s,
+    )
+    # Jobs whose replica died while this one was down; never those of live replicas.
+    await jobs.fail_expired()
     retention = ResultRetention(store, objects, clock)
     uploads = Uploads(
         store, objects, clock, max_bytes=config.max_upload_bytes, ttl_s=config.upload_ttl_s
@@ -206,6 +216,8 @@ async def start_server(
     for name in SERVICE_NAMES:
         await health.set(name, serving)
     background = [
+        asyncio.create_task(_every(config.job_heartbeat_s, jobs.heartbeat), name="job leases"),
+        asyncio.create_task(jobs.follow_cancel_requests(), name="cancel requests"),
         asyncio.create_task(_every(config.sweep_interval_s, uploads.sweep), name="upload sweeper"),
         asyncio.create_task(
             _every(config.sweep_interval_s, jobs.settle_orphans), name="reservation sweeper"
@@ -239,9 +251,14 @@ async def start_server(
         health=health,
         config=config,
         ledger=ledger,
+        database=database,
         _background=background,
         telemetry=telemetry,
     )
+
+
+def _replica_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 async def _every(interval_s: float, work: Callable[[], Awaitable[object]]) -> None:

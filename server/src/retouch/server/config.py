@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
 from .breaker import BreakerSettings, BreakerSettingsError
+from .database.urls import DatabaseUrlError, default_url, dialect_of
 from .policy.plans import DEFAULT_PLAN, Plan, PlanBook, PlanError
 from .routing_rules import RoutingRule, RuleError, parse_rules
 from .secrets import bad_variable_names, literal_secrets
@@ -112,13 +113,24 @@ class ServerConfig:
     shutdown_grace_s: float = 10.0
     job_deadline_s: float = 600.0
     """How long a job may run when its caller set no gRPC deadline."""
+    job_lease_s: float = 10.0
+    """How long a replica holds a job it runs without renewing; a job whose replica
+    stopped renewing is failed and refunded within twice this."""
+    job_heartbeat_s: float = 3.0
+    """How often a replica renews its leases and looks for expired ones."""
+    replica_id: str = ""
+    """Names this replica on the jobs it runs; empty makes one per process."""
     sweep_interval_s: float = 60.0
     health_interval_s: float = 15.0
     """How often providers are asked for their health."""
     object_store: str = ""
     """``file:///path`` or ``memory://``; empty means ``<data_dir>/objects``."""
     database: str = ""
-    """SQLite file; empty means ``<data_dir>/retouch.db``."""
+    """``sqlite:///path`` (embedded) or ``postgresql://user@host:port/db`` (shared by
+    replicas) for jobs, events, results, uploads, the ledger, plans and idempotency keys;
+    empty means ``<data_dir>/retouch.db``."""
+    database_pool_size: int = 10
+    """Most PostgreSQL connections one replica opens (besides one for LISTEN)."""
     tenants: tuple[TenantConfig, ...] = (DEV_TENANT,)
     providers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Per-provider config tables, passed to each provider's ``start`` (``<name>_env``
@@ -144,6 +156,7 @@ class ServerConfig:
             "max_upload_bytes",
             "upload_ttl_s",
             "download_chunk_bytes",
+            "database_pool_size",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
@@ -151,10 +164,17 @@ class ServerConfig:
             raise ConfigError("sweep_interval_s and health_interval_s must be positive")
         if self.job_deadline_s <= 0:
             raise ConfigError("job_deadline_s must be positive")
+        if not 0 < self.job_heartbeat_s < self.job_lease_s:
+            raise ConfigError("job_heartbeat_s must be positive and shorter than job_lease_s")
         if self.shutdown_grace_s < 0:
             raise ConfigError("shutdown_grace_s cannot be negative")
         if not self.tenants:
             raise ConfigError("at least one tenant must be configured")
+        if self.database:
+            try:
+                dialect_of(self.database)
+            except DatabaseUrlError as exc:
+                raise ConfigError(str(exc)) from exc
         names = [t.name for t in self.tenants]
         if len(set(names)) != len(names):
             raise ConfigError("tenant names must be unique")
@@ -173,8 +193,8 @@ class ServerConfig:
             )
 
     @property
-    def database_path(self) -> Path:
-        return Path(self.database) if self.database else self.data_dir / "retouch.db"
+    def database_url(self) -> str:
+        return self.database or default_url(self.data_dir)
 
     @property
     def object_store_url(self) -> str:

@@ -36,6 +36,8 @@ class LiveJob:
         self.cancel_reason: RetouchError | None = None
         self.followers = 0
         """Streams following the job here now."""
+        self.lease_until = 0.0
+        """Until when this replica holds the job, as last renewed."""
         self._store = store
         self._changed = asyncio.Event()
 
@@ -50,7 +52,7 @@ class LiveJob:
     async def publish(self, event: JobEventData) -> None:
         """Record the job's next event, then wake the followers here."""
         message = job_event(self.job_id, self.last_seq + 1, event)
-        await self._store.append_events(self.job_id, [(message.seq, message.SerializeToString())])
+        await self._store.append_event(self.job_id, message.seq, message.SerializeToString())
         self.events.append(message)
         self._wake()
 
