@@ -566,13 +566,16 @@ async def test_the_server_leaves_it_out_quietly_until_it_is_configured() -> None
     registry = await ProviderRegistry.discover(configs={}, entries=entries)
     assert registry.providers == {}
     assert registry.broken == {}
+    assert "not configured" in registry.unconfigured["replicate"]
 
 
 async def test_the_server_sees_the_models_its_config_gives(fake: FakeReplicate) -> None:
     entries = [e for e in entry_points(group=ENTRY_POINT_GROUP) if e.name == "replicate"]
     models = {"lama": {"model": "twn39/lama", "version": "c" * 64}}
+    table = config(fake, models=models)
+    del table["api_key"]  # the server resolves api_key_env itself
     registry = await ProviderRegistry.discover(
-        configs={"replicate": config(fake, models=models)}, entries=entries
+        configs={"replicate": table}, entries=entries, environ={"REPLICATE_API_TOKEN": TOKEN}
     )
     try:
         assert registry.broken == {}
