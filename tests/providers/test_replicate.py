@@ -88,7 +88,7 @@ def job(prompt: str = "", model: str = "sd-inpaint") -> InpaintRequest:
 
 
 async def run(provider: ReplicateProvider, harness: Harness, request: InpaintRequest) -> Result:
-    _, result = await run_job(provider.run, request, harness.context(request))
+    _, result = await run_job(provider, request, harness.context(request))
     return result
 
 
@@ -149,7 +149,7 @@ async def test_a_short_job_is_one_sync_create_with_the_documented_request(
         GenerationParams("a brick wall", "blurry", steps=25, guidance_scale=7.0),
     )
     context = harness.context(request)
-    _, result = await run_job(provider.run, request, context)
+    _, result = await run_job(provider, request, context)
 
     (create,) = api.requests_to("POST", CREATE)
     assert create.bearer == TOKEN
@@ -226,7 +226,7 @@ async def test_the_wait_and_the_deadline_shrink_to_the_time_left(
     provider: ReplicateProvider, harness: Harness, api: FakeHttpServer
 ) -> None:
     request = job()
-    await run_job(provider.run, request, harness.context(request, timeout=4.5))
+    await run_job(provider, request, harness.context(request, timeout=4.5))
     (create,) = api.requests_to("POST", CREATE)
     assert create.headers["Prefer"] == "wait=4"
     assert create.headers["Cancel-After"] == "5s"
@@ -237,7 +237,7 @@ async def test_a_long_prediction_is_polled_with_progress_from_its_logs(
 ) -> None:
     fake.sync, fake.steps = False, 4
     request = job()
-    progress, result = await run_job(provider.run, request, harness.context(request))
+    progress, result = await run_job(provider, request, harness.context(request))
     polls = api.requests_to("GET", "/v1/predictions/p0001fake")
     assert len(polls) == 4
     assert all(poll.bearer == TOKEN for poll in polls)
@@ -266,7 +266,7 @@ async def test_the_input_goes_as_the_stores_url_when_there_is_one(
 ) -> None:
     request = job()
     context = sample_context(request, image_url="https://bucket.example/in.png?X-Amz-Signature=s")
-    _, result = await run_job(provider.run, request, context)
+    _, result = await run_job(provider, request, context)
     inputs = api.requests_to("POST", CREATE)[0].json()["input"]
     assert inputs["image"] == "https://bucket.example/in.png?X-Amz-Signature=s"
     assert inputs["mask"].startswith("data:image/png;base64,")
@@ -348,7 +348,7 @@ async def test_a_prediction_past_the_deadline_times_out_and_is_cancelled(
     fake.sync, fake.hang = False, True
     request = job()
     with pytest.raises(ProviderTimeout, match="deadline"):
-        await run_job(provider.run, request, harness.context(request, timeout=20.0))
+        await run_job(provider, request, harness.context(request, timeout=20.0))
     assert fake.cancelled.is_set()
 
 
@@ -566,7 +566,7 @@ async def test_the_server_leaves_it_out_quietly_until_it_is_configured() -> None
     registry = await ProviderRegistry.discover(configs={}, entries=entries)
     assert registry.providers == {}
     assert registry.broken == {}
-    assert "not configured" in registry.unconfigured["replicate"]
+    assert "replicate" in registry.unconfigured
 
 
 async def test_the_server_sees_the_models_its_config_gives(fake: FakeReplicate) -> None:

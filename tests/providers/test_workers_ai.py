@@ -75,7 +75,7 @@ def job(params: GenerationParams | None = None) -> InpaintRequest:
 
 
 async def run(provider: WorkersAIProvider, harness: Harness, request: InpaintRequest) -> Result:
-    _, result = await run_job(provider.run, request, harness.context(request))
+    _, result = await run_job(provider, request, harness.context(request))
     return result
 
 
@@ -105,7 +105,7 @@ async def test_a_job_is_one_call_with_the_documented_body(
 ) -> None:
     request = job(GenerationParams("moss", "text", strength=0.8, guidance_scale=9.0, steps=15))
     context = harness.context(request)
-    progress, result = await run_job(provider.run, request, context)
+    progress, result = await run_job(provider, request, context)
 
     (call,) = api.requests_to("POST", RUN_PATH)
     assert call.bearer == TOKEN
