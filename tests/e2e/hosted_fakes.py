@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 
 import numpy as np
 
@@ -83,7 +83,7 @@ class ScriptedHosted:
     async def health(self) -> HealthReport:
         return HealthReport(Health.HEALTHY)
 
-    async def run(self, request: EditRequest, context: JobContext) -> AsyncIterator[Event]:
+    async def run(self, request: EditRequest, context: JobContext) -> AsyncGenerator[Event, None]:
         self.calls += 1
         self.contexts.append(context)
         self.entered.set()
