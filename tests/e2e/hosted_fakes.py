@@ -69,6 +69,7 @@ class ScriptedHosted:
         self.contexts: list[JobContext] = []
         self.entered = asyncio.Event()
         self.config: Mapping[str, object] | None = None
+        self.health_report = HealthReport(Health.HEALTHY)
 
     def answer(self, *outcomes: ProviderError | None) -> None:
         """Queue what the next calls do."""
@@ -81,7 +82,7 @@ class ScriptedHosted:
         return None
 
     async def health(self) -> HealthReport:
-        return HealthReport(Health.HEALTHY)
+        return self.health_report
 
     async def run(self, request: EditRequest, context: JobContext) -> AsyncGenerator[Event, None]:
         self.calls += 1
