@@ -209,15 +209,16 @@ class EditPipeline:
         deadline = self._clock.monotonic() + admission.time_limit_s
         try:
             async with asyncio.timeout(admission.time_limit_s):
-                await live.publish(_accepted(admission))
+                live.publish(_accepted(admission))
                 job, outcome = await self._runner.run(job, edit, route, live, deadline)
                 with stage("storage"):
                     result = await self._results.write(
                         job, edit, outcome, live, retention_days=plan.retention_days
                     )
                 price = outcome.candidate.price
-                await live.publish(Completed(result, edit.seed, price, outcome.provider_ms))
+                live.publish(Completed(result, edit.seed, price, outcome.provider_ms))
                 await self._results.make_durable(result)
+                await live.recorded()
                 job = dataclasses.replace(job, result_id=result.result_id, cost_credits=price)
         except asyncio.CancelledError:
             await self._settle(live, job, live.cancel_reason or Cancelled("the job was cancelled"))
@@ -244,6 +245,11 @@ class EditPipeline:
     async def _settle(self, live: LiveJob, job: JobRecord, error: RetouchError | None) -> None:
         status = OK if error is None else error.to_status_proto()
         try:
+            try:
+                # Every event is in the store before the job reads as ended anywhere.
+                await live.recorded()
+            except Exception:
+                log.exception("job %s: recording its events failed", job.job_id)
             status = await self._settlement.settle(job, error, live.last_seq)
         finally:
             live.finish(status)
