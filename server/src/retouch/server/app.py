@@ -36,6 +36,7 @@ from .health import HealthServicer
 from .inputs import InputResolver
 from .interceptors import AuthInterceptor
 from .jobs import JobStore
+from .jobs.context import InputLinks
 from .jobs.manager import JobManager
 from .jobs.pipeline import EditPipeline
 from .jobs.results import ResultWriter
@@ -94,6 +95,7 @@ class RunningServer:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.registry.aclose()
+        await self.objects.aclose()
         await self.database.close()
         await asyncio.to_thread(self.telemetry.shutdown)
 
@@ -174,6 +176,7 @@ async def start_server(
             latency=router.latency,
             breakers=breakers,
             clock=clock,
+            links=InputLinks(objects),
         ),
         results=ResultWriter(store, objects, clock),
         settlement=settlement,
