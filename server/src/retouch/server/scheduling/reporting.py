@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from .queue import QueuePlace
 
@@ -15,11 +15,11 @@ MIN_INTERVAL_S = 0.25
 
 class PlaceReporter:
     """Call it with each new place (it is a :data:`~.queue.PlaceListener`); :meth:`run`
-    publishes them until :meth:`stop`, never cut off in the middle of one."""
+    publishes them until :meth:`stop`."""
 
     def __init__(
         self,
-        publish: Callable[[QueuePlace], Awaitable[None]],
+        publish: Callable[[QueuePlace], None],
         min_interval_s: float = MIN_INTERVAL_S,
     ) -> None:
         self._publish = publish
@@ -33,7 +33,7 @@ class PlaceReporter:
         self._changed.set()
 
     def stop(self) -> None:
-        """Publish no more; :meth:`run` returns once a publish under way is done."""
+        """Publish no more; :meth:`run` returns."""
         self._stopping.set()
         self._changed.set()
 
@@ -43,6 +43,6 @@ class PlaceReporter:
             self._changed.clear()
             if self._stopping.is_set() or self._latest is None:
                 return
-            await self._publish(self._latest)
+            self._publish(self._latest)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self._min_interval_s)

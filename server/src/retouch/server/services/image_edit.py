@@ -135,10 +135,15 @@ class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
         return message
 
     async def _add_queue_place(self, message: pb.Job) -> None:
-        """Copy a waiting job's latest place in its provider's queue from its events,
-        which every replica reads alike."""
-        for payload in reversed(await self._store.events_after(message.job_id, 0)):
-            event = pb.JobEvent.FromString(payload)
+        """Copy a waiting job's latest place in its provider's queue from its events:
+        the live ones when it waits here, else those recorded, which every replica reads."""
+        live = self._jobs.live_job(message.job_id)
+        if live is not None:
+            events = list(live.events)
+        else:
+            recorded = await self._store.events_after(message.job_id, 0)
+            events = [pb.JobEvent.FromString(payload) for payload in recorded]
+        for event in reversed(events):
             if event.HasField("progress"):
                 if event.progress.stage == "queued":
                     message.queue_position = event.progress.queue_position
