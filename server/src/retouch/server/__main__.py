@@ -20,6 +20,7 @@ from .app import start_server
 from .config import ConfigError, ServerConfig, load_config
 from .listen import AddressInUse
 from .telemetry import configure_logging
+from .tls import server_credentials
 
 EXIT_OK = 0
 EXIT_START_FAILED = 1
@@ -85,11 +86,15 @@ def main(argv: list[str] | None = None) -> int:
 def _check_config(path: Path) -> int:
     try:
         config = load_config(path)
+        server_credentials(config)
     except ConfigError as exc:
         print(f"retouch-server: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
+    transport = "TLS" if config.tls else "plaintext"
+    if config.tls_client_ca_file:
+        transport = "mutual TLS"
     print(
-        f"{path}: valid ({config.environment} environment, listening on {config.listen}, "
+        f"{path}: valid ({config.environment} environment, {transport} on {config.listen}, "
         f"{len(config.tenants)} tenant(s), plans: {', '.join(sorted(config.plans.plans))})"
     )
     return EXIT_OK

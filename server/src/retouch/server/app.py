@@ -12,7 +12,6 @@ from importlib.metadata import EntryPoint
 
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from retouch.v1 import (
     account_pb2,
@@ -41,12 +40,14 @@ from .jobs.store import connect_sqlite
 from .listen import bind, check_address_free
 from .policy import MemoryRateLimiter, Policy, SqliteLedger
 from .policy.upstream import UpstreamLimits
+from .reflection import enable_reflection
 from .registry import ProviderRegistry
 from .retention import ResultRetention
 from .routing import Router
 from .services import AccountService, ImageEditService, ProvidersService
 from .storage import ObjectStore, open_store
 from .telemetry import Telemetry
+from .tls import server_credentials
 from .uploads import Uploads
 
 log = logging.getLogger("retouch.server")
@@ -112,6 +113,7 @@ async def start_server(
     # Before anything else: recovering jobs from a database another server still
     # runs would fail that server's jobs.
     check_address_free(config.listen)
+    credentials = server_credentials(config)
     telemetry = telemetry or Telemetry.from_environ()
     clock = clock or SystemClock()
     config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -189,15 +191,10 @@ async def start_server(
     )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection(
-        (
-            *SERVICE_NAMES,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
+    enable_reflection(
+        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server
     )
-    port = bind(server, config.listen)
+    port = bind(server, config.listen, credentials)
     await server.start()
     serving = health_pb2.HealthCheckResponse.SERVING
     await health.set("", serving)
