@@ -29,7 +29,7 @@ from .config import ServerConfig
 from .edits import EditPreparer
 from .health import HealthServicer
 from .inputs import InputResolver
-from .interceptors import AuthInterceptor
+from .interceptors import AccessLogInterceptor, AuthInterceptor
 from .jobs import SqliteJobStore
 from .jobs.manager import JobManager
 from .jobs.pipeline import EditPipeline
@@ -145,7 +145,11 @@ async def start_server(
         store, objects, clock, max_bytes=config.max_upload_bytes, ttl_s=config.upload_ttl_s
     )
     server = aio.server(
-        interceptors=[*telemetry.server_interceptors(), AuthInterceptor(KeyRing(config.tenants))],
+        interceptors=[
+            *telemetry.server_interceptors(),
+            *([AccessLogInterceptor(clock)] if config.access_log else []),
+            AuthInterceptor(KeyRing(config.tenants)),
+        ],
         options=[
             ("grpc.max_receive_message_length", config.max_receive_message_bytes),
             ("grpc.max_send_message_length", config.max_send_message_bytes),
