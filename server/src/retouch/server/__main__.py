@@ -91,6 +91,8 @@ def _check_config(path: Path) -> int:
         print(f"retouch-server: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     transport = "TLS" if config.tls else "plaintext"
+    if config.tls_terminated_upstream and not config.tls:
+        transport = "plaintext behind a proxy that terminates TLS"
     if config.tls_client_ca_file:
         transport = "mutual TLS"
     print(
