@@ -10,6 +10,7 @@ from .machine import describe_machine
 from .policy import render_policy, run_policy_bench
 from .quality import run_quality_bench
 from .report import render, summary
+from .resilience import render_resilience, run_resilience_bench
 from .speed import run_speed_bench
 from .telemetry import render_telemetry, run_telemetry_bench
 
@@ -23,13 +24,18 @@ def main() -> int:
     policy = asyncio.run(run_policy_bench())
     print("bench: telemetry", file=sys.stderr, flush=True)
     telemetry = asyncio.run(run_telemetry_bench())
+    print("bench: resilience", file=sys.stderr, flush=True)
+    resilience = asyncio.run(run_resilience_bench())
     print("bench: quality", file=sys.stderr, flush=True)
     quality = run_quality_bench()
-    sections = render_policy(policy) + "\n" + render_telemetry(telemetry)
+    sections = "\n".join(
+        [render_policy(policy), render_telemetry(telemetry), render_resilience(resilience)]
+    )
     RESULTS.write_text(render(machine, speed, sections, quality))
     print(summary(speed))
     print(render_policy(policy))
     print(render_telemetry(telemetry))
+    print(render_resilience(resilience))
     print(f"figures written to {RESULTS}")
     return 0
 

@@ -12,7 +12,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 
 from retouch.providers.opencv import OpenCVProvider
-from retouch.sdk import InpaintRequest, Result, composite
+from retouch.sdk import InpaintRequest, JobContext, Result, composite
 from retouch.server.config import ServerConfig
 from retouch.server.imaging import (
     DEFAULT_QUALITY,
@@ -62,7 +62,7 @@ class InProcessPipeline:
         decoded = time.perf_counter()
         request = InpaintRequest(image=image.pixels, mask=mask.binary, model=self._model, seed=0)
         result: Result | None = None
-        async with aclosing(self._provider.run(request)) as events:
+        async with aclosing(self._provider.run(request, JobContext("bench"))) as events:
             async for event in events:
                 if isinstance(event, Result):
                     result = event

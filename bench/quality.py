@@ -28,7 +28,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from retouch.providers.opencv import OpenCVProvider
 from retouch.providers.patchmatch import PatchMatchProvider
-from retouch.sdk import InpaintRequest, Provider, Result
+from retouch.sdk import InpaintRequest, JobContext, Provider, Result
 
 Image = NDArray[np.uint8]
 
@@ -160,7 +160,8 @@ def flat_fill(image: Image, mask: Image) -> Image:
 
 
 async def _inpaint(provider: Provider, image: Image, mask: Image, model: str) -> Image:
-    async with aclosing(provider.run(InpaintRequest(image, mask, model, seed=0))) as events:
+    request = InpaintRequest(image, mask, model, seed=0)
+    async with aclosing(provider.run(request, JobContext("bench-quality"))) as events:
         async for event in events:
             if isinstance(event, Result):
                 return event.image

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,10 +15,18 @@ from grpc import aio
 from retouch.server.app import RunningServer, running
 from retouch.server.config import DEV_TENANT, ServerConfig, TenantConfig, hash_key
 from retouch.v1 import image_edit_pb2_grpc, providers_pb2_grpc
+from tests.engines.postgres import PostgresServer
 from tests.helpers import metadata, photo, png, square_mask
 
 OTHER_KEY = "acme-secret-key"
 OTHER_TENANT = TenantConfig(name="acme", key_sha256=hash_key(OTHER_KEY))
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server for the whole run; ``postgres.new_database()`` per test."""
+    with PostgresServer.running() as server:
+        yield server
 
 
 @pytest.fixture

@@ -19,11 +19,14 @@ from retouch.sdk import (
     Event,
     Health,
     HealthReport,
+    JobContext,
     Manifest,
     Operation,
     OutpaintRequest,
     ProviderError,
+    ProviderUnavailable,
     Result,
+    Secret,
 )
 
 
@@ -78,7 +81,7 @@ class ScriptedHosted:
     async def health(self) -> HealthReport:
         return HealthReport(Health.HEALTHY)
 
-    async def run(self, request: EditRequest) -> AsyncIterator[Event]:
+    async def run(self, request: EditRequest, context: JobContext) -> AsyncIterator[Event]:
         self.calls += 1
         self.entered.set()
         outcome = self.script.popleft() if self.script else self.otherwise
@@ -94,3 +97,36 @@ class ScriptedHosted:
         changed = np.full((height, width, 3), 7, np.uint8)
         changed[: request.image.shape[0], : request.image.shape[1]] ^= request.image
         yield Result(changed, {"provider": self.manifest.name})
+
+
+class KeyedHosted(ScriptedHosted):
+    """A hosted provider loaded through an entry point, whose ``start`` requires an
+    ``api_key`` secret. Its upstream, when scripted to fail, echoes the key back."""
+
+    def __init__(self, name: str = "keyed") -> None:
+        super().__init__(name, credits_per_job=0)
+        self.api_key: Secret | None = None
+
+    async def start(self, config: Mapping[str, object]) -> None:
+        key = config.get("api_key")
+        if not isinstance(key, Secret):
+            raise ValueError(f"api_key must be a retouch.sdk.Secret, not {type(key).__name__}")
+        self.api_key = key
+        await super().start(config)
+
+    def echo_key(self) -> ProviderUnavailable:
+        """The error a careless upstream answers a bad key with."""
+        assert self.api_key is not None
+        return ProviderUnavailable(f"401 Unauthorized: invalid token {self.api_key.reveal()}")
+
+
+class KeyedStartFails(KeyedHosted):
+    """A provider whose start fails with a message that holds its key."""
+
+    def __init__(self) -> None:
+        super().__init__("keyed-start-fails")
+
+    async def start(self, config: Mapping[str, object]) -> None:
+        key = config.get("api_key")
+        assert isinstance(key, Secret)
+        raise RuntimeError(f"the upstream refused the key {key.reveal()}")

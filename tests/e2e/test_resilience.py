@@ -33,6 +33,17 @@ COOL_DOWN_S = 20.0
 TRIP_AFTER_ONE = BreakerSettings(failures=1, window_s=30.0, cooldown_s=COOL_DOWN_S)
 
 
+def tripping(harness: Any, *providers: Any, clock: Any = None, plan: Plan = PAID) -> Any:
+    """A staging server whose providers' breakers open at their first failure."""
+    return harness(
+        plans=[plan],
+        providers=list(providers),
+        environment="staging",
+        clock=clock,
+        circuit_breakers={p.manifest.name: TRIP_AFTER_ONE for p in providers},
+    )
+
+
 def inline() -> Any:
     return inpaint(output=common_pb2.OutputOptions(inline=True))
 
@@ -100,13 +111,7 @@ async def test_all_down_is_unavailable_then_the_open_breakers_refuse_and_a_probe
     second = ScriptedHosted("second", credits_per_job=3)
     first.answer(ProviderUnavailable("upstream answered 503", retry_after=40.0))
     second.answer(ProviderTimeout("no answer within 30 s"))
-    async with harness(
-        plans=[PAID],
-        providers=[first, second],
-        environment="staging",
-        clock=clock,
-        circuit_breakers={"first": TRIP_AFTER_ONE, "second": TRIP_AFTER_ONE},
-    ) as h:
+    async with tripping(harness, first, second, clock=clock) as h:
         await grant(h.account, 10)
         failed = await outcome(h.edit, inpaint())
         assert isinstance(failed, aio.AioRpcError)
@@ -156,13 +161,7 @@ async def test_a_half_open_breaker_lets_exactly_one_probe_through(harness: Any) 
     clock = ManualClock()
     hosted = ScriptedHosted("hosted")
     hosted.answer(ProviderUnavailable("upstream answered 502"))
-    async with harness(
-        plans=[PAID],
-        providers=[hosted],
-        environment="staging",
-        clock=clock,
-        circuit_breakers={"hosted": TRIP_AFTER_ONE},
-    ) as h:
+    async with tripping(harness, hosted, clock=clock) as h:
         await grant(h.account, 10)
         assert isinstance(await outcome(h.edit, inpaint()), aio.AioRpcError)
         clock.advance(COOL_DOWN_S)
@@ -185,12 +184,7 @@ async def test_a_half_open_breaker_lets_exactly_one_probe_through(harness: Any) 
 async def test_the_callers_bad_input_never_opens_a_breaker(harness: Any) -> None:
     hosted = ScriptedHosted("hosted")
     hosted.answer(*[ProviderRejected("the prompt is not allowed", field="params.prompt")] * 3)
-    async with harness(
-        plans=[PAID],
-        providers=[hosted],
-        environment="staging",
-        circuit_breakers={"hosted": TRIP_AFTER_ONE},
-    ) as h:
+    async with tripping(harness, hosted) as h:
         await grant(h.account, 10)
         for _ in range(3):
             error = await outcome(h.edit, inpaint())
@@ -206,12 +200,7 @@ async def test_the_callers_bad_input_never_opens_a_breaker(harness: Any) -> None
 async def test_rate_limits_count_toward_the_breaker(harness: Any) -> None:
     hosted = ScriptedHosted("hosted")
     hosted.answer(ProviderRateLimited("429 too many requests", retry_after=3.0))
-    async with harness(
-        plans=[PAID],
-        providers=[hosted],
-        environment="staging",
-        circuit_breakers={"hosted": TRIP_AFTER_ONE},
-    ) as h:
+    async with tripping(harness, hosted) as h:
         await grant(h.account, 10)
         limited = await outcome(h.edit, inpaint())
         assert isinstance(limited, aio.AioRpcError)
@@ -251,3 +240,24 @@ def _rules(*tables: dict[str, Any]) -> Any:
     from retouch.server.routing_rules import parse_rules
 
     return parse_rules(list(tables))
+
+
+async def test_with_every_breaker_open_calls_are_refused_before_anything_is_spent(
+    harness: Any,
+) -> None:
+    clock = ManualClock()
+    hosted = ScriptedHosted("hosted")
+    hosted.answer(ProviderUnavailable("upstream answered 503"))
+    tight = Plan("tight", credits=True, paid_providers=True, rate_per_s=1, burst=3)
+    async with tripping(harness, hosted, clock=clock, plan=tight) as h:
+        await grant(h.account, 10)
+        assert isinstance(await outcome(h.edit, inpaint()), aio.AioRpcError)
+        for _ in range(5):  # more calls than the burst: no rate token is taken either
+            refused = await outcome(h.edit, inpaint())
+            assert isinstance(refused, aio.AioRpcError)
+            assert refused.code() == grpc.StatusCode.UNAVAILABLE
+        usage = await h.usage(SUBJECT)
+        assert (usage.credits_balance, usage.credits_reserved, usage.quota_used) == (10, 0, 0)
+        subject_bucket = next(b for b in usage.buckets if b.name == "subject")
+        assert subject_bucket.tokens == 2  # only the first, failed job took one
+        assert hosted.calls == 1

@@ -8,8 +8,9 @@ import pytest
 
 from retouch.server.clock import ManualClock
 from retouch.server.config import ConfigError, load_config
+from retouch.server.database.migrations import migrate_sqlite
+from retouch.server.database.sqlite import connect_sqlite
 from retouch.server.errors import ResourceExhausted
-from retouch.server.jobs.store import connect_sqlite
 from retouch.server.policy import AdaptiveRate, MemoryRateLimiter, Plan, PlanError, SqliteLedger
 
 
@@ -66,7 +67,9 @@ def test_an_adaptive_rate_halves_and_recovers_slowly() -> None:
 
 
 async def test_the_ledger_reserves_commits_and_releases_exactly(tmp_path: Path) -> None:
-    ledger = SqliteLedger(connect_sqlite(tmp_path / "l.db"))
+    connection = connect_sqlite(tmp_path / "l.db")
+    migrate_sqlite(connection)
+    ledger = SqliteLedger(connection)
     owner = "t/user:1"
     assert await ledger.grant(owner, 10, request_id="g", note="", now=0) == 10
     await ledger.reserve(

@@ -26,7 +26,7 @@ from retouch.sdk import (
     ProviderRejected,
     Result,
 )
-from retouch.sdk.testing import CHECKS, Check, sample_image, sample_mask
+from retouch.sdk.testing import CHECKS, Check, sample_context, sample_image, sample_mask
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ async def provider() -> AsyncIterator[OpenCVProvider]:
 
 
 async def run(provider: OpenCVProvider, request: EditRequest) -> tuple[list[Progress], Result]:
-    async with aclosing(provider.run(request)) as events:
+    async with aclosing(provider.run(request, sample_context(request))) as events:
         seen = [event async for event in events]
     result = seen[-1]
     assert isinstance(result, Result)

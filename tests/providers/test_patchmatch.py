@@ -29,7 +29,7 @@ from retouch.sdk import (
     ProviderRejected,
     Result,
 )
-from retouch.sdk.testing import CHECKS, Check, sample_image, sample_mask
+from retouch.sdk.testing import CHECKS, Check, sample_context, sample_image, sample_mask
 
 Image = NDArray[np.uint8]
 
@@ -43,7 +43,7 @@ async def provider() -> AsyncIterator[PatchMatchProvider]:
 
 
 async def run(provider: PatchMatchProvider, request: EditRequest) -> tuple[list[Progress], Result]:
-    async with aclosing(provider.run(request)) as events:
+    async with aclosing(provider.run(request, sample_context(request))) as events:
         seen = [event async for event in events]
     result = seen[-1]
     assert isinstance(result, Result)

@@ -24,7 +24,7 @@ from retouch.sdk import (
     ProviderUnavailable,
     Result,
 )
-from retouch.sdk.testing import FakeProvider, sample_image, sample_mask
+from retouch.sdk.testing import FakeProvider, sample_context, sample_image, sample_mask
 
 
 def inpaint_request(model: str = "fake") -> InpaintRequest:
@@ -34,7 +34,7 @@ def inpaint_request(model: str = "fake") -> InpaintRequest:
 async def run(
     provider: FakeProvider, request: InpaintRequest | OutpaintRequest | EnhanceRequest
 ) -> list[Event]:
-    async with aclosing(provider.run(request)) as events:
+    async with aclosing(provider.run(request, sample_context(request))) as events:
         return [event async for event in events]
 
 
@@ -89,7 +89,7 @@ def test_the_manifest_follows_the_constructor() -> None:
 async def test_fail_with_is_raised_after_fail_after_progress_events() -> None:
     fake = FakeProvider(fail_with=ProviderUnavailable("down"), fail_after=2)
     seen: list[Event] = []
-    async with aclosing(fake.run(inpaint_request())) as events:
+    async with aclosing(fake.run(inpaint_request(), sample_context(inpaint_request()))) as events:
         seen.append(await anext(events))
         seen.append(await anext(events))
         with pytest.raises(ProviderUnavailable, match="down"):
@@ -133,7 +133,9 @@ async def test_release_holds_jobs_until_set_and_cancellation_is_counted() -> Non
 
     async def consume(first: asyncio.Event) -> list[Event]:
         seen: list[Event] = []
-        async with aclosing(fake.run(inpaint_request())) as events:
+        async with aclosing(
+            fake.run(inpaint_request(), sample_context(inpaint_request()))
+        ) as events:
             async for event in events:
                 seen.append(event)
                 first.set()

@@ -18,6 +18,7 @@ from retouch.sdk import (
     Event,
     HealthReport,
     InpaintRequest,
+    JobContext,
     Manifest,
     Operation,
     OutpaintRequest,
@@ -25,7 +26,7 @@ from retouch.sdk import (
     ProviderRejected,
     Result,
 )
-from retouch.sdk.testing import CHECKS, Check, FakeProvider, check_provider
+from retouch.sdk.testing import CHECKS, Check, FakeProvider, check_provider, sample_context
 from retouch.sdk.testing import _checks as kit
 
 Events = list[Event]
@@ -57,8 +58,8 @@ class Mutant:
     async def health(self) -> HealthReport:
         return await self.inner.health()
 
-    async def run(self, request: EditRequest) -> AsyncGenerator[Event, None]:
-        async with aclosing(self.inner.run(request)) as stream:
+    async def run(self, request: EditRequest, context: JobContext) -> AsyncGenerator[Event, None]:
+        async with aclosing(self.inner.run(request, context)) as stream:
             events = [event async for event in stream]
         for event in self.transform(request, events):
             yield event
@@ -216,21 +217,23 @@ class Custom(FakeProvider):
         super().__init__("custom")
         self._run = run
 
-    async def run(self, request: EditRequest) -> AsyncGenerator[Event, None]:
+    async def run(self, request: EditRequest, context: JobContext) -> AsyncGenerator[Event, None]:
         async with aclosing(self._run(self, request)) as events:
             async for event in events:
                 yield event
 
 
 async def accepts_any_model(self: Custom, request: EditRequest) -> AsyncGenerator[Event, None]:
-    async for event in FakeProvider.run(self, dataclasses.replace(request, model="fake")):
+    async for event in FakeProvider.run(
+        self, dataclasses.replace(request, model="fake"), sample_context(request)
+    ):
         yield event
 
 
 async def rejects_without_field(self: Custom, request: EditRequest) -> AsyncGenerator[Event, None]:
     if request.model != "fake":
         raise ProviderRejected("no such model")
-    async for event in FakeProvider.run(self, request):
+    async for event in FakeProvider.run(self, request, sample_context(request)):
         yield event
 
 
@@ -260,7 +263,7 @@ async def test_modifying_the_input_fails() -> None:
     async def scribble(self: Custom, request: EditRequest) -> AsyncGenerator[Event, None]:
         request.image.setflags(write=True)
         request.image[0, 0] = 0
-        async for event in FakeProvider.run(self, request):
+        async for event in FakeProvider.run(self, request, sample_context(request)):
             yield event
 
     with pytest.raises(AssertionError, match="modified its input image"):

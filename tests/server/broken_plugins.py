@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 
-from retouch.sdk import EditRequest, Event, Health, HealthReport, Manifest, Operation, Result
+from retouch.sdk import (
+    EditRequest,
+    Event,
+    Health,
+    HealthReport,
+    JobContext,
+    Manifest,
+    Operation,
+    Result,
+)
 
 
 def manifest(name: str, **changes: object) -> Manifest:
@@ -37,7 +46,7 @@ class Good:
     async def health(self) -> HealthReport:
         return HealthReport(Health.HEALTHY)
 
-    async def run(self, request: EditRequest) -> AsyncIterator[Event]:
+    async def run(self, request: EditRequest, context: JobContext) -> AsyncIterator[Event]:
         yield Result(request.image)
 
 

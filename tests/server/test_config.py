@@ -22,7 +22,7 @@ def test_defaults_need_nothing_installed() -> None:
     assert config.environment == "local"
     assert config.tenants == (DEV_TENANT,)
     assert DEV_TENANT.key_sha256 == hash_key(DEV_API_KEY)
-    assert config.database_path == Path(".retouch/retouch.db")
+    assert config.database_url == "sqlite:///" + str(Path(".retouch/retouch.db").resolve())
     assert config.object_store_url.startswith("file://")
 
 

@@ -19,7 +19,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from retouch.sdk import EditRequest, Event, trace_headers
+from retouch.sdk import EditRequest, Event, JobContext, trace_headers
 from retouch.sdk.testing import FakeProvider
 from retouch.server.app import RunningServer, running
 from retouch.server.config import DEV_TENANT, ServerConfig
@@ -156,10 +156,10 @@ class TracingProvider(FakeProvider):
         self.headers: list[dict[str, str]] = []
         self.scopes: list[RpcScope | None] = []
 
-    async def run(self, request: EditRequest) -> AsyncGenerator[Event, None]:
+    async def run(self, request: EditRequest, context: JobContext) -> AsyncGenerator[Event, None]:
         self.headers.append(trace_headers())
         self.scopes.append(current_rpc())
-        async for event in super().run(request):
+        async for event in super().run(request, context):
             yield event
 
 

@@ -1,4 +1,5 @@
-"""``retouch-server``: run the service until SIGINT or SIGTERM, then stop gracefully.
+"""``retouch-server``: run the service until SIGINT or SIGTERM, then stop gracefully;
+``retouch-server migrate`` brings the database's schema up to date and exits.
 
 Exit status: 0 after a clean stop (or a valid ``check-config``), 1 when the server could
 not start for another reason, 2 for an invalid configuration, 3 when the listening
@@ -18,6 +19,8 @@ from pathlib import Path
 
 from .app import start_server
 from .config import ConfigError, ServerConfig, load_config
+from .database.backends import open_database
+from .database.migrations import MigrationError
 from .listen import AddressInUse
 from .telemetry import configure_logging
 from .tls import server_credentials
@@ -58,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         epilog=_EPILOG,
     )
     check.add_argument("file", type=Path, help="the TOML config file to check")
+    commands.add_parser(
+        "migrate",
+        help="apply the database's schema migrations and exit "
+        "(the server also applies them when it starts)",
+        epilog=_EPILOG,
+    )
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return _check_config(args.file)
@@ -70,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_CONFIG
     configure_logging(config.log_level)
     try:
-        asyncio.run(_serve(config))
+        asyncio.run(_migrate(config) if args.command == "migrate" else _serve(config))
     except ConfigError as exc:  # an OTEL_* setting retouch cannot honour
         print(f"retouch-server: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
@@ -79,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ADDRESS_IN_USE
     except OSError as exc:
         print(f"retouch-server: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_START_FAILED
+    except MigrationError as exc:
+        print(f"retouch-server: {exc}", file=sys.stderr)
         return EXIT_START_FAILED
     return EXIT_OK
 
@@ -100,6 +112,13 @@ def _check_config(path: Path) -> int:
         f"{len(config.tenants)} tenant(s), plans: {', '.join(sorted(config.plans.plans))})"
     )
     return EXIT_OK
+
+
+async def _migrate(config: ServerConfig) -> None:
+    database = await open_database(config.database_url, pool_size=1)
+    await database.close()
+    applied = ", ".join(f"{v:04d}" for v in database.migrated) or "none needed"
+    print(f"retouch-server: {database.dialect} schema migrations applied: {applied}")
 
 
 async def _serve(config: ServerConfig) -> None:

@@ -26,19 +26,19 @@ from .auth import KeyRing
 from .breaker import Breakers
 from .clock import Clock, SystemClock
 from .config import ServerConfig
+from .database.backends import Database, open_database
 from .edits import EditPreparer
 from .health import HealthServicer
 from .inputs import InputResolver
 from .interceptors import AccessLogInterceptor, AuthInterceptor
-from .jobs import SqliteJobStore
+from .jobs import JobStore
 from .jobs.manager import JobManager
 from .jobs.pipeline import EditPipeline
 from .jobs.results import ResultWriter
 from .jobs.runner import ProviderRunner
 from .jobs.settle import Settlement
-from .jobs.store import connect_sqlite
 from .listen import bind, check_address_free
-from .policy import MemoryRateLimiter, Policy, SqliteLedger
+from .policy import Ledger, MemoryRateLimiter, Policy
 from .policy.upstream import UpstreamLimits
 from .reflection import enable_reflection
 from .registry import ProviderRegistry
@@ -69,13 +69,14 @@ class RunningServer:
     pipeline: EditPipeline
     upstream: UpstreamLimits
     registry: ProviderRegistry
-    store: SqliteJobStore
+    store: JobStore
     objects: ObjectStore
     uploads: Uploads
     retention: ResultRetention
     health: HealthServicer
     config: ServerConfig
-    ledger: SqliteLedger
+    ledger: Ledger
+    database: Database
     _background: list[asyncio.Task[None]]
     telemetry: Telemetry = field(default_factory=Telemetry.disabled)
 
@@ -91,7 +92,7 @@ class RunningServer:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.registry.aclose()
-        await self.store.close()
+        await self.database.close()
         await asyncio.to_thread(self.telemetry.shutdown)
 
 
@@ -121,14 +122,14 @@ async def start_server(
         registry = await ProviderRegistry.discover(
             configs=config.providers, disabled=config.disabled_providers, entries=entries
         )
-    database = connect_sqlite(config.database_path)
-    store = SqliteJobStore(database)
+    database = await open_database(config.database_url, pool_size=config.database_pool_size)
+    store = database.jobs
     objects = objects or open_store(config.object_store_url)
     limiter = MemoryRateLimiter(clock)
     breakers = Breakers(clock, config.circuit_breakers)
     router = Router(registry, breakers=breakers, rules=config.routing_rules)
     upstream = UpstreamLimits(limiter, registry, clock)
-    ledger = SqliteLedger(database)
+    ledger = database.ledger
     policy = Policy(
         plans=config.plans,
         tenants={t.name: t for t in config.tenants},
@@ -238,6 +239,7 @@ async def start_server(
         health=health,
         config=config,
         ledger=ledger,
+        database=database,
         _background=background,
         telemetry=telemetry,
     )

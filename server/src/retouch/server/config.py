@@ -45,8 +45,10 @@ from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
 from .breaker import BreakerSettings, BreakerSettingsError
+from .database.urls import DatabaseUrlError, default_url, dialect_of
 from .policy.plans import DEFAULT_PLAN, Plan, PlanBook, PlanError
 from .routing_rules import RoutingRule, RuleError, parse_rules
+from .secrets import bad_variable_names, literal_secrets
 
 Environment = Literal["local", "test", "staging", "production"]
 ENVIRONMENTS: tuple[str, ...] = get_args(Environment)
@@ -119,7 +121,11 @@ class ServerConfig:
     object_store: str = ""
     """``file:///path`` or ``memory://``; empty means ``<data_dir>/objects``."""
     database: str = ""
-    """SQLite file; empty means ``<data_dir>/retouch.db``."""
+    """``sqlite:///path`` (embedded) or ``postgresql://user@host:port/db`` (shared by
+    replicas) for jobs, events, results, uploads, the ledger, plans and idempotency keys;
+    empty means ``<data_dir>/retouch.db``."""
+    database_pool_size: int = 10
+    """Most PostgreSQL connections one replica opens (besides one for LISTEN)."""
     tenants: tuple[TenantConfig, ...] = (DEV_TENANT,)
     providers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Per-provider config tables, passed to each provider's ``start`` (``<name>_env``
@@ -159,6 +165,7 @@ class ServerConfig:
             "max_upload_bytes",
             "upload_ttl_s",
             "download_chunk_bytes",
+            "database_pool_size",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
@@ -170,6 +177,11 @@ class ServerConfig:
             raise ConfigError("shutdown_grace_s cannot be negative")
         if not self.tenants:
             raise ConfigError("at least one tenant must be configured")
+        if self.database:
+            try:
+                dialect_of(self.database)
+            except DatabaseUrlError as exc:
+                raise ConfigError(str(exc)) from exc
         names = [t.name for t in self.tenants]
         if len(set(names)) != len(names):
             raise ConfigError("tenant names must be unique")
@@ -212,8 +224,8 @@ class ServerConfig:
         return bool(self.tls_cert_file)
 
     @property
-    def database_path(self) -> Path:
-        return Path(self.database) if self.database else self.data_dir / "retouch.db"
+    def database_url(self) -> str:
+        return self.database or default_url(self.data_dir)
 
     @property
     def object_store_url(self) -> str:
@@ -300,6 +312,18 @@ def _provider_tables(
     providers: dict[str, dict[str, Any]] = {}
     breakers: dict[str, BreakerSettings] = {}
     for name, table in tables.items():
+        literal = literal_secrets(table)
+        if literal:
+            # Named, never shown: the value is the secret.
+            raise ConfigError(
+                f"[providers.{name}] {literal[0]}: secrets never go in the config file; name "
+                f'the environment variable that holds it instead: {literal[0]}_env = "VAR"'
+            )
+        misnamed = bad_variable_names(table)
+        if misnamed:
+            raise ConfigError(
+                f"[providers.{name}] {misnamed[0]} must be the name of an environment variable"
+            )
         own = dict(table)
         breaker = own.pop("circuit_breaker", None)
         if breaker is not None:

@@ -51,6 +51,16 @@ T = TypeVar("T")
 EditMessage = pb.InpaintRequest | pb.OutpaintRequest | pb.EnhanceRequest
 """The ImageEdit requests that start a job."""
 
+
+def operation_of(request: EditMessage) -> Operation:
+    """The operation an ImageEdit request asks for."""
+    if isinstance(request, pb.InpaintRequest):
+        return Operation.INPAINT
+    if isinstance(request, pb.OutpaintRequest):
+        return Operation.OUTPAINT
+    return Operation.ENHANCE
+
+
 MAX_PADDING = 4096
 MAX_MASK_OPTION = 256
 DEFAULT_QUALITY = 90

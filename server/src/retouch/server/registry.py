@@ -10,12 +10,23 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from retouch.sdk import ENTRY_POINT_GROUP, SDK_API_VERSION, Health, HealthReport, Manifest, Provider
+from retouch.sdk import (
+    ENTRY_POINT_GROUP,
+    SDK_API_VERSION,
+    Health,
+    HealthReport,
+    Manifest,
+    Provider,
+    Secret,
+)
+
+from .secrets import MissingSecret, resolve_secrets, scrub
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +40,8 @@ class LoadedProvider:
     provider: Provider
     manifest: Manifest
     health: HealthReport
+    secrets: tuple[Secret, ...] = ()
+    """The secrets its config holds, scrubbed from whatever the server says about it."""
 
     @property
     def name(self) -> str:
@@ -53,21 +66,33 @@ class ProviderRegistry:
         configs: Mapping[str, Mapping[str, Any]],
         disabled: Iterable[str] = (),
         entries: Iterable[EntryPoint] | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> ProviderRegistry:
-        """Load, validate and start every provider registered under the entry point group."""
+        """Load, validate and start every provider registered under the entry point group.
+
+        ``<setting>_env`` settings in a provider's config are read from ``environ``
+        (default: the process environment) and passed to ``start`` as secrets.
+        """
         registry = cls()
+        env = os.environ if environ is None else environ
         skip = set(disabled)
         for entry in entry_points(group=ENTRY_POINT_GROUP) if entries is None else entries:
             if entry.name in skip:
                 log.info("provider %s is disabled by configuration", entry.name)
                 continue
+            secrets: tuple[Secret, ...] = ()
             try:
-                loaded = await _load(entry, configs.get(entry.name, {}))
+                config, secrets = resolve_secrets(entry.name, configs.get(entry.name, {}), env)
+                loaded = await _load(entry, config)
+                loaded.secrets = secrets
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                reason = (
-                    str(exc) if isinstance(exc, PluginError) else f"{type(exc).__name__}: {exc}"
+                reason = scrub(
+                    str(exc)
+                    if isinstance(exc, PluginError | MissingSecret)
+                    else f"{type(exc).__name__}: {exc}",
+                    secrets,
                 )
                 registry.broken[entry.name] = reason
                 log.error("provider plugin %r (%s) left out: %s", entry.name, entry.value, reason)
@@ -101,7 +126,8 @@ class ProviderRegistry:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                loaded.health = HealthReport(Health.UNAVAILABLE, f"health check failed: {exc}")
+                detail = scrub(f"health check failed: {exc}", loaded.secrets)
+                loaded.health = HealthReport(Health.UNAVAILABLE, detail)
 
     async def aclose(self) -> None:
         for loaded in self.providers.values():

@@ -149,8 +149,7 @@ class Router:
         forbidden: list[str] = []
         too_dear: list[str] = []
         waits: list[float] = []
-        down: list[str] = []
-        down_waits: list[float] = []
+        down: list[tuple[str, str, float]] = []
         breakers: dict[str, BreakerSnapshot] = {}
         candidates = []
         for loaded in self._registry.providers.values():
@@ -176,16 +175,10 @@ class Router:
                 excluded.append((loaded.name, reason))
                 too_dear.append(reason)
                 continue
-            if loaded.health.health is Health.UNAVAILABLE:
-                reason = f"unavailable: {loaded.health.detail or 'down'}"
-                excluded.append((loaded.name, reason))
-                down.append(f"{loaded.name}: {reason}")
-                down_waits.append(UNAVAILABLE_RETRY_S)
-                continue
-            if breaker is not None and not breaker.admits:
-                excluded.append((loaded.name, breaker.describe()))
-                down.append(f"{loaded.name}: {breaker.describe()}")
-                down_waits.append(_reprobe_wait(breaker))
+            outage = _outage(loaded, breaker)
+            if outage is not None:
+                excluded.append((loaded.name, outage[0]))
+                down.append((loaded.name, *outage))
                 continue
             wait = policy.upstream_wait(loaded.name)
             if wait > 0:
@@ -202,12 +195,7 @@ class Router:
                 retry_after=min(waits),
             )
         if down:
-            retry = min(down_waits)
-            raise Unavailable(
-                f"every provider able to do this job is unavailable ({'; '.join(down)}); "
-                f"retry in {retry:.2f} s",
-                retry_after=retry,
-            )
+            raise _all_down(down)
         if too_dear:
             raise InvalidArgument(
                 "provider.max_cost_credits",
@@ -254,17 +242,12 @@ class Router:
                 f"provider {loaded.name!r} costs {candidate.price} credits, more than "
                 f"max_cost_credits {request.max_cost}",
             )
-        if loaded.health.health is Health.UNAVAILABLE:
-            raise Unavailable(
-                f"provider {loaded.name!r} is unavailable; retry later or let the server choose",
-                retry_after=UNAVAILABLE_RETRY_S,
-            )
         breaker = self._breaker(loaded.name)
-        if breaker is not None and not breaker.admits:
+        outage = _outage(loaded, breaker)
+        if outage is not None:
             raise Unavailable(
-                f"provider {loaded.name!r} is unavailable ({breaker.describe()}); "
-                "retry later or let the server choose",
-                retry_after=_reprobe_wait(breaker),
+                f"provider {loaded.name!r} is {outage[0]}; retry later or let the server choose",
+                retry_after=outage[1],
             )
         wait = policy.upstream_wait(loaded.name)
         if wait > 0:
@@ -275,6 +258,24 @@ class Router:
             )
         breakers = {loaded.name: breaker} if breaker is not None else {}
         return Route([candidate], [], request.prefer, breakers=breakers)
+
+    def refuse_if_all_down(self, operation: Operation, provider: str = "") -> None:
+        """Raise UNAVAILABLE when every provider that can do ``operation`` (or the named
+        one) is down or behind an open breaker: checked before the input is even read, so
+        such a refusal costs no decode and touches no provider."""
+        if provider:
+            loaded = self._registry.get(provider)
+            capable = [loaded] if loaded is not None and loaded.manifest.can(operation) else []
+        else:
+            capable = [p for p in self._registry.providers.values() if p.manifest.can(operation)]
+        down = []
+        for loaded in capable:
+            outage = _outage(loaded, self._breaker(loaded.name))
+            if outage is None:
+                return
+            down.append((loaded.name, *outage))
+        if down:
+            raise _all_down(down)
 
     def _breaker(self, provider: str) -> BreakerSnapshot | None:
         return self.breakers.snapshot(provider) if self.breakers is not None else None
@@ -350,9 +351,23 @@ class Router:
         return sorted(candidates, key=key)
 
 
-def _reprobe_wait(breaker: BreakerSnapshot) -> float:
-    # A half-open breaker whose probe is running answers as soon as the probe ends.
-    return breaker.reprobe_in_s if breaker.reprobe_in_s > 0 else 1.0
+def _outage(loaded: LoadedProvider, breaker: BreakerSnapshot | None) -> tuple[str, float] | None:
+    """Why a provider cannot take work now and when to try again, or None."""
+    if loaded.health.health is Health.UNAVAILABLE:
+        return f"unavailable: {loaded.health.detail or 'down'}", UNAVAILABLE_RETRY_S
+    if breaker is not None and not breaker.admits:
+        # A half-open breaker whose probe is running answers as soon as the probe ends.
+        return breaker.describe(), breaker.reprobe_in_s if breaker.reprobe_in_s > 0 else 1.0
+    return None
+
+
+def _all_down(down: list[tuple[str, str, float]]) -> Unavailable:
+    retry = min(wait for _, _, wait in down)
+    reasons = "; ".join(f"{name}: {reason}" for name, reason, _ in down)
+    return Unavailable(
+        f"every provider able to do this job is unavailable ({reasons}); retry in {retry:.2f} s",
+        retry_after=retry,
+    )
 
 
 def _incapable(loaded: LoadedProvider, route: RouteRequest) -> FieldViolation | None:

@@ -2,19 +2,24 @@
 
 A provider is a class registered under the ``retouch.providers`` entry point group. It
 publishes a :class:`Manifest`, and its ``run`` method turns an :class:`EditRequest`
-into :class:`Progress` events and one :class:`Result`, raising a
-:class:`ProviderError` when it cannot. Nothing here depends on protobuf or gRPC.
+and the job's :class:`JobContext` into :class:`Progress` events and one
+:class:`Result`, raising a :class:`ProviderError` when it cannot. Hosted providers
+build on :mod:`retouch.sdk.http`. Nothing here depends on protobuf or gRPC.
 """
 
 from ._compositing import composite, mask_bounds
+from ._config import ConfigReader
+from ._context import SYSTEM_CLOCK, Clock, EncodedImage, JobContext, SystemClock
 from ._errors import (
+    ProviderBadResponse,
     ProviderError,
     ProviderRateLimited,
     ProviderRejected,
     ProviderTimeout,
     ProviderUnavailable,
 )
-from ._events import Event, Progress, Result
+from ._events import Event, Progress, Result, Usage
+from ._images import decode_image, encode_png, expected_size, fit_to_request
 from ._manifest import SDK_API_VERSION, CostModel, Manifest, Operation
 from ._progress import JobCancelled, ProgressReporter, WorkerPool, run_with_progress
 from ._provider import ENTRY_POINT_GROUP, Health, HealthReport, Provider
@@ -29,13 +34,18 @@ from ._requests import (
     Padding,
     RGBImage,
 )
+from ._secrets import Redactor, Secret
 from ._tracing import trace_headers
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "SDK_API_VERSION",
+    "SYSTEM_CLOCK",
+    "Clock",
+    "ConfigReader",
     "CostModel",
     "EditRequest",
+    "EncodedImage",
     "EnhanceKind",
     "EnhanceRequest",
     "Event",
@@ -44,6 +54,7 @@ __all__ = [
     "HealthReport",
     "InpaintRequest",
     "JobCancelled",
+    "JobContext",
     "Manifest",
     "Mask",
     "Operation",
@@ -52,15 +63,24 @@ __all__ = [
     "Progress",
     "ProgressReporter",
     "Provider",
+    "ProviderBadResponse",
     "ProviderError",
     "ProviderRateLimited",
     "ProviderRejected",
     "ProviderTimeout",
     "ProviderUnavailable",
     "RGBImage",
+    "Redactor",
     "Result",
+    "Secret",
+    "SystemClock",
+    "Usage",
     "WorkerPool",
     "composite",
+    "decode_image",
+    "encode_png",
+    "expected_size",
+    "fit_to_request",
     "mask_bounds",
     "run_with_progress",
     "trace_headers",

@@ -4,7 +4,10 @@
     │                             (or a later attempt) may succeed
     ├── ProviderRejected          this input can never succeed here (not retryable)
     ├── ProviderUnavailable       down, unreachable or failing (retryable)
-    │   └── ProviderTimeout       did not answer in time (retryable)
+    │   ├── ProviderTimeout       did not answer in time (retryable)
+    │   └── ProviderBadResponse   answered something unusable: malformed JSON, the
+    │                             wrong content type, a missing field, an oversized
+    │                             body (retryable: another provider may do better)
     └── ProviderRateLimited       upstream said "too many requests" (retryable,
                                   ``retry_after`` seconds when the upstream told us)
 
@@ -46,6 +49,11 @@ class ProviderUnavailable(ProviderError):
 
 class ProviderTimeout(ProviderUnavailable):
     """The provider did not answer in time."""
+
+
+class ProviderBadResponse(ProviderUnavailable):
+    """The provider answered, but not with something we can use. The message names
+    the provider and what was wrong with the answer."""
 
 
 class ProviderRateLimited(ProviderError):

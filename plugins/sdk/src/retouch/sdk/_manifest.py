@@ -11,9 +11,13 @@ from typing import Any
 from numpy.typing import NDArray
 
 from ._errors import ProviderRejected
+from ._events import Usage
 
-SDK_API_VERSION = 1
-"""Bumped when the provider contract changes incompatibly; the server refuses others."""
+SDK_API_VERSION = 2
+"""Bumped when the provider contract changes incompatibly; the server refuses others.
+
+2: ``run(request, context)`` takes a :class:`~retouch.sdk.JobContext`; results may
+report :class:`~retouch.sdk.Usage`."""
 
 
 class Operation(enum.Enum):
@@ -30,19 +34,72 @@ TASKS = ("inpaint", "outpaint", "enhance", "enhance.upscale", "enhance.denoise",
 
 @dataclass(frozen=True, slots=True)
 class CostModel:
-    """Credits charged for one job: a flat part plus a part per started megapixel."""
+    """Credits charged for one job.
+
+    The **estimate** is reserved before the job runs: a flat part, a part per started
+    megapixel of output, and ``metered_reserve`` to cover metered usage. The **actual**
+    price (:meth:`actual_credits`) replaces the estimate when the provider reports
+    :class:`~retouch.sdk.Usage`: the same flat and per-megapixel parts (using the
+    megapixels the upstream billed, when it says) plus the metered rates times the
+    usage, rounded up to whole credits.
+
+    The server charges the actual price but never more than it reserved: the rest of
+    the reservation is refunded, and an actual price above the reservation is charged
+    at the reservation and logged, so set ``metered_reserve`` to the most a job's
+    metered usage may cost.
+    """
 
     credits_per_job: int = 0
     credits_per_megapixel: int = 0
+    credits_per_predict_second: float = 0.0
+    credits_per_provider_credit: float = 0.0
+    credits_per_usd: float = 0.0
+    metered_reserve: int = 0
+    """Credits reserved on top of the flat and per-megapixel parts for metered usage."""
 
     def __post_init__(self) -> None:
-        if self.credits_per_job < 0 or self.credits_per_megapixel < 0:
+        prices = (
+            self.credits_per_job,
+            self.credits_per_megapixel,
+            self.credits_per_predict_second,
+            self.credits_per_provider_credit,
+            self.credits_per_usd,
+            self.metered_reserve,
+        )
+        if any(not math.isfinite(price) or price < 0 for price in prices):
             raise ValueError("credit prices cannot be negative")
 
+    @property
+    def metered(self) -> bool:
+        """Whether any part of the price depends on reported usage."""
+        return bool(
+            self.credits_per_predict_second
+            or self.credits_per_provider_credit
+            or self.credits_per_usd
+        )
+
     def estimate(self, width: int, height: int) -> int:
-        """Credits for an output of ``width`` x ``height`` pixels."""
-        megapixels = math.ceil(width * height / 1_000_000)
-        return self.credits_per_job + self.credits_per_megapixel * megapixels
+        """Credits reserved for an output of ``width`` x ``height`` pixels."""
+        return self._sized(width * height / 1_000_000) + self.metered_reserve
+
+    def actual_credits(self, usage: Usage, width: int, height: int) -> int:
+        """Credits for a job of ``width`` x ``height`` output that used ``usage``.
+
+        Figures the usage leaves out count as zero, except megapixels, which default
+        to the output's. Without metered rates this equals the estimate less the
+        metered reserve.
+        """
+        megapixels = width * height / 1_000_000 if usage.megapixels is None else usage.megapixels
+        metered = (
+            self.credits_per_predict_second * (usage.predict_seconds or 0.0)
+            + self.credits_per_provider_credit * (usage.provider_credits or 0.0)
+            + self.credits_per_usd * (usage.usd or 0.0)
+        )
+        # A hair below a whole credit is float noise (0.1 * 30 is 3.0000000000000004).
+        return self._sized(megapixels) + math.ceil(round(metered, 9))
+
+    def _sized(self, megapixels: float) -> int:
+        return self.credits_per_job + self.credits_per_megapixel * math.ceil(round(megapixels, 9))
 
 
 @dataclass(frozen=True, slots=True)

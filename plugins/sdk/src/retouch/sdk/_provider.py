@@ -7,6 +7,7 @@ from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from ._context import JobContext
 from ._events import Event
 from ._manifest import Manifest
 from ._requests import EditRequest
@@ -38,7 +39,9 @@ class Provider(Protocol):
 
     Lifecycle: the server calls ``start`` once with the provider's config table (it
     should validate it and fail early), ``run`` for each job, and ``aclose`` on
-    shutdown. ``run`` is an async generator of :class:`~retouch.sdk.Progress` events
+    shutdown. ``run`` gets the job's :class:`~retouch.sdk.JobContext` (job id,
+    deadline, trace headers, the original encoded inputs) beside the request; it is
+    an async generator of :class:`~retouch.sdk.Progress` events
     ending with exactly one :class:`~retouch.sdk.Result`; it raises a
     :class:`~retouch.sdk.ProviderError` on failure. Cancelling the job closes the
     generator, which must stop work promptly. Blocking work belongs off the event
@@ -54,4 +57,4 @@ class Provider(Protocol):
 
     async def health(self) -> HealthReport: ...
 
-    def run(self, request: EditRequest) -> AsyncGenerator[Event, None]: ...
+    def run(self, request: EditRequest, context: JobContext) -> AsyncGenerator[Event, None]: ...

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from typing import Any
 
 Inject = Callable[[MutableMapping[str, str]], None]
 
@@ -33,3 +35,38 @@ def _injector() -> Inject | None:
     except ImportError:
         return None
     return inject
+
+
+class SpanHandle:
+    """The few span operations the SDK uses; does nothing without OpenTelemetry."""
+
+    def __init__(self, span: Any = None) -> None:
+        self._span = span
+
+    def set(self, key: str, value: str | int | float | bool) -> None:
+        if self._span is not None:
+            self._span.set_attribute(key, value)
+
+
+@contextlib.contextmanager
+def client_span(name: str, attributes: Mapping[str, str | int]) -> Iterator[SpanHandle]:
+    """A CLIENT span for one outgoing call, child of the job's span, when
+    ``opentelemetry-api`` is installed (a no-op span when telemetry is off). Callers
+    pass attributes already free of secrets."""
+    tracer = _tracer()
+    if tracer is None:
+        yield SpanHandle()
+        return
+    from opentelemetry.trace import SpanKind
+
+    with tracer.start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes) as span:
+        yield SpanHandle(span)
+
+
+@functools.cache
+def _tracer() -> Any:
+    try:
+        from opentelemetry import trace
+    except ImportError:
+        return None
+    return trace.get_tracer("retouch.sdk.http")

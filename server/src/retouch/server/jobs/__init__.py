@@ -1,13 +1,15 @@
-"""Jobs: their records and their store. Execution lives in ``jobs.manager``."""
+"""Jobs: their records and their stores. Execution lives in ``jobs.manager``."""
 
+from .postgres_store import PostgresJobStore
 from .records import JobRecord, JobState, ResultRecord, UploadRecord
-from .store import DuplicateRequest, JobStore, SqliteJobStore
+from .sqlite_store import SqliteJobStore
+from .store import JobStore
 
 __all__ = [
-    "DuplicateRequest",
     "JobRecord",
     "JobState",
     "JobStore",
+    "PostgresJobStore",
     "ResultRecord",
     "SqliteJobStore",
     "UploadRecord",

@@ -50,7 +50,7 @@ class LiveJob:
     async def publish(self, event: JobEventData) -> None:
         """Record the job's next event, then wake the followers here."""
         message = job_event(self.job_id, self.last_seq + 1, event)
-        await self._store.append_events(self.job_id, [(message.seq, message.SerializeToString())])
+        await self._store.append_event(self.job_id, message.seq, message.SerializeToString())
         self.events.append(message)
         self._wake()
 

@@ -180,8 +180,8 @@ class JobManager:
             if record.job_id in self._live:
                 continue
             final, _ = terminal(record, stopped, self._clock.now(), record.last_seq)
-            await self._store.update_job(final)
-            count += 1
+            if await self._store.finish(final):
+                count += 1
         if count:
             log.warning("failed %d job(s) left unfinished by a previous run", count)
         await self.settle_orphans(grace_s=0.0)

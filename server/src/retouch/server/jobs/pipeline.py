@@ -22,7 +22,7 @@ from google.protobuf.message import Message
 
 from ..auth import Caller
 from ..clock import Clock
-from ..edits import EditMessage, EditPreparer, PreparedEdit, off_loop
+from ..edits import EditMessage, EditPreparer, PreparedEdit, off_loop, operation_of
 from ..errors import Cancelled, DeadlineExceeded, Internal, RetouchError, Unavailable
 from ..ids import new_id
 from ..policy import Balance, Plan, Policy
@@ -36,7 +36,7 @@ from .records import JobRecord, JobState
 from .results import ResultWriter
 from .runner import ProviderRunner
 from .settle import OK, Settlement
-from .store import DuplicateRequest, JobStore
+from .store import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,8 @@ class EditPipeline:
                 return claim.job_id
             if self._jobs.closing:
                 raise Unavailable("the server is shutting down; retry on another replica or later")
+            # Before a token is taken or a byte decoded: nothing can run it anyway.
+            self._router.refuse_if_all_down(operation_of(request), request.provider.provider)
             plan = await self.admit(request, caller)
             edit = await self._edits.prepare(request, caller, plan)
             route = await self.route(edit, plan)
@@ -180,13 +182,14 @@ class EditPipeline:
         """Create the job; when its request_id was taken meanwhile, release this hold and
         return the job that took it."""
         try:
-            await self._store.create_job(job)
-        except BaseException as exc:
+            stored, created = await self._store.create_or_get(job)
+        except BaseException:
             await self._policy.ledger.release(job.job_id, now=self._clock.now(), note="not created")
-            if isinstance(exc, DuplicateRequest):
-                return exc.existing
             raise
-        return None
+        if created:
+            return None
+        await self._policy.ledger.release(job.job_id, now=self._clock.now(), note="duplicate")
+        return stored
 
     # -- the job's own task: run → store → settle --------------------------------------
 
@@ -194,10 +197,11 @@ class EditPipeline:
         """Run the job within its time limit and settle it, whatever happens."""
         job, edit, route, plan = admission.job, admission.edit, admission.route, admission.plan
         job_started(job, edit.route.width, edit.route.height)
+        deadline = self._clock.monotonic() + admission.time_limit_s
         try:
             async with asyncio.timeout(admission.time_limit_s):
                 await live.publish(_accepted(admission))
-                job, outcome = await self._runner.run(job, edit, route, live)
+                job, outcome = await self._runner.run(job, edit, route, live, deadline)
                 with stage("storage"):
                     result = await self._results.write(
                         job, edit, outcome, live, retention_days=plan.retention_days

@@ -54,7 +54,13 @@ class UploadRecord:
 @dataclass(frozen=True, slots=True)
 class JobRecord:
     """A job as stored. ``final_status`` is a serialized ``google.rpc.Status`` for
-    failed and cancelled jobs, so WatchJob can end replays with the original status."""
+    failed and cancelled jobs, so WatchJob can end replays with the original status.
+
+    ``replica_id`` names the replica that runs the job, holding it until ``lease_until``
+    (renewed by its heartbeat); a job whose lease ran out is failed by whichever replica
+    sees it first. ``deadline_at`` bounds the job's life (0 = none). ``cancel_requested``
+    is set by ``request_cancel`` from any replica.
+    """
 
     job_id: str
     owner: str
@@ -74,3 +80,7 @@ class JobRecord:
     final_status: bytes = b""
     last_seq: int = 0
     cost_credits: int = 0
+    replica_id: str = ""
+    lease_until: float = 0.0
+    deadline_at: float = 0.0
+    cancel_requested: bool = False

@@ -14,7 +14,15 @@ import logging
 import time
 from dataclasses import dataclass
 
-from retouch.sdk import Progress, ProviderError, ProviderRateLimited, ProviderRejected, Result
+from retouch.sdk import (
+    JobContext,
+    Progress,
+    ProviderError,
+    ProviderRateLimited,
+    ProviderRejected,
+    Result,
+    trace_headers,
+)
 
 from ..breaker import Breakers
 from ..clock import Clock
@@ -31,6 +39,7 @@ from ..fallback import FailedAttempts
 from ..policy import Ledger
 from ..policy.upstream import UpstreamLimits
 from ..routing import Candidate, LatencyTracker, Route
+from ..secrets import scrub
 from ..telemetry import provider_call
 from .events import Progressed
 from .live import LiveJob
@@ -73,9 +82,16 @@ class ProviderRunner:
         self._clock = clock
 
     async def run(
-        self, job: JobRecord, edit: PreparedEdit, route: Route, live: LiveJob
+        self,
+        job: JobRecord,
+        edit: PreparedEdit,
+        route: Route,
+        live: LiveJob,
+        deadline: float | None = None,
     ) -> tuple[JobRecord, ProviderOutcome]:
-        """The job (naming the provider that ran it) and that provider's outcome."""
+        """The job (naming the provider that ran it) and that provider's outcome.
+
+        ``deadline`` is when the job must end, on the clock's monotonic scale."""
         progress = 0.0
         held = route.candidates[0].price
         failed = FailedAttempts(self._breakers)
@@ -114,20 +130,27 @@ class ProviderRunner:
             started = time.perf_counter()
             try:
                 result: Result | None = None
+                request = provider_request(edit, candidate.model)
                 with permit:
-                    async with (
-                        provider_call(candidate.name, candidate.model),
-                        contextlib.aclosing(
-                            candidate.loaded.provider.run(provider_request(edit, candidate.model))
-                        ) as events,
-                    ):
-                        async for event in events:
-                            if isinstance(event, Result):
-                                result = event
-                                break
-                            if isinstance(event, Progress):
-                                progress = max(progress, event.fraction * PROVIDER_SHARE)
-                                await live.publish(Progressed(progress, event.stage))
+                    async with provider_call(candidate.name, candidate.model):
+                        # Built inside the provider's span, so that its trace headers parent
+                        # the provider's upstream calls.
+                        context = JobContext(
+                            job_id=job.job_id,
+                            deadline=deadline,
+                            clock=self._clock,
+                            trace_headers=trace_headers(),
+                        )
+                        async with contextlib.aclosing(
+                            candidate.loaded.provider.run(request, context)
+                        ) as events:
+                            async for event in events:
+                                if isinstance(event, Result):
+                                    result = event
+                                    break
+                                if isinstance(event, Progress):
+                                    progress = max(progress, event.fraction * PROVIDER_SHARE)
+                                    await live.publish(Progressed(progress, event.stage))
             except ProviderError as error:
                 if isinstance(error, ProviderRateLimited):
                     self._upstream.throttled(candidate.name)
@@ -136,12 +159,7 @@ class ProviderRunner:
                     raise mapped from error
                 failed.add(candidate.name, mapped)
                 if fallbacks_left:
-                    log.warning(
-                        "job %s: provider %s failed (%s); falling back",
-                        job.job_id,
-                        candidate.name,
-                        error.message,
-                    )
+                    log.warning("job %s: %s; falling back", job.job_id, mapped.message)
                 continue
             provider_ms = (time.perf_counter() - started) * 1000
             self._latency.record(candidate.name, provider_ms)
@@ -175,14 +193,14 @@ def _rate_limited(provider: str, what: str, wait: float) -> ResourceExhausted:
 
 def _provider_error(candidate: Candidate, error: ProviderError) -> RetouchError:
     name = candidate.name
+    # Upstream APIs echo keys back in their errors; what we pass on never carries one.
+    message = scrub(error.message, candidate.loaded.secrets)
     if isinstance(error, ProviderRejected):
-        return InvalidArgument(error.field or "image", f"provider {name!r}: {error.message}")
+        return InvalidArgument(error.field or "image", f"provider {name!r}: {message}")
     if isinstance(error, ProviderRateLimited):
-        return _rate_limited(
-            name, f"its upstream rate limit ({error.message})", error.retry_after or 1.0
-        )
+        return _rate_limited(name, f"its upstream rate limit ({message})", error.retry_after or 1.0)
     if error.retryable:
         return Unavailable(
-            f"provider {name!r} failed: {error.message}", retry_after=error.retry_after or 1.0
+            f"provider {name!r} failed: {message}", retry_after=error.retry_after or 1.0
         )
-    return Internal(f"provider {name!r} failed: {error.message}", reason="PROVIDER_FAILED")
+    return Internal(f"provider {name!r} failed: {message}", reason="PROVIDER_FAILED")

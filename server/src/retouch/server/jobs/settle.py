@@ -90,7 +90,11 @@ class Settlement:
         final, status = terminal(job, error, self._clock.now(), last_seq)
         job_finished(final)
         try:
-            await self._store.update_job(final)
+            if not await self._store.finish(final):
+                # Failed and refunded elsewhere (its lease expired, say): never charge it.
+                log.warning("job %s: finished elsewhere already; not settling", final.job_id)
+                recorded = await self._store.get_job(final.job_id)
+                return recorded_status(recorded) if recorded else status
             if error is None:
                 await self._ledger.commit(final.job_id, final.cost_credits, now=self._clock.now())
             else:

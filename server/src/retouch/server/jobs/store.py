@@ -1,34 +1,31 @@
-"""Persistent state of jobs, their events, uploads and results.
+"""Persistent state of jobs, their events, uploads and results: the ``JobStore`` interface.
 
-``JobStore`` is the interface; :class:`SqliteJobStore` is the embedded default. SQLite
-calls are sub-millisecond in WAL mode, so they run on the event loop thread: that keeps
-every read-modify-write atomic without locks, and avoids a thread hop per call.
+Every method is atomic on its own, against every other connection and replica, and says
+so where that matters: submission is one create-or-get, finishing a job is one
+compare-and-set from an unfinished state, and a job's events wake its watchers wherever
+they run. Two backends implement it: :class:`~.sqlite_store.SqliteJobStore`, embedded,
+for one replica; :class:`~.postgres_store.PostgresJobStore`, shared by several.
 """
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
-from collections.abc import Iterator, Sequence
-from pathlib import Path
-from typing import Protocol, cast
+from collections.abc import AsyncGenerator, Sequence
+from typing import Protocol
 
 from .records import JobRecord, JobState, ResultRecord, UploadRecord
-
-
-class DuplicateRequest(Exception):
-    """A job with this owner and request_id exists already."""
-
-    def __init__(self, existing: JobRecord) -> None:
-        super().__init__(existing.job_id)
-        self.existing = existing
 
 
 class JobStore(Protocol):
     """Where jobs, events, uploads and results are recorded."""
 
-    async def create_job(self, job: JobRecord) -> None:
-        """Insert a new job; raise :class:`DuplicateRequest` if its request_id is taken."""
+    async def create_or_get(self, job: JobRecord) -> tuple[JobRecord, bool]:
+        """Insert ``job``, or find the job its owner already made with its request_id.
+
+        Returns the stored job and whether this call created it. One atomic step keyed
+        by ``(owner, request_id)`` when request_id is non-empty: concurrent duplicates,
+        on one connection or on several replicas, make exactly one job and all of them
+        get it back.
+        """
 
     async def get_job(self, job_id: str) -> JobRecord | None: ...
 
@@ -39,12 +36,62 @@ class JobStore(Protocol):
     ) -> Sequence[JobRecord]:
         """The owner's jobs with ids below ``before_id``, newest first."""
 
-    async def update_job(self, job: JobRecord) -> None: ...
+    async def update_job(self, job: JobRecord) -> bool:
+        """Record a change to an unfinished job (provider and model on fallback, its lease,
+        its deadline); ``job.state`` must not be terminal — use :meth:`finish`.
+
+        Atomic, and never overwrites a terminal row: returns False, changing nothing,
+        when the job has finished meanwhile. ``cancel_requested`` is not written, so a
+        stale record cannot withdraw a cancel request.
+        """
+
+    async def finish(self, job: JobRecord) -> bool:
+        """Compare-and-set the job from QUEUED or RUNNING to ``job``'s terminal state.
+
+        True when this call finished it. False when the job was already terminal —
+        failed and refunded by another replica, say — and then nothing changes: the
+        caller must not charge it. Wakes the job's watchers.
+        """
+
+    async def renew_leases(self, replica_id: str, job_ids: Sequence[str], until: float) -> None:
+        """Extend to ``until`` the leases ``replica_id`` holds on these unfinished jobs, in
+        one write. Jobs held by another replica, or finished, are left alone."""
+
+    async def expired_jobs(self, now: float) -> Sequence[JobRecord]:
+        """Unfinished jobs whose lease ended before ``now`` (a job never leased counts).
+
+        Failing them goes through :meth:`finish`, so when several replicas see the same
+        expired job only one of them fails and refunds it.
+        """
+
+    async def append_event(self, job_id: str, seq: int, data: bytes) -> None:
+        """Record one event as it happens, and wake the job's watchers on every replica.
+
+        The wake-up is part of the write's transaction: it is sent if and only if the
+        event is stored.
+        """
 
     async def append_events(self, job_id: str, events: Sequence[tuple[int, bytes]]) -> None:
-        """Record a job's events ``(seq, payload)`` in one write."""
+        """Record a job's events ``(seq, payload)`` in one write, then wake its watchers."""
 
     async def events_after(self, job_id: str, after_seq: int) -> Sequence[bytes]: ...
+
+    def watch_events(self, job_id: str) -> AsyncGenerator[None, None]:
+        """Yield at once, then again after each new event or state change of the job.
+
+        The subscription starts before the first yield, so reading ``events_after`` and
+        the job after each yield never misses a change. Wake-ups coalesce, and a yield
+        may come with nothing new. The iterator never ends by itself: stop when the job
+        is terminal, and close it (``contextlib.aclosing``) to unsubscribe.
+        """
+
+    async def request_cancel(self, job_id: str) -> bool:
+        """Set the job's ``cancel_requested`` and tell the replica that runs it (through
+        :meth:`cancel_requests`). False when the job is unknown or already finished."""
+
+    def cancel_requests(self) -> AsyncGenerator[str, None]:
+        """Ids of jobs whose cancellation is requested, from any replica, from the first
+        ``__anext__`` on. Every replica gets every id; each acts on the jobs it runs."""
 
     async def unfinished_jobs(self) -> Sequence[JobRecord]: ...
 
@@ -68,289 +115,13 @@ class JobStore(Protocol):
     async def close(self) -> None: ...
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    job_id TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    request_id TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    operation TEXT NOT NULL,
-    state TEXT NOT NULL,
-    provider TEXT NOT NULL,
-    model TEXT NOT NULL,
-    seed INTEGER NOT NULL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    result_id TEXT NOT NULL,
-    error_code TEXT NOT NULL,
-    error_message TEXT NOT NULL,
-    final_status BLOB NOT NULL,
-    last_seq INTEGER NOT NULL,
-    cost_credits INTEGER NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS jobs_request ON jobs (owner, request_id) WHERE request_id != '';
-CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, job_id);
-CREATE INDEX IF NOT EXISTS jobs_unfinished ON jobs (state) WHERE state IN ('queued', 'running');
-CREATE TABLE IF NOT EXISTS job_events (
-    job_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    payload BLOB NOT NULL,
-    PRIMARY KEY (job_id, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS results (
-    result_id TEXT PRIMARY KEY,
-    job_id TEXT NOT NULL,
-    owner TEXT NOT NULL,
-    object_key TEXT NOT NULL,
-    content_type TEXT NOT NULL,
-    format TEXT NOT NULL,
-    width INTEGER NOT NULL,
-    height INTEGER NOT NULL,
-    size_bytes INTEGER NOT NULL,
-    created_at REAL NOT NULL,
-    expires_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS results_expiry ON results (expires_at) WHERE expires_at > 0;
-CREATE TABLE IF NOT EXISTS uploads (
-    upload_id TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    object_key TEXT NOT NULL,
-    size_bytes INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    content_type TEXT NOT NULL,
-    expires_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS uploads_expiry ON uploads (expires_at);
-"""
-
-_JOB_COLUMNS = (
-    "job_id, owner, subject, request_id, fingerprint, operation, state, provider, model, "
-    "seed, created_at, updated_at, result_id, error_code, error_message, final_status, "
-    "last_seq, cost_credits"
-)
+def require_terminal(job: JobRecord) -> None:
+    """Refuse to :meth:`JobStore.finish` a job with an unfinished state."""
+    if not job.state.terminal:
+        raise ValueError(f"finish needs a terminal state, not {job.state.value}")
 
 
-_RESULT_COLUMNS = (
-    "result_id, job_id, owner, object_key, content_type, format, width, height, "
-    "size_bytes, created_at, expires_at"
-)
-
-
-@contextlib.contextmanager
-def transaction(db: sqlite3.Connection) -> Iterator[None]:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` on an autocommit connection; ROLLBACK on error."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
-
-
-def connect_sqlite(path: Path | str) -> sqlite3.Connection:
-    """A connection tuned for one writer process: WAL, NORMAL sync, autocommit."""
-    if str(path) != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=NORMAL")
-    connection.execute("PRAGMA busy_timeout=5000")
-    return connection
-
-
-class SqliteJobStore:
-    """The embedded job store."""
-
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        self._db = connection
-        self._db.executescript(_SCHEMA)
-
-    @classmethod
-    def open(cls, path: Path | str) -> SqliteJobStore:
-        return cls(connect_sqlite(path))
-
-    async def create_job(self, job: JobRecord) -> None:
-        try:
-            self._db.execute(
-                f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * 18)})",
-                _job_row(job),
-            )
-        except sqlite3.IntegrityError:
-            existing = await self.find_by_request(job.owner, job.request_id)
-            if existing is None:
-                raise
-            raise DuplicateRequest(existing) from None
-
-    async def get_job(self, job_id: str) -> JobRecord | None:
-        row = self._db.execute(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)
-        ).fetchone()
-        return _job(row) if row else None
-
-    async def find_by_request(self, owner: str, request_id: str) -> JobRecord | None:
-        row = self._db.execute(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE owner = ? AND request_id = ?",
-            (owner, request_id),
-        ).fetchone()
-        return _job(row) if row else None
-
-    async def list_jobs(
-        self, owner: str, *, state: JobState | None, before_id: str | None, limit: int
-    ) -> Sequence[JobRecord]:
-        sql = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE owner = ?"
-        args: list[object] = [owner]
-        if state is not None:
-            sql += " AND state = ?"
-            args.append(state.value)
-        if before_id:
-            sql += " AND job_id < ?"
-            args.append(before_id)
-        sql += " ORDER BY job_id DESC LIMIT ?"
-        args.append(limit)
-        return [_job(row) for row in self._db.execute(sql, args)]
-
-    async def update_job(self, job: JobRecord) -> None:
-        self._db.execute(
-            "UPDATE jobs SET state = ?, provider = ?, model = ?, seed = ?, updated_at = ?, "
-            "result_id = ?, error_code = ?, error_message = ?, final_status = ?, "
-            "last_seq = ?, cost_credits = ? WHERE job_id = ?",
-            (
-                job.state.value,
-                job.provider,
-                job.model,
-                job.seed,
-                job.updated_at,
-                job.result_id,
-                job.error_code,
-                job.error_message,
-                job.final_status,
-                job.last_seq,
-                job.cost_credits,
-                job.job_id,
-            ),
-        )
-
-    async def append_events(self, job_id: str, events: Sequence[tuple[int, bytes]]) -> None:
-        with transaction(self._db):
-            self._db.executemany(
-                "INSERT INTO job_events (job_id, seq, payload) VALUES (?, ?, ?)",
-                [(job_id, seq, payload) for seq, payload in events],
-            )
-
-    async def events_after(self, job_id: str, after_seq: int) -> Sequence[bytes]:
-        rows = self._db.execute(
-            "SELECT payload FROM job_events WHERE job_id = ? AND seq > ? ORDER BY seq",
-            (job_id, after_seq),
-        )
-        return [bytes(row[0]) for row in rows]
-
-    async def unfinished_jobs(self) -> Sequence[JobRecord]:
-        rows = self._db.execute(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ('queued', 'running')"
-        )
-        return [_job(row) for row in rows]
-
-    async def add_result(self, result: ResultRecord) -> None:
-        self._db.execute(
-            "INSERT INTO results (result_id, job_id, owner, object_key, content_type, format, "
-            "width, height, size_bytes, created_at, expires_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                result.result_id,
-                result.job_id,
-                result.owner,
-                result.object_key,
-                result.content_type,
-                result.format,
-                result.width,
-                result.height,
-                result.size_bytes,
-                result.created_at,
-                result.expires_at,
-            ),
-        )
-
-    async def get_result(self, result_id: str) -> ResultRecord | None:
-        row = self._db.execute(
-            f"SELECT {_RESULT_COLUMNS} FROM results WHERE result_id = ?", (result_id,)
-        ).fetchone()
-        return ResultRecord(*row) if row else None
-
-    async def expired_results(self, now: float) -> Sequence[ResultRecord]:
-        rows = self._db.execute(
-            f"SELECT {_RESULT_COLUMNS} FROM results WHERE expires_at > 0 AND expires_at <= ?",
-            (now,),
-        )
-        return [ResultRecord(*row) for row in rows]
-
-    async def delete_result(self, result_id: str) -> None:
-        self._db.execute("DELETE FROM results WHERE result_id = ?", (result_id,))
-
-    async def add_upload(self, upload: UploadRecord) -> None:
-        self._db.execute(
-            "INSERT INTO uploads (upload_id, owner, object_key, size_bytes, sha256, "
-            "content_type, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                upload.upload_id,
-                upload.owner,
-                upload.object_key,
-                upload.size_bytes,
-                upload.sha256,
-                upload.content_type,
-                upload.expires_at,
-            ),
-        )
-
-    async def get_upload(self, upload_id: str) -> UploadRecord | None:
-        row = self._db.execute(
-            "SELECT upload_id, owner, object_key, size_bytes, sha256, content_type, expires_at "
-            "FROM uploads WHERE upload_id = ?",
-            (upload_id,),
-        ).fetchone()
-        return UploadRecord(*row) if row else None
-
-    async def expired_uploads(self, now: float) -> Sequence[UploadRecord]:
-        rows = self._db.execute(
-            "SELECT upload_id, owner, object_key, size_bytes, sha256, content_type, expires_at "
-            "FROM uploads WHERE expires_at <= ?",
-            (now,),
-        )
-        return [UploadRecord(*row) for row in rows]
-
-    async def delete_upload(self, upload_id: str) -> None:
-        self._db.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
-
-    async def close(self) -> None:
-        self._db.close()
-
-
-def _job_row(job: JobRecord) -> tuple[object, ...]:
-    return (
-        job.job_id,
-        job.owner,
-        job.subject,
-        job.request_id,
-        job.fingerprint,
-        job.operation,
-        job.state.value,
-        job.provider,
-        job.model,
-        job.seed,
-        job.created_at,
-        job.updated_at,
-        job.result_id,
-        job.error_code,
-        job.error_message,
-        job.final_status,
-        job.last_seq,
-        job.cost_credits,
-    )
-
-
-def _job(row: Sequence[object]) -> JobRecord:
-    values = list(row)
-    values[6] = JobState(values[6])
-    values[15] = bytes(cast(bytes, values[15]))
-    return JobRecord(*values)  # type: ignore[arg-type]
+def require_unfinished(job: JobRecord) -> None:
+    """Refuse to :meth:`JobStore.update_job` a job into a terminal state."""
+    if job.state.terminal:
+        raise ValueError(f"update_job cannot record the terminal state {job.state.value}")

@@ -1,12 +1,15 @@
 """Policy and money: plans, token buckets, the quota and credit ledger."""
 
 from .engine import EditIntent, Policy, check_pixels
-from .ledger import Balance, Ledger, Reservation, SqliteLedger
+from .ledger import MAX_CREDITS, Balance, Ledger, Reservation
 from .plans import DEFAULT_PLAN, Plan, PlanBook, PlanError
+from .postgres_ledger import PostgresLedger
 from .ratelimit import AdaptiveRate, BucketSnapshot, Decision, MemoryRateLimiter, RateLimiter
+from .sqlite_ledger import SqliteLedger
 
 __all__ = [
     "DEFAULT_PLAN",
+    "MAX_CREDITS",
     "AdaptiveRate",
     "Balance",
     "BucketSnapshot",
@@ -18,6 +21,7 @@ __all__ = [
     "PlanBook",
     "PlanError",
     "Policy",
+    "PostgresLedger",
     "RateLimiter",
     "Reservation",
     "SqliteLedger",

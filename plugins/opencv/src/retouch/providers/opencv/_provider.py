@@ -15,6 +15,7 @@ from retouch.sdk import (
     Health,
     HealthReport,
     InpaintRequest,
+    JobContext,
     Manifest,
     Operation,
     OutpaintRequest,
@@ -108,7 +109,7 @@ class OpenCVProvider:
         """Always healthy: everything runs in-process."""
         return HealthReport(Health.HEALTHY)
 
-    async def run(self, request: EditRequest) -> AsyncGenerator[Event, None]:
+    async def run(self, request: EditRequest, context: JobContext) -> AsyncGenerator[Event, None]:
         """Progress from the worker thread, then the result."""
         async with aclosing(self._workers.stream(self._plan(request))) as events:
             async for event in events:

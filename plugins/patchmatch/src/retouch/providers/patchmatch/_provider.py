@@ -13,6 +13,7 @@ from retouch.sdk import (
     Health,
     HealthReport,
     InpaintRequest,
+    JobContext,
     Manifest,
     Operation,
     ProgressReporter,
@@ -95,7 +96,7 @@ class PatchMatchProvider:
         """Always healthy: everything runs in-process."""
         return HealthReport(Health.HEALTHY)
 
-    async def run(self, request: EditRequest) -> AsyncGenerator[Event, None]:
+    async def run(self, request: EditRequest, context: JobContext) -> AsyncGenerator[Event, None]:
         """Progress from the worker thread (one report per pyramid level and round),
         then the result."""
         async with aclosing(self._workers.stream(self._plan(request))) as events:

@@ -2,7 +2,9 @@
 
 Each check exercises only the operations the provider's manifest declares, on small
 deterministic inputs (see :func:`sample_image`), and raises :class:`AssertionError`
-naming the provider, the check and what to fix. Pass a *started* provider::
+naming the provider, the check and what to fix. Pass a *started* provider; a hosted
+one is started against a fake of its API (see :class:`FakeHttpServer`), and
+``contexts`` may build each job's context (say, with a deadline on a manual clock)::
 
     from retouch.sdk.testing import CHECKS, check_provider
 
@@ -35,6 +37,7 @@ from .._requests import (
     OutpaintRequest,
     Padding,
 )
+from ._contexts import ContextFactory, sample_context
 from ._images import SAMPLE_HEIGHT, SAMPLE_WIDTH, sample_image, sample_mask
 
 RUN_TIMEOUT = 60.0
@@ -55,12 +58,15 @@ class Check:
 
     name: str
     description: str
-    func: Callable[[Provider], Awaitable[None]] = field(repr=False, compare=False)
+    func: Callable[[Provider, ContextFactory], Awaitable[None]] = field(repr=False, compare=False)
 
-    async def __call__(self, provider: Provider) -> None:
-        """Run the check; raise :class:`AssertionError` naming provider and check."""
+    async def __call__(self, provider: Provider, *, contexts: ContextFactory | None = None) -> None:
+        """Run the check; raise :class:`AssertionError` naming provider and check.
+
+        ``contexts`` builds the :class:`~retouch.sdk.JobContext` of each job the check
+        runs (default :func:`sample_context`)."""
         try:
-            await self.func(provider)
+            await self.func(provider, sample_context if contexts is None else contexts)
         except asyncio.CancelledError:
             raise
         except AssertionError as exc:
@@ -77,12 +83,12 @@ class Check:
         return self.name
 
 
-async def check_provider(provider: Provider) -> None:
+async def check_provider(provider: Provider, *, contexts: ContextFactory | None = None) -> None:
     """Run every check in :data:`CHECKS` and report all failures in one AssertionError."""
     failures: list[tuple[str, AssertionError]] = []
     for check in CHECKS:
         try:
-            await check(provider)
+            await check(provider, contexts=contexts)
         except AssertionError as exc:
             failures.append((check.name, exc))
     if failures:
@@ -97,7 +103,7 @@ async def check_provider(provider: Provider) -> None:
 # --- the checks ---------------------------------------------------------------------
 
 
-async def _check_manifest(provider: Provider) -> None:
+async def _check_manifest(provider: Provider, _contexts: ContextFactory) -> None:
     assert isinstance(provider, Provider), (
         "not a Provider: it needs manifest, start, aclose, health and run"
     )
@@ -136,25 +142,25 @@ async def _check_manifest(provider: Provider) -> None:
     assert provider.manifest == manifest, "manifest changes between reads"
 
 
-async def _check_health(provider: Provider) -> None:
+async def _check_health(provider: Provider, _contexts: ContextFactory) -> None:
     report = await provider.health()
     assert isinstance(report, HealthReport), f"health() returned {report!r}, not a HealthReport"
     assert isinstance(report.health, Health), f"health() reported {report.health!r}"
 
 
-async def _check_event_stream(provider: Provider) -> None:
+async def _check_event_stream(provider: Provider, contexts: ContextFactory) -> None:
     for request in _default_requests(provider.manifest):
-        await _run_to_result(provider, request)
+        await _run_to_result(provider, contexts, request)
 
 
-async def _check_inpaint(provider: Provider) -> None:
+async def _check_inpaint(provider: Provider, contexts: ContextFactory) -> None:
     manifest = provider.manifest
     if not manifest.can(Operation.INPAINT):
         return
     image, mask = sample_image(), sample_mask()
     keep = mask == 0
     for model in manifest.models_for("inpaint"):
-        result = await _run_to_result(provider, InpaintRequest(image, mask, model, SEED))
+        result = await _run_to_result(provider, contexts, InpaintRequest(image, mask, model, SEED))
         out = result.image
         assert out.shape == image.shape, (
             f"model {model!r}: inpaint result is {out.shape}; it must match the input {image.shape}"
@@ -167,7 +173,7 @@ async def _check_inpaint(provider: Provider) -> None:
         )
 
 
-async def _check_outpaint(provider: Provider) -> None:
+async def _check_outpaint(provider: Provider, contexts: ContextFactory) -> None:
     manifest = provider.manifest
     if not manifest.can(Operation.OUTPAINT):
         return
@@ -176,7 +182,7 @@ async def _check_outpaint(provider: Provider) -> None:
     for model in manifest.models_for("outpaint"):
         for padding in OUTPAINT_PADDINGS:
             request = OutpaintRequest(image, padding, model, SEED)
-            out = (await _run_to_result(provider, request)).image
+            out = (await _run_to_result(provider, contexts, request)).image
             out_width, out_height = request.output_size
             assert out.shape == (out_height, out_width, 3), (
                 f"model {model!r}, {padding}: outpaint result is {out.shape}; expected "
@@ -191,7 +197,7 @@ async def _check_outpaint(provider: Provider) -> None:
             )
 
 
-async def _check_enhance(provider: Provider) -> None:
+async def _check_enhance(provider: Provider, contexts: ContextFactory) -> None:
     manifest = provider.manifest
     if not manifest.can(Operation.ENHANCE):
         return
@@ -200,32 +206,36 @@ async def _check_enhance(provider: Provider) -> None:
     model = manifest.models_for("enhance.upscale")[0]
     for factor in manifest.upscale_factors:
         request = EnhanceRequest(image, EnhanceKind.UPSCALE, model, SEED, scale=factor)
-        out = (await _run_to_result(provider, request)).image
+        out = (await _run_to_result(provider, contexts, request)).image
         expected = (height * factor, width * factor, 3)
         assert out.shape == expected, f"upscale x{factor} returned {out.shape}; expected {expected}"
     undeclared = next(f for f in range(2, 100) if f not in manifest.upscale_factors)
     request = EnhanceRequest(image, EnhanceKind.UPSCALE, model, SEED, scale=undeclared)
-    await _expect_rejected(provider, request, "scale", f"an undeclared upscale factor {undeclared}")
+    await _expect_rejected(
+        provider, contexts, request, "scale", f"an undeclared upscale factor {undeclared}"
+    )
     for kind in (EnhanceKind.DENOISE, EnhanceKind.SHARPEN):
         for strength in (0.0, 0.5, 1.0):
             task_model = manifest.models_for(f"enhance.{kind.value}")[0]
             request = EnhanceRequest(image, kind, task_model, SEED, strength=strength)
-            out = (await _run_to_result(provider, request)).image
+            out = (await _run_to_result(provider, contexts, request)).image
             assert out.shape == image.shape, (
                 f"{kind.value} (strength {strength}) returned {out.shape}; it must keep the "
                 f"input's {image.shape}"
             )
 
 
-async def _check_unknown_model(provider: Provider) -> None:
+async def _check_unknown_model(provider: Provider, contexts: ContextFactory) -> None:
     for request in _default_requests(provider.manifest, model=UNKNOWN_MODEL):
-        await _expect_rejected(provider, request, "model", f"unknown model {UNKNOWN_MODEL!r}")
+        await _expect_rejected(
+            provider, contexts, request, "model", f"unknown model {UNKNOWN_MODEL!r}"
+        )
 
 
-async def _check_cancellation(provider: Provider) -> None:
+async def _check_cancellation(provider: Provider, contexts: ContextFactory) -> None:
     for request in _default_requests(provider.manifest):
-        await _close_after_first_event(provider, request)
-        await _cancel_consumer_after_first_event(provider, request)
+        await _close_after_first_event(provider, contexts, request)
+        await _cancel_consumer_after_first_event(provider, contexts, request)
 
 
 CHECKS: tuple[Check, ...] = (
@@ -313,9 +323,12 @@ def _describe_event(event: object) -> str:
     return repr(event)[:80]
 
 
-async def _events(provider: Provider, request: EditRequest) -> AsyncGenerator[Event, None]:
-    """``provider.run(request)`` as an async generator that closes the provider's own."""
-    iterator = provider.run(request)
+async def _events(
+    provider: Provider, contexts: ContextFactory, request: EditRequest
+) -> AsyncGenerator[Event, None]:
+    """``provider.run(request, context)`` as an async generator that closes the
+    provider's own."""
+    iterator = provider.run(request, contexts(request))
     assert hasattr(iterator, "__anext__"), (
         f"run() returned {type(iterator).__name__}; write it as an async generator"
     )
@@ -328,14 +341,19 @@ async def _events(provider: Provider, request: EditRequest) -> AsyncGenerator[Ev
             await aclose()
 
 
-async def _run_to_result(provider: Provider, request: EditRequest) -> Result:
+async def _run_to_result(
+    provider: Provider, contexts: ContextFactory, request: EditRequest
+) -> Result:
     """Run one job to its end, checking the event grammar, the result and the input."""
     what = _describe(request)
     before = request.image.copy()
     result: Result | None = None
     last = 0.0
     try:
-        async with asyncio.timeout(RUN_TIMEOUT), aclosing(_events(provider, request)) as events:
+        async with (
+            asyncio.timeout(RUN_TIMEOUT),
+            aclosing(_events(provider, contexts, request)) as events,
+        ):
             async for event in events:
                 assert result is None, (
                     f"{what}: yielded {_describe_event(event)} after its Result; the "
@@ -373,11 +391,18 @@ async def _run_to_result(provider: Provider, request: EditRequest) -> Result:
 
 
 async def _expect_rejected(
-    provider: Provider, request: EditRequest, field_name: str, what: str
+    provider: Provider,
+    contexts: ContextFactory,
+    request: EditRequest,
+    field_name: str,
+    what: str,
 ) -> None:
     """Run ``request`` and require ProviderRejected(field=field_name) before any Result."""
     try:
-        async with asyncio.timeout(RUN_TIMEOUT), aclosing(_events(provider, request)) as events:
+        async with (
+            asyncio.timeout(RUN_TIMEOUT),
+            aclosing(_events(provider, contexts, request)) as events,
+        ):
             async for event in events:
                 assert not isinstance(event, Result), (
                     f"{_describe(request)}: returned a Result for {what}; raise "
@@ -399,11 +424,13 @@ async def _expect_rejected(
     )
 
 
-async def _close_after_first_event(provider: Provider, request: EditRequest) -> None:
+async def _close_after_first_event(
+    provider: Provider, contexts: ContextFactory, request: EditRequest
+) -> None:
     """Close the stream while it is suspended at its first event, as a consumer that
     stops reading does; the generator must finish closing promptly and quietly."""
     what = _describe(request)
-    events = _events(provider, request)
+    events = _events(provider, contexts, request)
     try:
         async with asyncio.timeout(RUN_TIMEOUT):
             first = await anext(events)
@@ -430,7 +457,9 @@ async def _close_after_first_event(provider: Provider, request: EditRequest) -> 
         ) from exc
 
 
-async def _cancel_consumer_after_first_event(provider: Provider, request: EditRequest) -> None:
+async def _cancel_consumer_after_first_event(
+    provider: Provider, contexts: ContextFactory, request: EditRequest
+) -> None:
     """Cancel the task consuming the stream after its first event; no Result may follow
     and the task must end cancelled within CLOSE_TIMEOUT."""
     what = _describe(request)
@@ -440,7 +469,7 @@ async def _cancel_consumer_after_first_event(provider: Provider, request: EditRe
     cancel_sent = False
 
     async def consume() -> None:
-        async with aclosing(_events(provider, request)) as events:
+        async with aclosing(_events(provider, contexts, request)) as events:
             async for event in events:
                 (after_cancel if cancel_sent else seen).append(event)
                 first.set()

@@ -8,6 +8,7 @@ from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 import numpy as np
 
 from .._compositing import composite
+from .._context import JobContext
 from .._errors import ProviderError, ProviderRejected
 from .._events import Event, Progress, Result
 from .._manifest import CostModel, Manifest, Operation
@@ -43,8 +44,8 @@ class FakeProvider:
     - ``health_report``: assign to change what :meth:`health` answers.
 
     Bookkeeping a test can assert on: ``calls`` (jobs started, counted when a job's
-    stream is first iterated), ``requests`` (their
-    requests, in order), ``cancelled`` (jobs closed before they finished), ``active``
+    stream is first iterated), ``requests`` and ``contexts`` (their requests and job
+    contexts, in order), ``cancelled`` (jobs closed before they finished), ``active``
     (jobs running now), ``config`` (what :meth:`start` received), ``started`` and
     ``closed``.
     """
@@ -95,6 +96,7 @@ class FakeProvider:
         self.health_report = HealthReport(Health.HEALTHY)
         self.calls = 0
         self.requests: list[EditRequest] = []
+        self.contexts: list[JobContext] = []
         self.cancelled = 0
         self.active = 0
         self.config: Mapping[str, object] | None = None
@@ -119,10 +121,11 @@ class FakeProvider:
         """Answer ``health_report``."""
         return self.health_report
 
-    async def run(self, request: EditRequest) -> AsyncGenerator[Event, None]:
+    async def run(self, request: EditRequest, context: JobContext) -> AsyncGenerator[Event, None]:
         """Yield ``steps`` progress events and the result, or raise ``fail_with``."""
         self.calls += 1
         self.requests.append(request)
+        self.contexts.append(context)
         self.active += 1
         finished = False
         try:

@@ -1,0 +1,49 @@
+"""Choosing the database by URL: :func:`open_database` connects, applies the shipped
+schema migrations, and returns the :class:`Database` with its job store and ledger,
+typed by their interfaces."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..jobs.postgres_store import PostgresJobStore
+from ..jobs.sqlite_store import SqliteJobStore
+from ..jobs.store import JobStore
+from ..policy.ledger import Ledger
+from ..policy.postgres_ledger import PostgresLedger
+from ..policy.sqlite_ledger import SqliteLedger
+from .migrations import migrate_sqlite
+from .sqlite import connect_sqlite
+from .urls import Dialect, dialect_of, sqlite_path
+
+
+@dataclass(frozen=True, slots=True)
+class Database:
+    """An open database: the job store, the ledger that shares its connections, and the
+    migrations applied when it was opened."""
+
+    dialect: Dialect
+    jobs: JobStore
+    ledger: Ledger
+    migrated: tuple[int, ...] = ()
+
+    async def close(self) -> None:
+        await self.jobs.close()  # the store owns the connections the ledger borrows
+
+
+async def open_database(url: str, *, pool_size: int = 10) -> Database:
+    """Connect to the database at ``url`` and bring its schema up to date."""
+    if dialect_of(url) == "sqlite":
+        connection = connect_sqlite(sqlite_path(url))
+        try:
+            migrated = migrate_sqlite(connection)
+        except BaseException:
+            connection.close()
+            raise
+        store = SqliteJobStore(connection)
+        return Database("sqlite", store, SqliteLedger(connection), tuple(migrated))
+    postgres = await PostgresJobStore.open(url, pool_size=pool_size)
+    return Database("postgresql", postgres, PostgresLedger(postgres.pool), postgres.migrated)
+
+
+__all__ = ["Database", "open_database"]

@@ -1,0 +1,113 @@
+"""PostgreSQL connections: the pool, the LISTEN connection, and transactions with retry.
+
+Cross-replica wake-ups use LISTEN/NOTIFY rather than Redis pub/sub: a ``pg_notify`` in
+the same statement as the event's INSERT (or the job's final UPDATE) is delivered if and
+only if that write commits, so a watcher that subscribed before reading can never miss
+an event between the write and the wake-up; and it needs no engine beyond the database
+that holds the events anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeAlias, TypeVar
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from .signals import Signals
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+Connection: TypeAlias = asyncpg.Connection | PoolConnectionProxy
+"""A connection of its own or one borrowed from a pool."""
+
+EVENTS_CHANNEL = "retouch_job_events"
+"""NOTIFY channel whose payload is the id of a job with a new event or a new state."""
+CANCELS_CHANNEL = "retouch_job_cancels"
+"""NOTIFY channel whose payload is the id of a job whose cancellation was requested."""
+
+TRANSACTION_ATTEMPTS = 5
+_RETRYABLE = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
+
+
+async def create_pool(dsn: str, *, max_size: int) -> asyncpg.Pool:
+    """A connection pool; a few connections stay open so a call never waits to connect."""
+    pool = await asyncpg.create_pool(
+        dsn, min_size=min(2, max_size), max_size=max_size, timeout=10, command_timeout=30
+    )
+    assert pool is not None  # create_pool returns None only when told not to initialize
+    return pool
+
+
+async def in_transaction(pool: asyncpg.Pool, work: Callable[[Connection], Awaitable[T]]) -> T:
+    """Run ``work`` in one READ COMMITTED transaction, again if PostgreSQL aborts it for a
+    deadlock or serialization failure (the ledger's lock order avoids both; this is the
+    safety net, and every ``work`` must be safe to run again)."""
+    for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
+        try:
+            async with pool.acquire() as connection, connection.transaction():
+                return await work(connection)
+        except _RETRYABLE:
+            if attempt == TRANSACTION_ATTEMPTS:
+                raise
+            log.warning("transaction aborted by a concurrent one; retrying (%d)", attempt)
+    raise AssertionError("unreachable")
+
+
+class Listener:
+    """A dedicated connection that LISTENs for job events and cancel requests and turns
+    them into :class:`Signals` for this process. A lost connection is re-opened, and
+    every watcher woken, since notifications sent meanwhile are gone."""
+
+    def __init__(self, dsn: str, signals: Signals) -> None:
+        self._dsn = dsn
+        self._signals = signals
+        self._connection: asyncpg.Connection | None = None
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def start(self) -> None:
+        connection = await asyncpg.connect(self._dsn, timeout=10)
+        await connection.add_listener(EVENTS_CHANNEL, self._on_event)
+        await connection.add_listener(CANCELS_CHANNEL, self._on_cancel)
+        connection.add_termination_listener(self._on_lost)
+        self._connection = connection
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+        if self._connection is not None:
+            await self._connection.close()
+
+    def _on_event(self, _c: object, _pid: int, _channel: str, payload: object) -> None:
+        self._signals.job_changed(str(payload))
+
+    def _on_cancel(self, _c: object, _pid: int, _channel: str, payload: object) -> None:
+        self._signals.cancel_requested(str(payload))
+
+    def _on_lost(self, _connection: object) -> None:
+        if not self._closed and self._reconnecting is None:
+            self._reconnecting = asyncio.create_task(self._reconnect(), name="LISTEN reconnect")
+
+    async def _reconnect(self) -> None:
+        delay = 0.1
+        while not self._closed:
+            try:
+                await self.start()
+            except asyncio.CancelledError:
+                raise
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("LISTEN connection lost; reconnecting in %.1f s (%s)", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            log.info("LISTEN connection re-opened")
+            self._signals.everything_changed()
+            break
+        self._reconnecting = None

@@ -1,0 +1,67 @@
+"""How job, result and upload records map to table rows, the same in every dialect."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import Any
+
+from .records import JobRecord, JobState, ResultRecord, UploadRecord
+
+JOB_FIELDS = tuple(f.name for f in dataclasses.fields(JobRecord))
+JOB_COLUMNS = ", ".join(JOB_FIELDS)
+RESULT_COLUMNS = ", ".join(f.name for f in dataclasses.fields(ResultRecord))
+UPLOAD_COLUMNS = ", ".join(f.name for f in dataclasses.fields(UploadRecord))
+
+MUTABLE_FIELDS = tuple(
+    name
+    for name in JOB_FIELDS
+    if name
+    not in (
+        "job_id",
+        "owner",
+        "subject",
+        "request_id",
+        "fingerprint",
+        "operation",
+        "created_at",
+        "cancel_requested",
+    )
+)
+"""What ``update_job`` and ``finish`` write: not the job's identity, nor a cancel request."""
+
+UNFINISHED = "state IN ('queued', 'running')"
+"""SQL condition for a job that has not reached a terminal state."""
+
+_STATE = JOB_FIELDS.index("state")
+_FINAL_STATUS = JOB_FIELDS.index("final_status")
+_CANCEL_REQUESTED = JOB_FIELDS.index("cancel_requested")
+
+
+def job_values(job: JobRecord) -> tuple[object, ...]:
+    """The row of ``job``, in :data:`JOB_COLUMNS` order."""
+    values = [getattr(job, name) for name in JOB_FIELDS]
+    values[_STATE] = job.state.value
+    return tuple(values)
+
+
+def mutable_values(job: JobRecord) -> list[object]:
+    """The values of :data:`MUTABLE_FIELDS` in ``job``."""
+    return [job.state.value if name == "state" else getattr(job, name) for name in MUTABLE_FIELDS]
+
+
+def job_from_row(row: Iterable[Any]) -> JobRecord:
+    """The record of a row selected as :data:`JOB_COLUMNS`."""
+    values = list(row)
+    values[_STATE] = JobState(values[_STATE])
+    values[_FINAL_STATUS] = bytes(values[_FINAL_STATUS])
+    values[_CANCEL_REQUESTED] = bool(values[_CANCEL_REQUESTED])
+    return JobRecord(*values)
+
+
+def result_values(result: ResultRecord) -> tuple[object, ...]:
+    return dataclasses.astuple(result)
+
+
+def upload_values(upload: UploadRecord) -> tuple[object, ...]:
+    return dataclasses.astuple(upload)

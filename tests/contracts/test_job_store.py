@@ -1,0 +1,226 @@
+"""The JobStore contract, over every backend, with races across two connections."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+
+import pytest
+
+from retouch.server.jobs import JobRecord, JobState, ResultRecord, UploadRecord
+from retouch.server.jobs.store import JobStore
+from tests.contracts.conftest import Backend
+
+OWNER = "dev/user:1"
+
+
+def job(job_id: str, request_id: str = "", **changes: object) -> JobRecord:
+    record = JobRecord(
+        job_id=job_id,
+        owner=OWNER,
+        subject="user:1",
+        request_id=request_id,
+        fingerprint="f",
+        operation="inpaint",
+        state=JobState.RUNNING,
+        provider="opencv",
+        model="telea",
+        seed=7,
+        created_at=100.0,
+        updated_at=100.0,
+        replica_id="replica-a",
+        lease_until=130.0,
+    )
+    return dataclasses.replace(record, **changes)  # type: ignore[arg-type]
+
+
+def failed(record: JobRecord, message: str = "lease expired") -> JobRecord:
+    return dataclasses.replace(
+        record, state=JobState.FAILED, error_code="UNAVAILABLE", error_message=message
+    )
+
+
+async def two_stores(backend: Backend) -> tuple[JobStore, JobStore]:
+    return (await backend.open()).jobs, (await backend.open()).jobs
+
+
+async def test_a_job_reads_back_as_written(backend: Backend) -> None:
+    store = (await backend.open()).jobs
+    written = job("job_1", deadline_at=160.5, final_status=b"\x00\x01")
+    assert await store.create_or_get(written) == (written, True)
+    assert await store.get_job("job_1") == written
+    assert await store.get_job("job_missing") is None
+    assert await store.unfinished_jobs() == [written]
+
+
+async def test_create_or_get_makes_one_job_per_owner_and_request_id(backend: Backend) -> None:
+    store = (await backend.open()).jobs
+    first, created = await store.create_or_get(job("job_1", "req"))
+    again, created_again = await store.create_or_get(job("job_2", "req", fingerprint="g"))
+    assert (created, created_again) == (True, False)
+    assert again == first
+    other_owner, created_other = await store.create_or_get(job("job_3", "req", owner="acme/u"))
+    assert created_other
+    assert other_owner.job_id == "job_3"
+    assert (await store.create_or_get(job("job_4")))[1]
+    assert (await store.create_or_get(job("job_5")))[1]  # no request_id: never a duplicate
+    assert await store.find_by_request(OWNER, "req") == first
+
+
+async def test_concurrent_duplicates_on_two_connections_make_one_job(backend: Backend) -> None:
+    stores = await two_stores(backend)
+    outcomes = await asyncio.gather(
+        *(stores[i % 2].create_or_get(job(f"job_{i}", "same")) for i in range(30))
+    )
+    assert sum(created for _, created in outcomes) == 1
+    assert len({stored.job_id for stored, _ in outcomes}) == 1
+    assert len(await stores[0].list_jobs(OWNER, state=None, before_id=None, limit=100)) == 1
+
+
+async def test_finish_is_a_compare_and_set_with_one_winner(backend: Backend) -> None:
+    first, second = await two_stores(backend)
+    await first.create_or_get(job("job_1"))
+    succeeded = dataclasses.replace(job("job_1"), state=JobState.SUCCEEDED, result_id="res_1")
+    won = await asyncio.gather(first.finish(failed(job("job_1"))), second.finish(succeeded))
+    assert sorted(won) == [False, True]
+    stored = await second.get_job("job_1")
+    assert stored is not None
+    assert stored.state is (JobState.FAILED if won[0] else JobState.SUCCEEDED)
+    assert not await first.finish(succeeded)
+    assert await first.get_job("job_1") == stored
+
+
+async def test_update_job_never_overwrites_a_terminal_row(backend: Backend) -> None:
+    store = (await backend.open()).jobs
+    await store.create_or_get(job("job_1"))
+    assert await store.update_job(job("job_1", provider="patchmatch", model="pm"))
+    assert (await store.get_job("job_1")) == job("job_1", provider="patchmatch", model="pm")
+    assert await store.finish(failed(job("job_1", provider="patchmatch")))
+    assert not await store.update_job(job("job_1", provider="other"))
+    stored = await store.get_job("job_1")
+    assert stored is not None
+    assert (stored.state, stored.provider) == (JobState.FAILED, "patchmatch")
+    with pytest.raises(ValueError, match="terminal"):
+        await store.update_job(failed(job("job_1")))
+    with pytest.raises(ValueError, match="terminal"):
+        await store.finish(job("job_1"))
+
+
+async def test_leases_renew_for_their_replica_and_expire(backend: Backend) -> None:
+    store = (await backend.open()).jobs
+    await store.create_or_get(job("job_a"))
+    await store.create_or_get(job("job_b", replica_id="replica-b"))
+    await store.create_or_get(job("job_done"))
+    await store.finish(failed(job("job_done")))
+    await store.renew_leases("replica-a", ["job_a", "job_b", "job_done"], 200.0)
+    expired = {j.job_id: j.lease_until for j in await store.expired_jobs(150.0)}
+    assert expired == {"job_b": 130.0}  # job_a renewed; job_b is another replica's
+    assert {j.job_id for j in await store.expired_jobs(201.0)} == {"job_a", "job_b"}
+    await store.renew_leases("replica-a", [], 300.0)
+
+
+async def test_an_expired_job_is_failed_by_one_replica_only(backend: Backend) -> None:
+    first, second = await two_stores(backend)
+    await first.create_or_get(job("job_1"))
+    seen = [await first.expired_jobs(131.0), await second.expired_jobs(131.0)]
+    assert [[j.job_id for j in s] for s in seen] == [["job_1"], ["job_1"]]
+    won = await asyncio.gather(first.finish(failed(seen[0][0])), second.finish(failed(seen[1][0])))
+    assert sorted(won) == [False, True]
+    assert await first.expired_jobs(131.0) == []
+
+
+async def test_events_are_recorded_in_order(backend: Backend) -> None:
+    store = (await backend.open()).jobs
+    await store.create_or_get(job("job_1"))
+    await store.append_event("job_1", 1, b"one")
+    await store.append_events("job_1", [(2, b"two"), (3, b"three")])
+    await store.append_events("job_1", [])
+    assert await store.events_after("job_1", 0) == [b"one", b"two", b"three"]
+    assert await store.events_after("job_1", 2) == [b"three"]
+    assert await store.events_after("job_other", 0) == []
+
+
+async def test_a_watcher_wakes_for_each_event_and_for_the_end(backend: Backend) -> None:
+    writer = (await backend.open()).jobs
+    watcher = backend.peer(writer, (await backend.open()).jobs)
+    await writer.create_or_get(job("job_1"))
+    seen: list[bytes] = []
+    woken = asyncio.Event()
+
+    async def watch() -> JobState:
+        async with contextlib.aclosing(watcher.watch_events("job_1")) as changes:
+            async for _ in changes:
+                seen.extend(await watcher.events_after("job_1", len(seen)))
+                woken.set()
+                record = await watcher.get_job("job_1")
+                assert record is not None
+                if record.state.terminal:
+                    return record.state
+        raise AssertionError("watch_events ended by itself")
+
+    watching = asyncio.create_task(watch())
+    await woken.wait()  # subscribed: the first yield comes after the subscription
+    for seq in (1, 2, 3):
+        woken.clear()
+        await writer.append_event("job_1", seq, f"e{seq}".encode())
+        await woken.wait()
+    await writer.finish(dataclasses.replace(job("job_1"), state=JobState.SUCCEEDED))
+    assert await watching is JobState.SUCCEEDED
+    assert seen == [b"e1", b"e2", b"e3"]
+
+
+async def test_a_cancel_request_reaches_every_replica(backend: Backend) -> None:
+    runner = (await backend.open()).jobs
+    caller = backend.peer(runner, (await backend.open()).jobs)
+    await caller.create_or_get(job("job_1"))
+    requests = runner.cancel_requests()
+    listening = asyncio.ensure_future(anext(requests))
+    await asyncio.sleep(0)  # let the stream subscribe before the request is made
+    assert await caller.request_cancel("job_1")
+    assert await listening == "job_1"
+    await requests.aclose()
+    stored = await runner.get_job("job_1")
+    assert stored is not None
+    assert stored.cancel_requested
+    assert await runner.update_job(job("job_1", provider="fallback"))
+    stored = await runner.get_job("job_1")
+    assert stored is not None
+    assert stored.cancel_requested  # a stale record cannot clear it
+    await runner.finish(failed(stored))
+    assert not await caller.request_cancel("job_1")
+    assert not await caller.request_cancel("job_missing")
+
+
+async def test_jobs_list_newest_first_by_state_and_page(backend: Backend) -> None:
+    store = (await backend.open()).jobs
+    for i in range(5):
+        await store.create_or_get(job(f"job_{i}"))
+    await store.finish(failed(job("job_3")))
+    page = await store.list_jobs(OWNER, state=None, before_id=None, limit=2)
+    assert [j.job_id for j in page] == ["job_4", "job_3"]
+    rest = await store.list_jobs(OWNER, state=None, before_id="job_3", limit=10)
+    assert [j.job_id for j in rest] == ["job_2", "job_1", "job_0"]
+    failed_only = await store.list_jobs(OWNER, state=JobState.FAILED, before_id=None, limit=10)
+    assert [j.job_id for j in failed_only] == ["job_3"]
+    assert await store.list_jobs("acme/u", state=None, before_id=None, limit=10) == []
+
+
+async def test_results_and_uploads_expire(backend: Backend) -> None:
+    store = (await backend.open()).jobs
+    kept = ResultRecord("res_k", "job_1", OWNER, "k.png", "image/png", "PNG", 4, 3, 99, 1.0)
+    ending = dataclasses.replace(kept, result_id="res_e", object_key="e.png", expires_at=50.0)
+    for result in (kept, ending):
+        await store.add_result(result)
+    assert await store.get_result("res_e") == ending
+    assert await store.expired_results(49.0) == []
+    assert await store.expired_results(50.0) == [ending]
+    await store.delete_result("res_e")
+    assert await store.get_result("res_e") is None
+    upload = UploadRecord("upl_1", OWNER, "u.png", 10, "ab" * 32, "image/png", 60.0)
+    await store.add_upload(upload)
+    assert await store.get_upload("upl_1") == upload
+    assert await store.expired_uploads(59.0) == []
+    assert await store.expired_uploads(60.0) == [upload]
+    await store.delete_upload("upl_1")
+    assert await store.get_upload("upl_1") is None
