@@ -92,9 +92,20 @@ def server_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int]
         process.wait()
 
 
-def spawn_server(data_dir: Path, config: Path | None = None) -> tuple[subprocess.Popen[str], int]:
+SHORT_LEASE = {"RETOUCH_JOB_LEASE_S": "1.0", "RETOUCH_JOB_HEARTBEAT_S": "0.2"}
+"""Leases short enough that a killed server's jobs expire while a test waits."""
+
+
+def spawn_server(
+    data_dir: Path, config: Path | None = None, env_changes: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], int]:
     """``retouch-server`` as a real process on a free port; returns it and its port."""
-    env = {**os.environ, "RETOUCH_DATA_DIR": str(data_dir), "RETOUCH_LISTEN": "127.0.0.1:0"}
+    env = {
+        **os.environ,
+        "RETOUCH_DATA_DIR": str(data_dir),
+        "RETOUCH_LISTEN": "127.0.0.1:0",
+        **(env_changes or {}),
+    }
     if config is not None:
         env["RETOUCH_CONFIG"] = str(config)
     process = subprocess.Popen(
@@ -121,8 +132,10 @@ async def serving(port: int) -> AsyncIterator[aio.Channel]:
         yield channel
 
 
-async def test_a_job_killed_with_its_server_fails_at_the_next_start(tmp_path: Path) -> None:
-    process, port = spawn_server(tmp_path)
+async def test_a_job_killed_with_its_server_fails_once_its_lease_expires(
+    tmp_path: Path,
+) -> None:
+    process, port = spawn_server(tmp_path, env_changes=SHORT_LEASE)
     try:
         async for channel in serving(port):
             edit = image_edit_pb2_grpc.ImageEditStub(channel)
@@ -140,19 +153,20 @@ async def test_a_job_killed_with_its_server_fails_at_the_next_start(tmp_path: Pa
     finally:
         if process.poll() is None:
             process.kill()
-    process, port = spawn_server(tmp_path)
+    process, port = spawn_server(tmp_path, env_changes=SHORT_LEASE)
     try:
         async for channel in serving(port):
             edit = image_edit_pb2_grpc.ImageEditStub(channel)
-            job = await edit.GetJob(pb.GetJobRequest(job_id=accepted.job_id), metadata=metadata())
-            assert job.state == pb.JOB_STATE_FAILED
-            assert job.error_code == "UNAVAILABLE"
+            # WatchJob follows the orphaned job until the new server fails it.
             with pytest.raises(aio.AioRpcError) as replay:
                 async for _ in edit.WatchJob(
                     pb.WatchJobRequest(job_id=accepted.job_id), metadata=metadata()
                 ):
                     pass
             assert replay.value.code() == grpc.StatusCode.UNAVAILABLE
+            job = await edit.GetJob(pb.GetJobRequest(job_id=accepted.job_id), metadata=metadata())
+            assert job.state == pb.JOB_STATE_FAILED
+            assert job.error_code == "UNAVAILABLE"
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0

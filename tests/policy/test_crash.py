@@ -1,4 +1,4 @@
-"""A server killed with SIGKILL mid-job: at the next start the job fails and is refunded."""
+"""A server killed with SIGKILL mid-job: once its lease expires, the job fails and is refunded."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from grpc import aio
 from retouch.server.config import hash_key
 from retouch.v1 import account_pb2, account_pb2_grpc, common_pb2, image_edit_pb2_grpc
 from retouch.v1 import image_edit_pb2 as pb
-from tests.e2e.test_lifecycle import serving, spawn_server
+from tests.e2e.test_lifecycle import SHORT_LEASE, serving, spawn_server
 from tests.helpers import metadata, photo, png, read_all, read_one
 
 CONFIG = f"""
@@ -28,11 +28,11 @@ default_plan = "paid"
 """
 
 
-async def test_sigkill_mid_job_refunds_at_restart(tmp_path: Path) -> None:
+async def test_sigkill_mid_job_refunds_once_the_lease_expires(tmp_path: Path) -> None:
     config = tmp_path / "retouch.toml"
     config.write_text(CONFIG)
     subject = metadata(subject="user:kim")
-    process, port = spawn_server(tmp_path / "data", config)
+    process, port = spawn_server(tmp_path / "data", config, SHORT_LEASE)
     try:
         async for channel in serving(port):
             account: Any = account_pb2_grpc.AccountStub(channel)
@@ -57,11 +57,15 @@ async def test_sigkill_mid_job_refunds_at_restart(tmp_path: Path) -> None:
     finally:
         if process.poll() is None:
             process.kill()
-    process, port = spawn_server(tmp_path / "data", config)
+    process, port = spawn_server(tmp_path / "data", config, SHORT_LEASE)
     try:
         async for channel in serving(port):
             account = account_pb2_grpc.AccountStub(channel)
             edit = image_edit_pb2_grpc.ImageEditStub(channel)
+            with pytest.raises(aio.AioRpcError):
+                await read_all(
+                    edit.WatchJob(pb.WatchJobRequest(job_id=accepted.job_id), metadata=subject)
+                )
             job = await edit.GetJob(pb.GetJobRequest(job_id=accepted.job_id), metadata=subject)
             assert job.state == pb.JOB_STATE_FAILED
             assert job.cost_credits == 0

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
+import secrets
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint
@@ -111,8 +114,7 @@ async def start_server(
     ``telemetry`` defaults to what the ``OTEL_*`` environment variables ask for (off
     when they ask for nothing).
     """
-    # Before anything else: recovering jobs from a database another server still
-    # runs would fail that server's jobs.
+    # Before anything else: a taken port is refused before any state is touched.
     check_address_free(config.listen)
     credentials = server_credentials(config)
     telemetry = telemetry or Telemetry.from_environ()
@@ -139,8 +141,15 @@ async def start_server(
         environment=config.environment,
     )
     settlement = Settlement(store, ledger, clock)
-    jobs = JobManager(store, settlement, clock)
-    await jobs.recover()
+    jobs = JobManager(
+        store,
+        settlement,
+        clock,
+        replica_id=config.replica_id or _replica_id(),
+        lease_s=config.job_lease_s,
+    )
+    # Jobs whose replica died while this one was down; never those of live replicas.
+    await jobs.fail_expired()
     retention = ResultRetention(store, objects, clock)
     uploads = Uploads(
         store, objects, clock, max_bytes=config.max_upload_bytes, ttl_s=config.upload_ttl_s
@@ -206,6 +215,8 @@ async def start_server(
     for name in SERVICE_NAMES:
         await health.set(name, serving)
     background = [
+        asyncio.create_task(_every(config.job_heartbeat_s, jobs.heartbeat), name="job leases"),
+        asyncio.create_task(jobs.follow_cancel_requests(), name="cancel requests"),
         asyncio.create_task(_every(config.sweep_interval_s, uploads.sweep), name="upload sweeper"),
         asyncio.create_task(
             _every(config.sweep_interval_s, jobs.settle_orphans), name="reservation sweeper"
@@ -243,6 +254,10 @@ async def start_server(
         _background=background,
         telemetry=telemetry,
     )
+
+
+def _replica_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 async def _every(interval_s: float, work: Callable[[], Awaitable[object]]) -> None:

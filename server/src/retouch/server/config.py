@@ -115,6 +115,13 @@ class ServerConfig:
     shutdown_grace_s: float = 10.0
     job_deadline_s: float = 600.0
     """How long a job may run when its caller set no gRPC deadline."""
+    job_lease_s: float = 10.0
+    """How long a replica holds a job it runs without renewing; a job whose replica
+    stopped renewing is failed and refunded within twice this."""
+    job_heartbeat_s: float = 3.0
+    """How often a replica renews its leases and looks for expired ones."""
+    replica_id: str = ""
+    """Names this replica on the jobs it runs; empty makes one per process."""
     sweep_interval_s: float = 60.0
     health_interval_s: float = 15.0
     """How often providers are asked for their health."""
@@ -173,6 +180,8 @@ class ServerConfig:
             raise ConfigError("sweep_interval_s and health_interval_s must be positive")
         if self.job_deadline_s <= 0:
             raise ConfigError("job_deadline_s must be positive")
+        if not 0 < self.job_heartbeat_s < self.job_lease_s:
+            raise ConfigError("job_heartbeat_s must be positive and shorter than job_lease_s")
         if self.shutdown_grace_s < 0:
             raise ConfigError("shutdown_grace_s cannot be negative")
         if not self.tenants:

@@ -36,6 +36,8 @@ class LiveJob:
         self.cancel_reason: RetouchError | None = None
         self.followers = 0
         """Streams following the job here now."""
+        self.lease_until = 0.0
+        """Until when this replica holds the job, as last renewed."""
         self._store = store
         self._changed = asyncio.Event()
 

@@ -1,9 +1,15 @@
 """The jobs of this replica: idempotent submission, the tasks that run jobs, the streams
-that follow them, cancellation and recovery.
+that follow them, cancellation and leases.
 
 A job runs in its own task, not in the call that started it: a stream only follows it,
 so a dropped connection or a client that stops reading leaves the job running until it
 ends or its deadline passes. Every job ends SUCCEEDED, FAILED or CANCELLED.
+
+Across replicas: a stream on any replica follows a job running on another through the
+store's recorded events and wake-ups; CancelJob on any replica reaches the job through
+the store's cancel requests; each replica holds a lease on the jobs it runs, renewed by
+:meth:`JobManager.heartbeat`, and a job whose lease expired — its replica died — is
+failed and refunded by whichever replica sees it first.
 """
 
 from __future__ import annotations
@@ -18,13 +24,22 @@ from retouch.v1 import image_edit_pb2 as pb
 
 from ..auth import Caller
 from ..clock import Clock
-from ..errors import Cancelled, InvalidArgument, NotFound, RetouchError, Unavailable
+from ..errors import (
+    Cancelled,
+    DeadlineExceeded,
+    InvalidArgument,
+    NotFound,
+    RetouchError,
+    Unavailable,
+)
 from .live import LiveJob
 from .records import JobRecord
-from .settle import JobEnded, Settlement, recorded_status, terminal
+from .settle import JobEnded, Settlement, recorded_status
 from .store import JobStore
 
 log = logging.getLogger(__name__)
+
+CANCELLED_BY_CANCEL_JOB = "the job was cancelled by CancelJob"
 
 
 @dataclass(slots=True)
@@ -38,12 +53,25 @@ class Claim:
 class JobManager:
     """Starts jobs in their own tasks, lets streams follow them, and cancels them."""
 
-    def __init__(self, store: JobStore, settlement: Settlement, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        settlement: Settlement,
+        clock: Clock,
+        *,
+        replica_id: str,
+        lease_s: float,
+    ) -> None:
+        self.replica_id = replica_id
+        """Names this replica on the jobs it runs."""
+        self.lease_s = lease_s
+        """How long a lease lasts from its last renewal."""
         self._store = store
         self._settlement = settlement
         self._clock = clock
         self._live: dict[str, LiveJob] = {}
         self._pending: dict[tuple[str, str], tuple[str, asyncio.Future[str]]] = {}
+        self._requests: set[asyncio.Task[bool]] = set()
         self.closing = False
 
     # -- submission ------------------------------------------------------------------
@@ -81,7 +109,8 @@ class JobManager:
                 claim.job_id = existing.job_id
                 yield claim
                 return
-            break
+            if key not in self._pending:  # another call may have claimed it meanwhile
+                break
         started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._pending[key] = (fingerprint, started)
         try:
@@ -98,6 +127,7 @@ class JobManager:
     def track(self, job: JobRecord) -> LiveJob:
         """The live state of a job that is about to run here."""
         live = LiveJob(job.job_id, job.owner, self._store)
+        live.lease_until = job.lease_until
         self._live[job.job_id] = live
         return live
 
@@ -119,7 +149,7 @@ class JobManager:
     async def follow(
         self, job_id: str, caller: Caller, after_seq: int = 0
     ) -> AsyncIterator[pb.JobEvent]:
-        """The job's events after ``after_seq``, live while it runs.
+        """The job's events after ``after_seq``, live while it runs, wherever it runs.
 
         Ends normally when the job succeeded; raises :class:`JobEnded` with the job's
         recorded status when it failed or was cancelled.
@@ -131,13 +161,18 @@ class JobManager:
             status = await live.wait_finished()
         else:
             record = await self.get(job_id, caller)
-            if not record.state.terminal:
-                raise Unavailable(
-                    "the job runs on another replica that is not reachable; retry",
-                    retry_after=1.0,
-                )
-            for payload in await self._store.events_after(job_id, after_seq):
-                yield pb.JobEvent.FromString(payload)
+            seq = after_seq
+            async with contextlib.aclosing(self._store.watch_events(job_id)) as changes:
+                async for _ in changes:
+                    # The state first: a job's events are all recorded before it ends, so
+                    # once it reads as ended the events read next are complete.
+                    record = await self._store.get_job(job_id) or record
+                    for payload in await self._store.events_after(job_id, seq):
+                        event = pb.JobEvent.FromString(payload)
+                        seq = event.seq
+                        yield event
+                    if record.state.terminal:
+                        break
             status = recorded_status(record)
         if status.code != 0:
             raise JobEnded(status)
@@ -150,49 +185,82 @@ class JobManager:
 
     # -- cancelling ------------------------------------------------------------------
 
-    async def cancel(
-        self, job_id: str, caller: Caller, reason: RetouchError | None = None
-    ) -> JobRecord:
-        """Cancel a running job and wait until it has recorded its end."""
+    async def cancel(self, job_id: str, caller: Caller) -> JobRecord:
+        """Cancel a running job, wherever it runs, and wait until it has recorded its end."""
         record = await self.get(job_id, caller)
+        if record.state.terminal:
+            return record
         live = self._live.get(job_id)
-        reason = reason or Cancelled("the job was cancelled by CancelJob")
-        if live is not None and live.cancel(reason):
-            await live.wait_finished()
-            record = await self.get(job_id, caller)
-        return record
+        if live is not None:
+            if live.cancel(Cancelled(CANCELLED_BY_CANCEL_JOB)):
+                await live.wait_finished()
+        elif await self._store.request_cancel(job_id):
+            await self._until_ended(job_id)
+        return await self.get(job_id, caller)
+
+    async def _until_ended(self, job_id: str) -> None:
+        async with contextlib.aclosing(self._store.watch_events(job_id)) as changes:
+            async for _ in changes:
+                record = await self._store.get_job(job_id)
+                if record is None or record.state.terminal:
+                    return
+
+    async def follow_cancel_requests(self) -> None:
+        """Stop the jobs running here whose cancellation any replica's CancelJob asked for.
+        Runs for the server's life."""
+        async with contextlib.aclosing(self._store.cancel_requests()) as requests:
+            async for job_id in requests:
+                live = self._live.get(job_id)
+                if live is not None:
+                    live.cancel(Cancelled(CANCELLED_BY_CANCEL_JOB))
 
     def abandon(self, job_id: str, reason: RetouchError) -> None:
-        """A stream that asked for ``cancel_on_disconnect`` went away: stop the job."""
+        """A stream that asked for ``cancel_on_disconnect`` went away: stop the job,
+        here at once, or through a cancel request when another replica runs it."""
         live = self._live.get(job_id)
         if live is not None:
             live.cancel(reason)
+            return
+        request = asyncio.create_task(self._store.request_cancel(job_id))
+        self._requests.add(request)
+        request.add_done_callback(self._requests.discard)
 
     # -- lifecycle -------------------------------------------------------------------
 
-    async def recover(self) -> int:
-        """Fail the jobs a previous process left unfinished, and settle their money."""
-        stopped = Unavailable(
-            "the server stopped while this job ran; submit it again with a new request_id"
-        )
-        count = 0
-        for record in await self._store.unfinished_jobs():
+    async def heartbeat(self) -> None:
+        """Renew the leases on the jobs running here, then fail the expired ones."""
+        if self._live:
+            until = self._clock.now() + self.lease_s
+            await self._store.renew_leases(self.replica_id, list(self._live), until)
+            for live in self._live.values():
+                live.lease_until = until
+        await self.fail_expired()
+
+    async def fail_expired(self) -> int:
+        """Fail and refund the jobs whose lease expired: the replica that ran them is gone.
+        Returns how many this replica failed (another may have been first)."""
+        failed = 0
+        now = self._clock.now()
+        for record in await self._store.expired_jobs(now):
             if record.job_id in self._live:
                 continue
-            final, _ = terminal(record, stopped, self._clock.now(), record.last_seq)
-            if await self._store.finish(final):
-                count += 1
-        if count:
-            log.warning("failed %d job(s) left unfinished by a previous run", count)
-        await self.settle_orphans(grace_s=0.0)
-        return count
+            reason = (
+                DeadlineExceeded("the job's deadline passed while no replica ran it")
+                if record.deadline_at and record.deadline_at <= now
+                else Unavailable(
+                    "the replica running this job stopped before it finished; "
+                    "submit it again with a new request_id"
+                )
+            )
+            if await self._settlement.fail_abandoned(record, reason):
+                failed += 1
+        if failed:
+            log.warning("failed %d job(s) whose replica stopped holding them", failed)
+        return failed
 
-    async def settle_orphans(self, grace_s: float | None = None) -> int:
+    async def settle_orphans(self) -> int:
         """Settle reservations whose job is not running here (see :class:`Settlement`)."""
-        running_here = set(self._live)
-        if grace_s is None:
-            return await self._settlement.settle_orphans(running_here)
-        return await self._settlement.settle_orphans(running_here, grace_s)
+        return await self._settlement.settle_orphans(set(self._live))
 
     async def shutdown(self, grace: float) -> None:
         """Let running jobs finish for ``grace`` seconds, then fail the rest."""

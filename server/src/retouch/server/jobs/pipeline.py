@@ -103,7 +103,8 @@ class EditPipeline:
             plan = await self.admit(request, caller)
             edit = await self._edits.prepare(request, caller, plan)
             route = await self.route(edit, plan)
-            job = self._new_job(caller, request_id, fingerprint, edit, route)
+            time_limit = self._default_deadline_s if time_left is None else time_left
+            job = self._new_job(caller, request_id, fingerprint, edit, route, time_limit)
             with stage("policy.reserve"):
                 balance = await self._policy.reserve(
                     job.job_id, caller, plan, route.candidates[0].price
@@ -113,7 +114,6 @@ class EditPipeline:
                 same_request(existing.fingerprint, fingerprint)
                 claim.job_id = existing.job_id
                 return existing.job_id
-            time_limit = self._default_deadline_s if time_left is None else time_left
             live = self._jobs.track(job)
             self._jobs.launch(
                 live, self._run(Admission(job, edit, route, plan, balance, time_limit), live)
@@ -159,7 +159,13 @@ class EditPipeline:
             )
 
     def _new_job(
-        self, caller: Caller, request_id: str, fingerprint: str, edit: PreparedEdit, route: Route
+        self,
+        caller: Caller,
+        request_id: str,
+        fingerprint: str,
+        edit: PreparedEdit,
+        route: Route,
+        time_limit_s: float,
     ) -> JobRecord:
         first = route.candidates[0]
         now = self._clock.now()
@@ -176,11 +182,14 @@ class EditPipeline:
             seed=edit.seed,
             created_at=now,
             updated_at=now,
+            replica_id=self._jobs.replica_id,
+            lease_until=now + self._jobs.lease_s,
+            deadline_at=now + time_limit_s,
         )
 
     async def _record(self, job: JobRecord) -> JobRecord | None:
-        """Create the job; when its request_id was taken meanwhile, release this hold and
-        return the job that took it."""
+        """Create the job; when its request_id was taken meanwhile (by a call on another
+        replica), release this hold and return the job that took it."""
         try:
             stored, created = await self._store.create_or_get(job)
         except BaseException:

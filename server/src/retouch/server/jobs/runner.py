@@ -107,7 +107,12 @@ class ProviderRunner:
                         failed.add(candidate.name, error)
                         continue
                     held = candidate.price
-                job = dataclasses.replace(job, provider=candidate.name, model=candidate.model)
+                job = dataclasses.replace(
+                    job,
+                    provider=candidate.name,
+                    model=candidate.model,
+                    lease_until=live.lease_until,  # not the lease the job started with
+                )
                 await self._store.update_job(job)
                 await live.publish(Progressed(progress, f"retrying on {candidate.name}"))
             wait = await self._upstream.acquire(candidate.name)

@@ -88,13 +88,13 @@ class Settlement:
         from the job's recorded state later.
         """
         final, status = terminal(job, error, self._clock.now(), last_seq)
-        job_finished(final)
         try:
             if not await self._store.finish(final):
-                # Failed and refunded elsewhere (its lease expired, say): never charge it.
-                log.warning("job %s: finished elsewhere already; not settling", final.job_id)
-                recorded = await self._store.get_job(final.job_id)
-                return recorded_status(recorded) if recorded else status
+                # Failed and refunded by another replica that saw its lease expire.
+                log.warning("job %s: ended elsewhere already; not settling it", final.job_id)
+                record = await self._store.get_job(final.job_id)
+                return recorded_status(record) if record is not None else status
+            job_finished(final)
             if error is None:
                 await self._ledger.commit(final.job_id, final.cost_credits, now=self._clock.now())
             else:
@@ -104,6 +104,16 @@ class Settlement:
         except Exception:
             log.exception("job %s: recording its end failed", final.job_id)
         return status
+
+    async def fail_abandoned(self, job: JobRecord, reason: RetouchError) -> bool:
+        """Fail and refund a job that no replica runs any more (its lease expired), unless
+        another replica did first. True when this call did."""
+        final, _ = terminal(job, reason, self._clock.now(), job.last_seq)
+        if not await self._store.finish(final):
+            return False
+        job_finished(final)
+        await self._ledger.release(final.job_id, now=self._clock.now(), note=final.error_code)
+        return True
 
     async def settle_orphans(
         self, running_here: frozenset[str] | set[str], grace_s: float = ORPHAN_GRACE_S
