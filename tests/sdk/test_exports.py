@@ -45,6 +45,7 @@ def test_sdk_exports() -> None:
         "Result",
         "Secret",
         "SystemClock",
+        "Upload",
         "Usage",
         "WorkerPool",
         "composite",
@@ -55,6 +56,7 @@ def test_sdk_exports() -> None:
         "mask_bounds",
         "run_with_progress",
         "trace_headers",
+        "upload_image",
     ]
 
 
