@@ -29,7 +29,7 @@ from retouch.sdk.testing import FakeProvider
 from retouch.server.app import running
 from retouch.server.auth import Caller
 from retouch.server.config import DEV_API_KEY, DEV_TENANT, ServerConfig
-from retouch.server.edits import EnhanceSpec, OutputSpec, PreparedEdit
+from retouch.server.edits import EnhanceSpec, OutputSpec, PreparedEdit, SourceFiles
 from retouch.server.policy import EditIntent, Plan, PlanBook, check_pixels
 from retouch.server.registry import LoadedProvider, ProviderRegistry
 from retouch.server.routing import RouteRequest
@@ -89,7 +89,7 @@ async def _decisions(data_dir: Path) -> tuple[Summary, Summary]:
             output=OutputSpec("PNG", 90, False),
             seed=1,
             image=np.zeros((512, 512, 3), np.uint8),
-            source=b"",
+            sources=SourceFiles(None),
             spec=EnhanceSpec(EnhanceKind.DENOISE, 1, 0.5),
         )
         intent = EditIntent(output_format="PNG")

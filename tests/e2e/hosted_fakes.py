@@ -36,7 +36,8 @@ class ScriptedHosted:
     ``script`` holds what the next calls do, in order: ``None`` answers with an image,
     a :class:`ProviderError` is raised. Once the script is used up every call answers
     ``otherwise`` (default: an image). ``hold``, when set, keeps each call waiting
-    until the test sets it. ``calls`` counts the requests that reached the provider.
+    until the test sets it. ``calls`` counts the requests that reached the provider,
+    ``contexts`` holds the job context each one came with.
     """
 
     def __init__(
@@ -65,6 +66,7 @@ class ScriptedHosted:
         self.otherwise: ProviderError | None = None
         self.hold: asyncio.Event | None = None
         self.calls = 0
+        self.contexts: list[JobContext] = []
         self.entered = asyncio.Event()
         self.config: Mapping[str, object] | None = None
 
@@ -83,6 +85,7 @@ class ScriptedHosted:
 
     async def run(self, request: EditRequest, context: JobContext) -> AsyncIterator[Event]:
         self.calls += 1
+        self.contexts.append(context)
         self.entered.set()
         outcome = self.script.popleft() if self.script else self.otherwise
         if self.hold is not None:

@@ -83,6 +83,7 @@ def test_http_exports() -> None:
         "bearer",
         "media_type",
         "parse_retry_after",
+        "pick",
     ]
 
 
@@ -96,6 +97,7 @@ def test_testing_kit_exports() -> None:
         "FakeHttpServer",
         "FakeProvider",
         "FormPart",
+        "ManualClock",
         "RecordedRequest",
         "Reply",
         "Responder",

@@ -35,6 +35,7 @@ from .health import HealthServicer
 from .inputs import InputResolver
 from .interceptors import AccessLogInterceptor, AuthInterceptor
 from .jobs import JobStore
+from .jobs.context import InputLinks
 from .jobs.manager import JobManager
 from .jobs.pipeline import EditPipeline
 from .jobs.results import ResultWriter
@@ -181,6 +182,7 @@ async def start_server(
             latency=router.latency,
             breakers=breakers,
             clock=clock,
+            links=InputLinks(objects),
         ),
         results=ResultWriter(store, objects, clock),
         settlement=settlement,

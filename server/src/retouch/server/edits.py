@@ -21,6 +21,7 @@ import numpy as np
 
 from retouch.sdk import (
     EditRequest,
+    EncodedImage,
     EnhanceKind,
     EnhanceRequest,
     GenerationParams,
@@ -39,8 +40,15 @@ from .auth import Caller
 from .config import ServerConfig
 from .convert import ENHANCE_KINDS, FORMATS_FROM_PROTO, PREFERENCES, generation_params
 from .errors import FieldViolation, InvalidArgument
-from .imaging import decode_image, decode_mask, mask_from_alpha, prepare_mask
-from .inputs import InputResolver
+from .imaging import (
+    CONTENT_TYPES,
+    DecodedImage,
+    decode_image,
+    decode_mask_levels,
+    mask_from_alpha,
+    prepare_mask,
+)
+from .inputs import InputFile, InputResolver
 from .policy import EditIntent, Plan, check_pixels
 from .request_checks import request_violations
 from .routing import RouteRequest
@@ -109,6 +117,22 @@ EditSpec = InpaintSpec | OutpaintSpec | EnhanceSpec
 
 
 @dataclass(frozen=True, slots=True)
+class SourceFiles:
+    """The caller's inputs as sent, which a remote provider may forward unchanged.
+
+    ``image`` is left out when its pixels are turned by EXIF orientation (the provider
+    would see them unturned), ``mask`` unless the file says the mask verbatim (white =
+    replace, already binary, no invert or grow applied). The keys name the objects
+    they came from (an upload or earlier result), for a presigned URL.
+    """
+
+    image: EncodedImage | None
+    mask: EncodedImage | None = None
+    image_key: str | None = None
+    mask_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PreparedEdit:
     """A validated, decoded edit, ready for the router and a provider."""
 
@@ -119,8 +143,8 @@ class PreparedEdit:
     seed: int
     image: RGBImage
     """The input, decoded once."""
-    source: bytes
-    """The input as the caller sent it (encoded)."""
+    sources: SourceFiles
+    """The inputs as the caller sent them (encoded), for remote providers."""
     spec: EditSpec
 
 
@@ -237,21 +261,26 @@ class EditPreparer:
     async def _inpaint(
         self, request: pb.InpaintRequest, caller: Caller, plan: Plan
     ) -> PreparedEdit:
-        image_bytes = await self._inputs.read(request.image, caller, field="image")
-        mask_bytes = (
-            await self._inputs.read(request.mask, caller, field="mask")
+        image_file = await self._inputs.fetch(request.image, caller, field="image")
+        mask_file = (
+            await self._inputs.fetch(request.mask, caller, field="mask")
             if request.HasField("mask")
             else None
         )
+        image_bytes = image_file.data
         options = request.mask_options
         max_pixels = self._config.max_pixels
 
-        def decode() -> tuple[RGBImage, Mask, Mask, float]:
+        def decode() -> tuple[DecodedImage, Mask, Mask, float, str | None]:
             image = decode_image(image_bytes, field="image", max_pixels=max_pixels)
             check_pixels(plan, image.width, image.height)
             size = (image.width, image.height)
-            if mask_bytes is not None:
-                raw = decode_mask(mask_bytes, field="mask", size=size, max_pixels=max_pixels)
+            levels = None
+            if mask_file is not None:
+                levels = decode_mask_levels(
+                    mask_file.data, field="mask", size=size, max_pixels=max_pixels
+                )
+                raw = levels.levels
             elif image.alpha is not None:
                 raw = mask_from_alpha(image.alpha)
             else:
@@ -264,11 +293,28 @@ class EditPreparer:
                 raw, invert=options.invert, grow_px=options.grow_px, feather_px=options.feather_px
             )
             masked = np.count_nonzero(mask.binary) / mask.binary.size
-            return image.pixels, mask.binary, mask.alpha, masked
+            verbatim = (
+                levels is not None
+                and not options.invert
+                and not options.grow_px
+                and levels.forwardable(mask.binary)
+            )
+            mask_type = CONTENT_TYPES[levels.format] if verbatim and levels else None
+            return image, mask.binary, mask.alpha, masked, mask_type
 
         with stage("validation"):
-            pixels, binary, blend, mask_fraction = await off_loop(decode, size=len(image_bytes))
+            decoded, binary, blend, mask_fraction, mask_type = await off_loop(
+                decode, size=len(image_bytes)
+            )
+        pixels = decoded.pixels
         height, width = pixels.shape[:2]
+        sources = _sources(image_file, decoded)
+        if mask_type is not None and mask_file is not None:
+            sources = dataclasses.replace(
+                sources,
+                mask=EncodedImage(mask_file.data, mask_type),
+                mask_key=mask_file.object_key,
+            )
         return PreparedEdit(
             operation=Operation.INPAINT,
             route=_route(
@@ -283,15 +329,16 @@ class EditPreparer:
             output=_output(request.output),
             seed=self._seed(request.params),
             image=pixels,
-            source=image_bytes,
+            sources=sources,
             spec=InpaintSpec(binary, blend, generation_params(request.params)),
         )
 
     async def _outpaint(
         self, request: pb.OutpaintRequest, caller: Caller, plan: Plan
     ) -> PreparedEdit:
-        image_bytes = await self._inputs.read(request.image, caller, field="image")
-        pixels = await self._decode(image_bytes)
+        image_file = await self._inputs.fetch(request.image, caller, field="image")
+        decoded = await self._decode(image_file.data)
+        pixels = decoded.pixels
         height, width = pixels.shape[:2]
         check_pixels(plan, width, height)
         padding = _padding(request)
@@ -311,7 +358,7 @@ class EditPreparer:
             output=_output(request.output),
             seed=self._seed(request.params),
             image=pixels,
-            source=image_bytes,
+            sources=_sources(image_file, decoded),
             spec=OutpaintSpec(padding, request.feather_px, generation_params(request.params)),
         )
 
@@ -319,8 +366,9 @@ class EditPreparer:
         self, request: pb.EnhanceRequest, caller: Caller, plan: Plan
     ) -> PreparedEdit:
         kind = ENHANCE_KINDS[request.kind]
-        image_bytes = await self._inputs.read(request.image, caller, field="image")
-        pixels = await self._decode(image_bytes)
+        image_file = await self._inputs.fetch(request.image, caller, field="image")
+        decoded = await self._decode(image_file.data)
+        pixels = decoded.pixels
         height, width = pixels.shape[:2]
         check_pixels(plan, width, height)
         scale = request.scale if kind is EnhanceKind.UPSCALE else 1
@@ -336,18 +384,17 @@ class EditPreparer:
             output=_output(request.output),
             seed=self._rng.randrange(2**32),
             image=pixels,
-            source=image_bytes,
+            sources=_sources(image_file, decoded),
             spec=EnhanceSpec(kind, scale, _enhance_strength(request)),
         )
 
-    async def _decode(self, image_bytes: bytes) -> RGBImage:
+    async def _decode(self, image_bytes: bytes) -> DecodedImage:
         max_pixels = self._config.max_pixels
         with stage("validation"):
-            image = await off_loop(
+            return await off_loop(
                 lambda: decode_image(image_bytes, field="image", max_pixels=max_pixels),
                 size=len(image_bytes),
             )
-        return image.pixels
 
     def _seed(self, params: common_pb2.GenerationParams) -> int:
         return params.seed if params.HasField("seed") else self._rng.randrange(2**32)
@@ -398,6 +445,13 @@ def _common(
                     FieldViolation(f"params.{name}", f"{name} is longer than 4000 characters")
                 )
     return violations
+
+
+def _sources(image: InputFile, decoded: DecodedImage) -> SourceFiles:
+    if not decoded.upright:
+        return SourceFiles(None)
+    encoded = EncodedImage(image.data, CONTENT_TYPES[decoded.format])
+    return SourceFiles(encoded, image_key=image.object_key)
 
 
 def _raise_if(violations: list[FieldViolation]) -> None:

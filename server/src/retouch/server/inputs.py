@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+
 from retouch.v1 import common_pb2
 
 from .auth import Caller
@@ -9,6 +12,14 @@ from .clock import Clock
 from .errors import InvalidArgument, NotFound, echo
 from .jobs.store import JobStore
 from .storage import ObjectNotFound, ObjectStore
+
+
+@dataclass(frozen=True, slots=True)
+class InputFile:
+    """An input's encoded bytes, and its object key when it came from the object store."""
+
+    data: bytes = dataclasses.field(repr=False)
+    object_key: str | None = None
 
 
 class InputResolver:
@@ -21,11 +32,15 @@ class InputResolver:
 
     async def read(self, image: common_pb2.ImageInput, caller: Caller, *, field: str) -> bytes:
         """The encoded bytes of ``image``; ``field`` names it in errors."""
+        return (await self.fetch(image, caller, field=field)).data
+
+    async def fetch(self, image: common_pb2.ImageInput, caller: Caller, *, field: str) -> InputFile:
+        """``image``'s bytes and, for an upload or result, where the store keeps them."""
         source = image.WhichOneof("source")
         if source == "data":
             if not image.data:
                 raise InvalidArgument(f"{field}.data", "the image data is empty")
-            return image.data
+            return InputFile(image.data)
         if source == "upload_id":
             upload = await self._store.get_upload(image.upload_id)
             if (
@@ -36,12 +51,14 @@ class InputResolver:
                 raise NotFound(
                     f"upload {echo(image.upload_id)} not found: it may have expired; upload again"
                 )
-            return await self._get(upload.object_key, f"upload {echo(image.upload_id)}")
+            data = await self._get(upload.object_key, f"upload {echo(image.upload_id)}")
+            return InputFile(data, upload.object_key)
         if source == "result_id":
             result = await self._store.get_result(image.result_id)
             if result is None or result.owner != caller.owner:
                 raise NotFound(f"result {echo(image.result_id)} not found")
-            return await self._get(result.object_key, f"result {echo(image.result_id)}")
+            data = await self._get(result.object_key, f"result {echo(image.result_id)}")
+            return InputFile(data, result.object_key)
         raise InvalidArgument(field, f"{field} is required: set data, upload_id or result_id")
 
     async def _get(self, key: str, what: str) -> bytes:

@@ -9,16 +9,26 @@ release the GIL in OpenCV and Pillow, so callers run them with ``asyncio.to_thre
 
 from .decode import DecodedImage, decode_image
 from .encode import CONTENT_TYPES, DEFAULT_QUALITY, encode_image
-from .mask import MAX_MASK_ADJUST_PX, PreparedMask, decode_mask, mask_from_alpha, prepare_mask
+from .mask import (
+    MAX_MASK_ADJUST_PX,
+    MaskLevels,
+    PreparedMask,
+    decode_mask,
+    decode_mask_levels,
+    mask_from_alpha,
+    prepare_mask,
+)
 
 __all__ = [
     "CONTENT_TYPES",
     "DEFAULT_QUALITY",
     "MAX_MASK_ADJUST_PX",
     "DecodedImage",
+    "MaskLevels",
     "PreparedMask",
     "decode_image",
     "decode_mask",
+    "decode_mask_levels",
     "encode_image",
     "mask_from_alpha",
     "prepare_mask",

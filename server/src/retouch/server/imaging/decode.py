@@ -60,6 +60,9 @@ class DecodedImage:
     pixels: NDArray[np.uint8]
     alpha: NDArray[np.uint8] | None
     format: str
+    upright: bool = True
+    """Whether the bytes were stored upright (no EXIF turn), so that a remote provider
+    sent them unchanged sees the pixels the pipeline sees."""
 
     @property
     def width(self) -> int:
@@ -92,7 +95,9 @@ def decode_image(data: bytes, *, field: str, max_pixels: int) -> DecodedImage:
     color = planes.color
     if color.ndim == 2:
         color = _u8(cv2.cvtColor(color, cv2.COLOR_GRAY2RGB))
-    return DecodedImage(pixels=color, alpha=planes.alpha, format=planes.format)
+    return DecodedImage(
+        pixels=color, alpha=planes.alpha, format=planes.format, upright=header.orientation <= 1
+    )
 
 
 def inspect_image(data: bytes, *, field: str, max_pixels: int) -> Header:

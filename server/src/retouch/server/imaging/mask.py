@@ -44,6 +44,23 @@ class PreparedMask:
     alpha: NDArray[np.uint8]
 
 
+@dataclass(frozen=True, slots=True)
+class MaskLevels:
+    """A decoded mask file: its 0..255 ``levels`` (255 = replace), whether they came
+    from its alpha channel, whether the file was stored upright (no EXIF turn), and
+    its container format."""
+
+    levels: NDArray[np.uint8]
+    from_alpha: bool
+    upright: bool
+    format: str
+
+    def forwardable(self, binary: NDArray[np.uint8]) -> bool:
+        """Whether the file itself says exactly ``binary`` in the white-replaces
+        convention, so a remote provider may be sent the caller's bytes unchanged."""
+        return not self.from_alpha and self.upright and np.array_equal(self.levels, binary)
+
+
 def decode_mask(
     data: bytes, *, field: str, size: tuple[int, int], max_pixels: int
 ) -> NDArray[np.uint8]:
@@ -54,6 +71,13 @@ def decode_mask(
     ``field`` for anything :func:`decode_image` would refuse, and for a mask whose size
     differs from the picture's (checked from the header, before decoding).
     """
+    return decode_mask_levels(data, field=field, size=size, max_pixels=max_pixels).levels
+
+
+def decode_mask_levels(
+    data: bytes, *, field: str, size: tuple[int, int], max_pixels: int
+) -> MaskLevels:
+    """:func:`decode_mask`, telling also how the levels were read."""
     header = inspect_image(data, field=field, max_pixels=max_pixels)
     if header.display_size != size:
         mask_w, mask_h = header.display_size
@@ -63,11 +87,13 @@ def decode_mask(
             "resized, so send a mask the same size as the image",
         )
     planes = decode_planes(data, header, field=field)
+    upright = header.orientation <= 1
     if planes.alpha is not None:
-        return mask_from_alpha(planes.alpha)
+        return MaskLevels(mask_from_alpha(planes.alpha), True, upright, header.format)
     if planes.color.ndim == 2:
-        return planes.color
-    return np.asarray(cv2.cvtColor(planes.color, cv2.COLOR_RGB2GRAY), dtype=np.uint8)
+        return MaskLevels(planes.color, False, upright, header.format)
+    gray = np.asarray(cv2.cvtColor(planes.color, cv2.COLOR_RGB2GRAY), dtype=np.uint8)
+    return MaskLevels(gray, False, upright, header.format)
 
 
 def mask_from_alpha(alpha: NDArray[np.uint8]) -> NDArray[np.uint8]:

@@ -215,7 +215,7 @@ class EditPipeline:
                     result = await self._results.write(
                         job, edit, outcome, live, retention_days=plan.retention_days
                     )
-                price = outcome.candidate.price
+                price = outcome.charge
                 await live.publish(Completed(result, edit.seed, price, outcome.provider_ms))
                 await self._results.make_durable(result)
                 job = dataclasses.replace(job, result_id=result.result_id, cost_credits=price)

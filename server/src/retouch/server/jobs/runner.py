@@ -41,6 +41,7 @@ from ..policy.upstream import UpstreamLimits
 from ..routing import Candidate, LatencyTracker, Route
 from ..secrets import scrub
 from ..telemetry import provider_call
+from .context import InputLinks, actual_price
 from .events import Progressed
 from .live import LiveJob
 from .records import JobRecord
@@ -54,11 +55,13 @@ PROVIDER_SHARE = 0.9
 
 @dataclass(frozen=True, slots=True)
 class ProviderOutcome:
-    """The provider that did the job, its image, and how long it took."""
+    """The provider that did the job, its image, how long it took, and the credits
+    to charge for it (its actual cost, at most the price held)."""
 
     candidate: Candidate
     result: Result
     provider_ms: int
+    charge: int
 
 
 class ProviderRunner:
@@ -73,6 +76,7 @@ class ProviderRunner:
         latency: LatencyTracker,
         breakers: Breakers,
         clock: Clock,
+        links: InputLinks | None = None,
     ) -> None:
         self._store = store
         self._ledger = ledger
@@ -80,6 +84,7 @@ class ProviderRunner:
         self._latency = latency
         self._breakers = breakers
         self._clock = clock
+        self._links = links
 
     async def run(
         self,
@@ -91,7 +96,9 @@ class ProviderRunner:
     ) -> tuple[JobRecord, ProviderOutcome]:
         """The job (naming the provider that ran it) and that provider's outcome.
 
-        ``deadline`` is when the job must end, on the clock's monotonic scale."""
+        ``deadline`` is when the job must end, on the clock's monotonic scale; providers
+        read their time left from it."""
+        urls = await self._links.for_sources(edit.sources) if self._links else (None, None)
         progress = 0.0
         held = route.candidates[0].price
         failed = FailedAttempts(self._breakers)
@@ -135,20 +142,23 @@ class ProviderRunner:
             started = time.perf_counter()
             try:
                 result: Result | None = None
-                request = provider_request(edit, candidate.model)
                 with permit:
                     async with provider_call(candidate.name, candidate.model):
-                        # Built inside the provider's span, so that its trace headers parent
-                        # the provider's upstream calls.
+                        # Built inside the provider's span, so that its trace headers
+                        # parent the provider's own upstream calls.
                         context = JobContext(
                             job_id=job.job_id,
                             deadline=deadline,
                             clock=self._clock,
                             trace_headers=trace_headers(),
+                            image=edit.sources.image,
+                            mask=edit.sources.mask,
+                            image_url=urls[0],
+                            mask_url=urls[1],
                         )
-                        async with contextlib.aclosing(
-                            candidate.loaded.provider.run(request, context)
-                        ) as events:
+                        request = provider_request(edit, candidate.model)
+                        run = candidate.loaded.provider.run(request, context)
+                        async with contextlib.aclosing(run) as events:
                             async for event in events:
                                 if isinstance(event, Result):
                                     result = event
@@ -174,7 +184,8 @@ class ProviderRunner:
                     reason="PROVIDER_CONTRACT",
                 )
             _check_shape(candidate, result, edit.output_size)
-            return job, ProviderOutcome(candidate, result, int(provider_ms))
+            charge = actual_price(job.job_id, candidate, result, edit.output_size)
+            return job, ProviderOutcome(candidate, result, int(provider_ms), charge)
         raise failed.final()
 
 

@@ -21,7 +21,7 @@ Time, sleep, jitter and DNS come from an :class:`HttpRuntime`, so tests never wa
 from ._addresses import METADATA_ADDRESSES, AddressPolicy, AddressRefused, GuardedResolver
 from ._client import Classifier, Done, FilePart, FormValue, HttpClient, Polled, bearer
 from ._remote import SERVER_KEYS, RemoteProvider
-from ._response import Response, media_type
+from ._response import Response, media_type, pick
 from ._retry import backoff_delay, parse_retry_after
 from ._settings import HttpConfig, HttpRuntime, RetryPolicy, Sleep
 
@@ -47,4 +47,5 @@ __all__ = [
     "bearer",
     "media_type",
     "parse_retry_after",
+    "pick",
 ]

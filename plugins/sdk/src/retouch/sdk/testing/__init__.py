@@ -7,6 +7,7 @@ tests against :class:`FakeProvider`. Hosted providers are tested against
 """
 
 from ._checks import CHECKS, CLOSE_TIMEOUT, RUN_TIMEOUT, Check, check_provider
+from ._clock import ManualClock
 from ._contexts import ContextFactory, contexts_on, sample_context
 from ._fake import FakeProvider
 from ._fake_http import FakeHttpServer, FormPart, RecordedRequest, Reply, Responder
@@ -21,6 +22,7 @@ __all__ = [
     "FakeHttpServer",
     "FakeProvider",
     "FormPart",
+    "ManualClock",
     "RecordedRequest",
     "Reply",
     "Responder",
