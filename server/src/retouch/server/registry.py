@@ -137,7 +137,8 @@ class ProviderRegistry:
         """Ask every provider for its health; a provider that fails to answer is unavailable."""
         for loaded in self.providers.values():
             try:
-                loaded.health = await asyncio.wait_for(loaded.provider.health(), timeout=5.0)
+                report = await asyncio.wait_for(loaded.provider.health(), timeout=5.0)
+                loaded.health = HealthReport(report.health, scrub(report.detail, loaded.secrets))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
