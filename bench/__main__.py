@@ -11,6 +11,7 @@ from .limits import render_limits, run_limits_bench
 from .machine import describe_machine
 from .policy import render_policy, run_policy_bench
 from .quality import run_quality_bench
+from .replicas import render_replicas, run_replicas_bench
 from .report import render, summary
 from .resilience import render_resilience, run_resilience_bench
 from .speed import run_speed_bench
@@ -32,6 +33,8 @@ def main() -> int:
     resilience = asyncio.run(run_resilience_bench())
     print("bench: token buckets and uploads", file=sys.stderr, flush=True)
     limits = asyncio.run(run_limits_bench())
+    print("bench: replicas", file=sys.stderr, flush=True)
+    replicas = asyncio.run(run_replicas_bench())
     print("bench: quality", file=sys.stderr, flush=True)
     quality = run_quality_bench()
     sections = "\n".join(
@@ -41,6 +44,7 @@ def main() -> int:
             render_telemetry(telemetry),
             render_resilience(resilience),
             render_limits(limits),
+            render_replicas(replicas),
         ]
     )
     RESULTS.write_text(render(machine, speed, sections, quality))
@@ -48,6 +52,7 @@ def main() -> int:
     print(render_policy(policy))
     print(render_database(database))
     print(render_telemetry(telemetry))
+    print(render_replicas(replicas))
     print(render_resilience(resilience))
     print(render_limits(limits))
     print(f"figures written to {RESULTS}")
