@@ -10,6 +10,7 @@ from grpc import aio
 
 from retouch.sdk import (
     CostModel,
+    EnhanceKind,
     Health,
     HealthReport,
     Operation,
@@ -20,8 +21,9 @@ from retouch.sdk.testing import FakeProvider
 from retouch.server.clock import ManualClock
 from retouch.server.policy import Plan
 from retouch.v1 import account_pb2, common_pb2
+from retouch.v1 import image_edit_pb2 as pb
 from tests.helpers import metadata
-from tests.policy.test_money import SUBJECT, grant, inpaint, outcome
+from tests.policy.test_money import IMAGE, SUBJECT, grant, inpaint, outcome
 
 
 def providers() -> list[FakeProvider]:
@@ -89,6 +91,29 @@ async def test_unhealthy_providers_are_skipped_and_none_left_is_unavailable(harn
         assert isinstance(error, aio.AioRpcError)
         assert error.code() == grpc.StatusCode.UNAVAILABLE
         assert down.calls == 0
+
+
+async def test_enhance_jobs_go_only_to_providers_offering_that_enhancement(
+    harness: Any,
+) -> None:
+    upscaler = FakeProvider(
+        "upscaler", [Operation.ENHANCE], enhance_kinds=[EnhanceKind.UPSCALE], quality_rank=9
+    )
+    allround = FakeProvider("allround", [Operation.ENHANCE], quality_rank=1)
+    async with harness(plans=[Plan("p")], providers=[upscaler, allround]) as h:
+        request = pb.EnhanceRequest(
+            image=common_pb2.ImageInput(data=IMAGE),
+            kind=pb.ENHANCE_KIND_DENOISE,
+            provider=common_pb2.ProviderChoice(prefer=common_pb2.ROUTE_PREFERENCE_QUALITY),
+        )
+        events = [e async for e in h.edit.Enhance(request, metadata=metadata(subject=SUBJECT))]
+        decision = events[0].accepted.routing
+        assert decision.chosen == "allround"
+        assert [(x.provider, x.reason) for x in decision.excluded] == [
+            ("upscaler", "provider 'upscaler' does not denoise")
+        ]
+        assert events[-1].HasField("completed")
+        assert upscaler.calls == 0
 
 
 async def test_a_provider_rate_limited_upstream_is_throttled(harness: Any) -> None:

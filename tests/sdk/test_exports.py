@@ -46,6 +46,7 @@ def test_sdk_exports() -> None:
         "Result",
         "Secret",
         "SystemClock",
+        "Upload",
         "Usage",
         "WorkerPool",
         "composite",
@@ -56,6 +57,7 @@ def test_sdk_exports() -> None:
         "mask_bounds",
         "run_with_progress",
         "trace_headers",
+        "upload_image",
     ]
 
 

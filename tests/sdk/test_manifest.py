@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from retouch.sdk import SDK_API_VERSION, CostModel, Manifest, Operation
+from retouch.sdk import SDK_API_VERSION, CostModel, EnhanceKind, Manifest, Operation
 
 
 def manifest(**overrides: object) -> Manifest:
@@ -71,3 +71,34 @@ def test_free_by_default_and_never_negative() -> None:
     assert CostModel().estimate(512, 512) == 0
     with pytest.raises(ValueError, match="negative"):
         CostModel(credits_per_job=-1)
+
+
+def test_enhance_kinds_say_which_enhancements_a_provider_offers() -> None:
+    upscaler = manifest(
+        operations=frozenset({Operation.ENHANCE}),
+        upscale_factors=(2, 4),
+        enhance_kinds=frozenset({EnhanceKind.UPSCALE}),
+    )
+    assert upscaler.can_enhance(EnhanceKind.UPSCALE)
+    assert not upscaler.can_enhance(EnhanceKind.DENOISE)
+    everything = manifest(operations=frozenset({Operation.ENHANCE}), upscale_factors=(2,))
+    assert all(everything.can_enhance(kind) for kind in EnhanceKind)
+    no_factors = manifest(operations=frozenset({Operation.ENHANCE}))
+    assert not no_factors.can_enhance(EnhanceKind.UPSCALE)
+    assert no_factors.can_enhance(EnhanceKind.SHARPEN)
+    assert not manifest().can_enhance(EnhanceKind.SHARPEN)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "problem"),
+    [
+        ({"upscale_factors": (2,), "enhance_kinds": frozenset({EnhanceKind.DENOISE})}, "UPSCALE"),
+        ({"enhance_kinds": frozenset({EnhanceKind.UPSCALE})}, "must offer"),
+        ({"enhance_kinds": frozenset()}, "must offer"),
+    ],
+)
+def test_enhance_kinds_must_agree_with_the_upscale_factors(
+    overrides: dict[str, object], problem: str
+) -> None:
+    with pytest.raises(ValueError, match=problem):
+        manifest(operations=frozenset({Operation.ENHANCE}), **overrides)

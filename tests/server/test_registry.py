@@ -58,6 +58,21 @@ async def test_the_installed_entry_points_include_opencv() -> None:
     assert registry.broken == {}
 
 
+async def test_hosted_providers_without_a_config_table_are_left_out_quietly() -> None:
+    registry = await ProviderRegistry.discover(configs={})
+    assert {"stability", "openai"} <= set(registry.unconfigured)
+    assert not {"stability", "openai"} & set(registry.providers)
+    configured = await ProviderRegistry.discover(
+        configs={"stability": {"api_key_env": "RETOUCH_TEST_STABILITY_KEY"}},
+        environ={"RETOUCH_TEST_STABILITY_KEY": "sk-from-the-environment"},
+    )
+    try:
+        assert "stability" in configured.providers
+        assert "stability" not in configured.unconfigured
+    finally:
+        await configured.aclose()
+
+
 async def test_a_server_with_broken_plugins_still_serves(tmp_path: Path) -> None:
     config = ServerConfig(listen="127.0.0.1:0", data_dir=tmp_path)
     async with (

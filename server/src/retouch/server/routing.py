@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from retouch.sdk import Health, Manifest, Operation
+from retouch.sdk import EnhanceKind, Health, Manifest, Operation
 
 from .breaker import Breakers, BreakerSnapshot
 from .errors import (
@@ -48,7 +48,8 @@ class RouteRequest:
     prompt: bool = False
     """Whether the caller gave a prompt."""
     enhance_kind: str = ""
-    """For enhance, the kind (``"upscale"``): providers may name a model per kind."""
+    """For enhance, the kind (``"upscale"``): only providers offering it qualify, and
+    providers may name a model per kind."""
 
     @property
     def task(self) -> str:
@@ -389,6 +390,8 @@ def _incapable(loaded: LoadedProvider, route: RouteRequest) -> FieldViolation | 
             f"provider {manifest.name!r} has no model {route.model!r} for {route.task}; "
             f"its models: {', '.join(models)}",
         )
+    if route.enhance_kind and not manifest.can_enhance(EnhanceKind(route.enhance_kind)):
+        return FieldViolation("kind", f"provider {manifest.name!r} does not {route.enhance_kind}")
     if route.upscale and route.upscale not in manifest.upscale_factors:
         factors = ", ".join(map(str, manifest.upscale_factors)) or "no factor"
         return FieldViolation(

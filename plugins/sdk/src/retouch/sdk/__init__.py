@@ -20,12 +20,11 @@ from ._errors import (
 )
 from ._events import Event, Progress, Result, Usage
 from ._images import decode_image, encode_png, expected_size, fit_to_request
-from ._manifest import SDK_API_VERSION, CostModel, Manifest, Operation
+from ._manifest import SDK_API_VERSION, CostModel, EnhanceKind, Manifest, Operation
 from ._progress import JobCancelled, ProgressReporter, WorkerPool, run_with_progress
 from ._provider import ENTRY_POINT_GROUP, Health, HealthReport, Provider
 from ._requests import (
     EditRequest,
-    EnhanceKind,
     EnhanceRequest,
     GenerationParams,
     InpaintRequest,
@@ -36,6 +35,7 @@ from ._requests import (
 )
 from ._secrets import Redactor, Secret
 from ._tracing import trace_headers
+from ._uploads import Upload, upload_image
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -75,6 +75,7 @@ __all__ = [
     "Result",
     "Secret",
     "SystemClock",
+    "Upload",
     "Usage",
     "WorkerPool",
     "composite",
@@ -85,4 +86,5 @@ __all__ = [
     "mask_bounds",
     "run_with_progress",
     "trace_headers",
+    "upload_image",
 ]

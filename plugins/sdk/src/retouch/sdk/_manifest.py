@@ -28,6 +28,14 @@ class Operation(enum.Enum):
     ENHANCE = "enhance"
 
 
+class EnhanceKind(enum.Enum):
+    """The enhancements."""
+
+    UPSCALE = "upscale"
+    DENOISE = "denoise"
+    SHARPEN = "sharpen"
+
+
 TASKS = ("inpaint", "outpaint", "enhance", "enhance.upscale", "enhance.denoise", "enhance.sharpen")
 """What a request asks for: its operation, or for enhance its kind (``EditRequest.task``)."""
 
@@ -117,6 +125,10 @@ class Manifest:
     supports_mask: bool = False
     supports_outpaint: bool = False
     upscale_factors: tuple[int, ...] = ()
+    enhance_kinds: frozenset[EnhanceKind] = frozenset(EnhanceKind)
+    """The enhancements offered when ``operations`` holds ENHANCE (upscaling also needs
+    ``upscale_factors``). A hosted upscaler that cannot denoise or sharpen offers only
+    UPSCALE, so the router sends those jobs elsewhere."""
     cost: CostModel = field(default_factory=CostModel)
     remote: bool = False
     """True when the provider calls a remote API; such providers may cost real money."""
@@ -153,6 +165,12 @@ class Manifest:
                 problems.append(f"task_models[{task!r}] must name at least one model")
         if any(factor < 2 for factor in self.upscale_factors):
             problems.append("upscale factors must be 2 or more")
+        if Operation.ENHANCE in self.operations and not any(map(self.can_enhance, EnhanceKind)):
+            problems.append(
+                "a provider that enhances must offer denoise, sharpen, or upscale with factors"
+            )
+        if self.upscale_factors and EnhanceKind.UPSCALE not in self.enhance_kinds:
+            problems.append("upscale factors declared without the UPSCALE enhance kind")
         if problems:
             raise ValueError(f"invalid manifest for provider {self.name!r}: " + "; ".join(problems))
 
@@ -168,6 +186,12 @@ class Manifest:
 
     def can(self, operation: Operation) -> bool:
         return operation in self.operations
+
+    def can_enhance(self, kind: EnhanceKind) -> bool:
+        """Whether the provider offers the enhancement ``kind`` (upscaling by some factor)."""
+        if Operation.ENHANCE not in self.operations or kind not in self.enhance_kinds:
+            return False
+        return kind is not EnhanceKind.UPSCALE or bool(self.upscale_factors)
 
     def check_image(self, image: NDArray[Any]) -> None:
         """Raise :class:`ProviderRejected` (field ``image``) unless ``image`` is an RGB

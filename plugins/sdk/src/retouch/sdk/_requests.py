@@ -7,13 +7,12 @@ server has already applied the caller's invert/grow options and binarised them.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
-from ._manifest import Operation
+from ._manifest import EnhanceKind, Operation
 
 RGBImage = NDArray[np.uint8]
 Mask = NDArray[np.uint8]
@@ -82,14 +81,6 @@ class OutpaintRequest:
         height, width = self.image.shape[:2]
         p = self.padding
         return width + p.left + p.right, height + p.top + p.bottom
-
-
-class EnhanceKind(enum.Enum):
-    """The enhancements."""
-
-    UPSCALE = "upscale"
-    DENOISE = "denoise"
-    SHARPEN = "sharpen"
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,9 +13,9 @@ from .._context import JobContext
 from .._errors import ProviderRejected
 from .._events import Event, Result
 from .._images import fit_to_request
-from .._manifest import Manifest
+from .._manifest import EnhanceKind, Manifest
 from .._provider import Health, HealthReport
-from .._requests import EditRequest, EnhanceKind, EnhanceRequest, OutpaintRequest
+from .._requests import EditRequest, EnhanceRequest, InpaintRequest, OutpaintRequest
 from .._secrets import Secret
 from ._client import HttpClient
 from ._settings import HttpConfig, HttpRuntime
@@ -119,20 +119,29 @@ class RemoteProvider(abc.ABC):
 
     def check(self, request: EditRequest) -> None:
         """Raise :class:`~retouch.sdk.ProviderRejected` for what the manifest does not
-        offer: the operation, the model, the size, the upscale factor."""
+        offer (the operation, the model, the size, the enhance kind, the upscale
+        factor) and for a mask that does not fit the image."""
         manifest = self.MANIFEST
         name = manifest.name
         if not manifest.can(request.operation):
             raise ProviderRejected(
                 f"the {name} provider does not {request.operation.value}", field="operation"
             )
-        if request.model not in manifest.models:
+        models = manifest.models_for(request.task)
+        if request.model not in models:
             raise ProviderRejected(
-                f"unknown model {request.model!r}; the {name} provider offers "
-                f"{', '.join(manifest.models)}",
+                f"unknown model {request.model!r}; the {name} provider offers {', '.join(models)}",
                 field="model",
             )
         manifest.check_image(request.image)
+        if isinstance(request, InpaintRequest) and (
+            request.mask.dtype != "uint8" or request.mask.shape != request.image.shape[:2]
+        ):
+            raise ProviderRejected(
+                f"the mask must be uint8 of shape {request.image.shape[:2]}, got "
+                f"{request.mask.dtype} {request.mask.shape}",
+                field="mask",
+            )
         if isinstance(request, OutpaintRequest | EnhanceRequest):
             width, height = request.output_size
             if width * height > manifest.max_pixels:
@@ -141,6 +150,10 @@ class RemoteProvider(abc.ABC):
                     f"{manifest.max_pixels} pixels",
                     field="padding" if isinstance(request, OutpaintRequest) else "scale",
                 )
+        if isinstance(request, EnhanceRequest) and request.kind not in manifest.enhance_kinds:
+            raise ProviderRejected(
+                f"the {name} provider does not {request.kind.value}", field="kind"
+            )
         if (
             isinstance(request, EnhanceRequest)
             and request.kind is EnhanceKind.UPSCALE

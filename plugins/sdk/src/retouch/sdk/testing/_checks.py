@@ -27,11 +27,10 @@ import numpy as np
 
 from .._errors import ProviderRejected
 from .._events import Event, Progress, Result
-from .._manifest import SDK_API_VERSION, CostModel, Manifest, Operation
+from .._manifest import SDK_API_VERSION, CostModel, EnhanceKind, Manifest, Operation
 from .._provider import Health, HealthReport, Provider
 from .._requests import (
     EditRequest,
-    EnhanceKind,
     EnhanceRequest,
     InpaintRequest,
     OutpaintRequest,
@@ -211,10 +210,19 @@ async def _check_enhance(provider: Provider, contexts: ContextFactory) -> None:
         assert out.shape == expected, f"upscale x{factor} returned {out.shape}; expected {expected}"
     undeclared = next(f for f in range(2, 100) if f not in manifest.upscale_factors)
     request = EnhanceRequest(image, EnhanceKind.UPSCALE, model, SEED, scale=undeclared)
-    await _expect_rejected(
-        provider, contexts, request, "scale", f"an undeclared upscale factor {undeclared}"
-    )
+    if EnhanceKind.UPSCALE in manifest.enhance_kinds:
+        await _expect_rejected(
+            provider, contexts, request, "scale", f"an undeclared upscale factor {undeclared}"
+        )
+    else:
+        await _expect_rejected(provider, contexts, request, "kind", "upscale, not offered")
     for kind in (EnhanceKind.DENOISE, EnhanceKind.SHARPEN):
+        if kind not in manifest.enhance_kinds:
+            request = EnhanceRequest(image, kind, model, SEED)
+            await _expect_rejected(
+                provider, contexts, request, "kind", f"{kind.value}, which it does not offer"
+            )
+            continue
         for strength in (0.0, 0.5, 1.0):
             task_model = manifest.models_for(f"enhance.{kind.value}")[0]
             request = EnhanceRequest(image, kind, task_model, SEED, strength=strength)
@@ -299,13 +307,15 @@ def _default_requests(manifest: Manifest, model: str | None = None) -> list[Edit
     if manifest.can(Operation.OUTPAINT):
         requests.append(OutpaintRequest(image, OUTPAINT_PADDINGS[0], pick("outpaint"), SEED))
     if manifest.can(Operation.ENHANCE):
-        if manifest.upscale_factors:
+        if manifest.can_enhance(EnhanceKind.UPSCALE):
             factor = manifest.upscale_factors[0]
             upscale = pick("enhance.upscale")
             requests.append(EnhanceRequest(image, EnhanceKind.UPSCALE, upscale, SEED, scale=factor))
         else:
-            sharpen = pick("enhance.sharpen")
-            requests.append(EnhanceRequest(image, EnhanceKind.SHARPEN, sharpen, SEED))
+            kind = next(
+                k for k in (EnhanceKind.SHARPEN, EnhanceKind.DENOISE) if manifest.can_enhance(k)
+            )
+            requests.append(EnhanceRequest(image, kind, pick(f"enhance.{kind.value}"), SEED))
     return requests
 
 

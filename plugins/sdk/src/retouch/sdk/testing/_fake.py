@@ -11,11 +11,10 @@ from .._compositing import composite
 from .._context import JobContext
 from .._errors import ProviderError, ProviderRejected
 from .._events import Event, Progress, Result
-from .._manifest import CostModel, Manifest, Operation
+from .._manifest import CostModel, EnhanceKind, Manifest, Operation
 from .._provider import Health, HealthReport
 from .._requests import (
     EditRequest,
-    EnhanceKind,
     EnhanceRequest,
     InpaintRequest,
     OutpaintRequest,
@@ -63,6 +62,7 @@ class FakeProvider:
         max_pixels: int = 16_777_216,
         cost: CostModel = _DEFAULT_COST,
         upscale_factors: Sequence[int] = (2, 4),
+        enhance_kinds: Iterable[EnhanceKind] = tuple(EnhanceKind),
         remote: bool = False,
         fill: tuple[int, int, int] = (255, 0, 255),
         release: asyncio.Event | None = None,
@@ -72,6 +72,7 @@ class FakeProvider:
         if steps < 0 or fail_after < 0 or step_delay < 0:
             raise ValueError("steps, fail_after and step_delay cannot be negative")
         ops = frozenset(operations)
+        kinds = frozenset(enhance_kinds)
         self._manifest = Manifest(
             name=name,
             version="1.0.0",
@@ -81,7 +82,12 @@ class FakeProvider:
             max_pixels=max_pixels,
             supports_mask=Operation.INPAINT in ops,
             supports_outpaint=Operation.OUTPAINT in ops,
-            upscale_factors=tuple(upscale_factors) if Operation.ENHANCE in ops else (),
+            upscale_factors=(
+                tuple(upscale_factors)
+                if Operation.ENHANCE in ops and EnhanceKind.UPSCALE in kinds
+                else ()
+            ),
+            enhance_kinds=kinds,
             cost=cost,
             remote=remote,
             quality_rank=quality_rank,
@@ -174,6 +180,10 @@ class FakeProvider:
             raise ProviderRejected(
                 f"image has {height * width} pixels; at most {manifest.max_pixels} allowed",
                 field="image",
+            )
+        if isinstance(request, EnhanceRequest) and request.kind not in manifest.enhance_kinds:
+            raise ProviderRejected(
+                f"provider {manifest.name!r} does not {request.kind.value}", field="kind"
             )
         if (
             isinstance(request, EnhanceRequest)
