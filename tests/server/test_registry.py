@@ -55,7 +55,9 @@ async def test_disabled_plugins_are_not_loaded() -> None:
 async def test_the_installed_entry_points_include_opencv() -> None:
     registry = await ProviderRegistry.discover(configs={})
     assert "opencv" in registry.providers
-    assert registry.broken == {}
+    # Hosted plugins need their API's settings; without a config they are left out.
+    assert all("rejected its configuration" in r for r in registry.broken.values()), registry.broken
+    assert not {"opencv", "patchmatch"} & set(registry.broken)
 
 
 async def test_hosted_providers_without_a_config_table_are_left_out_quietly() -> None:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 
+import aiohttp
+import grpc
 import pytest
 
 from retouch.server.storage import (
@@ -14,9 +17,16 @@ from retouch.server.storage import (
     MemoryObjectStore,
     ObjectNotFound,
     ObjectStore,
+    PresigningStore,
+    S3Location,
+    S3ObjectStore,
     StorageError,
+    StorageUnavailable,
     open_store,
 )
+from retouch.server.storage.filesystem import _open_partial
+from retouch.server.storage.s3 import PART_BYTES
+from tests.engines.seaweed import FailingS3
 
 BAD_KEYS = [
     "",
@@ -35,13 +45,15 @@ BAD_KEYS = [
 ]
 
 
-@pytest.fixture(params=["memory", "filesystem"])
+@pytest.fixture(params=["memory", "filesystem", "s3"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ObjectStore]:
     backend: ObjectStore
     if request.param == "memory":
         backend = MemoryObjectStore()
-    else:
+    elif request.param == "filesystem":
         backend = FilesystemObjectStore(tmp_path / "objects")
+    else:
+        backend = open_store(request.getfixturevalue("s3_url"))
     yield backend
     await backend.aclose()
 
@@ -196,6 +208,109 @@ async def test_concurrent_puts_of_different_keys_all_land(store: ObjectStore) ->
         assert await store.get(f"many/{n}") == str(n).encode()
 
 
+async def pieces(data: bytes, size: int) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+class Interrupted(Exception):
+    """Raised by a chunk source to stand for a client that went away mid-upload."""
+
+
+async def failing_after(data: bytes, size: int) -> AsyncIterator[bytes]:
+    async for piece in pieces(data, size):
+        yield piece
+    raise Interrupted
+
+
+@pytest.mark.parametrize("length", [0, 5, 3 * 1024 * 1024])
+async def test_put_stream_stores_what_the_chunks_yield(store: ObjectStore, length: int) -> None:
+    data = os.urandom(length)
+    size = await store.put_stream(
+        "uploads/t/s/u1", pieces(data, 64 * 1024), content_type="image/png"
+    )
+    assert size == length
+    assert await store.get("uploads/t/s/u1") == data
+    assert await store.size("uploads/t/s/u1") == length
+
+
+async def test_put_stream_of_many_parts_is_a_multipart_upload_that_reassembles(
+    store: ObjectStore,
+) -> None:
+    # Over two S3 parts (8 MiB each), with chunks that do not divide the part size.
+    data = os.urandom(2 * PART_BYTES + 12_345)
+    assert await store.put_stream("uploads/big", pieces(data, 1_000_003), content_type="x") == len(
+        data
+    )
+    assert b"".join(await collect(store, "uploads/big", 1 << 20)) == data
+
+
+@pytest.mark.parametrize("length", [10, PART_BYTES + 10])
+async def test_put_stream_that_fails_leaves_nothing_and_the_old_object(
+    store: ObjectStore, length: int
+) -> None:
+    await store.put("uploads/kept", b"old", content_type="x")
+    with pytest.raises(Interrupted):
+        await store.put_stream("uploads/new", failing_after(b"n" * length, 4096), content_type="x")
+    with pytest.raises(Interrupted):
+        await store.put_stream("uploads/kept", failing_after(b"n" * length, 4096), content_type="x")
+    assert not await store.exists("uploads/new")
+    assert await store.get("uploads/kept") == b"old"
+    await assert_no_partial_writes(store)
+
+
+async def test_put_stream_cancelled_midway_leaves_nothing(store: ObjectStore) -> None:
+    halfway = asyncio.Event()
+    never = asyncio.Event()
+
+    async def stalls() -> AsyncIterator[bytes]:
+        yield os.urandom(PART_BYTES + 1)  # enough for a multipart upload to start
+        halfway.set()
+        await never.wait()
+        yield b"never"
+
+    writing = asyncio.create_task(store.put_stream("uploads/cut", stalls(), content_type="x"))
+    await halfway.wait()
+    writing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await writing
+    assert not await store.exists("uploads/cut")
+    await assert_no_partial_writes(store)
+
+
+async def assert_no_partial_writes(store: ObjectStore) -> None:
+    """No temporary file (filesystem) or unfinished multipart upload (S3) is left."""
+    if isinstance(store, FilesystemObjectStore):
+        assert not [p for p in files_under(store.root) if p.name.endswith(".part")]
+    if isinstance(store, S3ObjectStore):
+        assert await unfinished_uploads(store) == []
+
+
+async def unfinished_uploads(store: S3ObjectStore) -> list[str]:
+    client = await store._open()
+    listing = await client.list_multipart_uploads(
+        Bucket=store.location.bucket, Prefix=store.location.prefix
+    )
+    return [upload.get("Key", "") for upload in listing.get("Uploads", [])]
+
+
+async def test_delete_removes_what_a_crashed_write_left(store: ObjectStore, tmp_path: Path) -> None:
+    if isinstance(store, FilesystemObjectStore):
+        # A process killed mid-write leaves its temporary file beside the key.
+        file, _temporary = _open_partial(store.root / "uploads" / "crashed")
+        file.write(b"half an upload")
+        file.close()
+        assert [p.name for p in files_under(store.root)][-1].endswith(".part")
+    elif isinstance(store, S3ObjectStore):
+        client = await store._open()
+        await client.create_multipart_upload(
+            Bucket=store.location.bucket, Key=store.location.prefix + "uploads/crashed"
+        )
+        assert await unfinished_uploads(store) == [store.location.prefix + "uploads/crashed"]
+    await store.delete("uploads/crashed")
+    await assert_no_partial_writes(store)
+
+
 # --- filesystem specifics -------------------------------------------------------------
 
 
@@ -291,10 +406,82 @@ async def test_open_store_relative_path_is_resolved(
         ("   ", "empty"),
         ("file://relative/path", "absolute"),
         ("file://otherhost/abs", "absolute"),
-        ("s3://bucket/prefix", "unknown storage URL scheme 's3'"),
+        ("s3://", "s3://bucket"),
+        ("s3://bucket?endpoint=http://x", "unknown parameter"),
+        ("s3://bucket?addressing_style=sideways", "addressing_style"),
+        ("s3://bucket/../up", "key"),
         ("redis://localhost", "unknown storage URL scheme"),
     ],
 )
 def test_open_store_refuses_what_it_cannot_open(url: str, says: str) -> None:
     with pytest.raises(ValueError, match=says):
         open_store(url)
+
+
+# --- S3 specifics ---------------------------------------------------------------------
+
+
+async def test_s3_presigned_url_downloads_over_plain_http(s3_url: str) -> None:
+    store = open_store(s3_url)
+    assert isinstance(store, PresigningStore)
+    await store.put("results/t/s/job.png", b"\x89PNG result", content_type="image/png")
+    url = await store.presigned_url("results/t/s/job.png", 60)
+    assert url.startswith("http://127.0.0.1:")
+    await store.aclose()
+    # SeaweedFS without configured identities accepts any signature, so only the
+    # download is checked here; the signing itself is botocore's.
+    assert "X-Amz-Signature=" in url
+    assert "X-Amz-Expires=60" in url
+    async with aiohttp.ClientSession() as session, session.get(url) as answer:
+        assert answer.status == 200
+        assert answer.headers["Content-Type"] == "image/png"
+        assert await answer.read() == b"\x89PNG result"
+
+
+def test_only_s3_presigns(tmp_path: Path) -> None:
+    assert not isinstance(MemoryObjectStore(), PresigningStore)
+    assert not isinstance(FilesystemObjectStore(tmp_path), PresigningStore)
+
+
+async def test_s3_throttling_is_unavailable_with_retry_after(failing_s3: FailingS3) -> None:
+    store = open_store(failing_s3.url)
+    with pytest.raises(StorageUnavailable) as put:
+        await store.put("results/x.png", b"x", content_type="image/png")
+    with pytest.raises(StorageUnavailable):
+        await store.get("results/x.png")
+    with pytest.raises(StorageUnavailable):
+        await store.put_stream("uploads/u", pieces(b"abc", 1), content_type="x")
+    await store.aclose()
+    status = put.value.to_status()
+    assert status.code == grpc.StatusCode.UNAVAILABLE
+    assert put.value.retry_after == 7.0
+    assert failing_s3.received, "the store never reached the server"
+
+
+async def test_s3_unreachable_is_unavailable() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    store = S3ObjectStore(
+        S3Location.from_url(f"s3://bucket?endpoint_url=http://127.0.0.1:{port}&region=us-east-1"),
+        max_attempts=1,
+    )
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "k")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "s")
+    with pytest.raises(StorageUnavailable, match="unreachable"):
+        await store.get("k")
+    await store.aclose()
+
+
+def test_s3_url_parts() -> None:
+    location = S3Location.from_url(
+        "s3://media/retouch/prod?endpoint_url=https://r2.example&region=auto"
+    )
+    assert location == S3Location(
+        bucket="media",
+        prefix="retouch/prod/",
+        endpoint_url="https://r2.example",
+        region="auto",
+        addressing_style="path",
+    )
+    assert S3Location.from_url("s3://media").addressing_style == "auto"

@@ -95,6 +95,7 @@ class RunningServer:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.registry.aclose()
+        await self.objects.aclose()
         await self.database.close()
         await asyncio.to_thread(self.telemetry.shutdown)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import hashlib
 import logging
 from collections.abc import AsyncIterator
@@ -14,9 +16,14 @@ from .errors import InvalidArgument
 from .ids import new_id
 from .jobs.records import UploadRecord
 from .jobs.store import JobStore
-from .storage import ObjectStore
+from .storage import ObjectStore, StorageError
 
 log = logging.getLogger(__name__)
+
+PENDING_PREFIX = "upp"
+"""Id prefix of the record an upload in progress leaves, so a crash is swept."""
+PENDING_OWNER = ""
+"""No caller's owner is empty: a pending upload can never be used as an input."""
 
 
 class Uploads:
@@ -32,39 +39,62 @@ class Uploads:
         self._ttl_s = ttl_s
 
     async def receive(self, chunks: AsyncIterator[pb.UploadChunk], caller: Caller) -> UploadRecord:
-        """Store the streamed bytes; refuse empty or oversized uploads."""
-        parts: list[bytes] = []
-        size = 0
-        content_type = ""
-        digest = hashlib.sha256()
-        async for chunk in chunks:
-            if not parts and not content_type:
-                content_type = chunk.content_type
-            size += len(chunk.data)
-            if size > self._max_bytes:
-                raise InvalidArgument(
-                    "data", f"the upload exceeds the limit of {self._max_bytes} bytes"
-                )
-            digest.update(chunk.data)
-            parts.append(chunk.data)
-        if size == 0:
-            raise InvalidArgument("data", "the upload is empty: send the image bytes in chunks")
+        """Stream the bytes to the object store as they arrive; refuse empty or
+        oversized uploads.
+
+        A pending record (owned by nobody, so no caller can use it) is written first
+        and expires with the upload, so that whatever a crash leaves mid-upload is
+        removed by :meth:`sweep`. A failed or cancelled upload removes its partial
+        object and its pending record before the error propagates.
+        """
         upload_id = new_id("upl", self._clock)
         key = f"uploads/{caller.tenant}/{caller.subject}/{upload_id}"
-        await self._objects.put(
-            key, b"".join(parts), content_type=content_type or "application/octet-stream"
-        )
-        record = UploadRecord(
-            upload_id=upload_id,
-            owner=caller.owner,
+        pending = UploadRecord(
+            upload_id=new_id(PENDING_PREFIX, self._clock),
+            owner=PENDING_OWNER,
             object_key=key,
-            size_bytes=size,
-            sha256=digest.hexdigest(),
-            content_type=content_type,
+            size_bytes=0,
+            sha256="",
+            content_type="",
             expires_at=self._clock.now() + self._ttl_s,
         )
-        await self._store.add_upload(record)
-        return record
+        await self._store.add_upload(pending)
+        received = _Received(chunks, self._max_bytes)
+        stored: UploadRecord | None = None
+        try:
+            content_type = await received.content_type()
+            size = await self._objects.put_stream(
+                key, received.data(), content_type=content_type or "application/octet-stream"
+            )
+            if size == 0:
+                raise InvalidArgument("data", "the upload is empty: send the image bytes in chunks")
+            stored = dataclasses.replace(
+                pending,
+                upload_id=upload_id,
+                owner=caller.owner,
+                size_bytes=size,
+                sha256=received.digest.hexdigest(),
+                content_type=content_type,
+            )
+            await self._store.add_upload(stored)
+        finally:
+            # Shielded: a cancelled upload must still clean up after itself.
+            await asyncio.shield(self._settle(pending, keep_object=stored is not None))
+        return stored
+
+    async def _settle(self, pending: UploadRecord, *, keep_object: bool) -> None:
+        if not keep_object:
+            try:
+                await self._objects.delete(pending.object_key)
+            except StorageError:
+                # The pending record stays, so the sweeper tries again once it expires.
+                log.warning(
+                    "could not remove the partial upload %s; it will be swept",
+                    pending.object_key,
+                    exc_info=True,
+                )
+                return
+        await self._store.delete_upload(pending.upload_id)
 
     async def sweep(self) -> int:
         """Delete expired uploads; returns how many."""
@@ -75,3 +105,35 @@ class Uploads:
         if expired:
             log.info("swept %d expired upload(s)", len(expired))
         return len(expired)
+
+
+class _Received:
+    """An Upload's chunks as bytes, checked against the size limit and hashed as
+    they pass; the first chunk is read early for its content type."""
+
+    def __init__(self, chunks: AsyncIterator[pb.UploadChunk], max_bytes: int) -> None:
+        self._chunks = chunks
+        self._max_bytes = max_bytes
+        self._first: pb.UploadChunk | None = None
+        self.size = 0
+        self.digest = hashlib.sha256()
+
+    async def content_type(self) -> str:
+        self._first = await anext(self._chunks, None)
+        return self._first.content_type if self._first is not None else ""
+
+    async def data(self) -> AsyncIterator[bytes]:
+        if self._first is not None:
+            yield self._checked(self._first.data)
+            self._first = None
+        async for chunk in self._chunks:
+            yield self._checked(chunk.data)
+
+    def _checked(self, data: bytes) -> bytes:
+        self.size += len(data)
+        if self.size > self._max_bytes:
+            raise InvalidArgument(
+                "data", f"the upload exceeds the limit of {self._max_bytes} bytes"
+            )
+        self.digest.update(data)
+        return data

@@ -1,8 +1,8 @@
 """Object storage for uploads and results, behind one interface with URL selection.
 
 ``open_store("file:///var/lib/retouch/objects")`` (or a plain path) gives the
-filesystem store, ``open_store("memory://")`` the in-memory one; an S3-compatible
-backend will take ``s3://`` without callers changing.
+filesystem store, ``open_store("memory://")`` the in-memory one, and
+``open_store("s3://bucket?endpoint_url=…&region=…")`` an S3-compatible one.
 """
 
 from __future__ import annotations
@@ -10,23 +10,36 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from .base import ObjectNotFound, ObjectStore, StorageError, validate_key
+from .base import (
+    ObjectNotFound,
+    ObjectStore,
+    PresigningStore,
+    StorageError,
+    StorageUnavailable,
+    validate_key,
+)
 from .filesystem import FilesystemObjectStore
 from .memory import MemoryObjectStore
+from .s3 import S3Location, S3ObjectStore
 
 __all__ = [
     "FilesystemObjectStore",
     "MemoryObjectStore",
     "ObjectNotFound",
     "ObjectStore",
+    "PresigningStore",
+    "S3Location",
+    "S3ObjectStore",
     "StorageError",
+    "StorageUnavailable",
     "open_store",
     "validate_key",
 ]
 
 
 def open_store(url: str) -> ObjectStore:
-    """The object store ``url`` names: ``file:///abs/path``, a plain path, or ``memory://``.
+    """The object store ``url`` names: ``file:///abs/path``, a plain path, ``memory://``
+    or ``s3://bucket[/prefix]?endpoint_url=…&region=…``.
 
     Raises ``ValueError`` for an empty URL, a ``file:`` URL that is not an absolute
     local path, or an unknown scheme.
@@ -46,6 +59,8 @@ def open_store(url: str) -> ObjectStore:
                 "write file:///abs/path (three slashes)"
             )
         return FilesystemObjectStore(Path(unquote(parts.path)))
+    if scheme == "s3":
+        return S3ObjectStore(S3Location.from_url(url))
     raise ValueError(
-        f"unknown storage URL scheme {parts.scheme!r} in {url!r}; use file:// or memory://"
+        f"unknown storage URL scheme {parts.scheme!r} in {url!r}; use file://, memory:// or s3://"
     )

@@ -1,7 +1,10 @@
 """The object store interface: flat keys to immutable blobs, as S3 models them.
 
-    StorageError          base of storage failures
-    └── ObjectNotFound    no object under that key (``key`` attribute)
+    StorageError              base of storage failures
+    ├── ObjectNotFound        no object under that key (``key`` attribute)
+    └── StorageUnavailable    the backend is throttling or failing; also an
+                              :class:`~retouch.server.errors.Unavailable`, so callers
+                              see UNAVAILABLE with RetryInfo
 
 Keys are ``/``-separated relative paths such as ``results/acme/user:42/job.png``. They
 name objects, not files: a backend may map them onto directories, but callers never
@@ -10,8 +13,10 @@ rely on that (there is no listing, no rename, no partial write).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Protocol, runtime_checkable
+
+from ..errors import Unavailable
 
 MAX_KEY_BYTES = 1024
 
@@ -26,6 +31,13 @@ class ObjectNotFound(StorageError):
     def __init__(self, key: str) -> None:
         super().__init__(f"no object stored under {key!r}")
         self.key = key
+
+
+class StorageUnavailable(StorageError, Unavailable):
+    """The backend refused for now (throttling, a 5xx, no connection): retry later."""
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        Unavailable.__init__(self, message, retry_after=retry_after)
 
 
 @runtime_checkable
@@ -43,6 +55,17 @@ class ObjectStore(Protocol):
         ``content_type`` is kept by backends that serve objects directly (an S3
         presigned URL answers with it). With ``durable=False`` the object is readable at
         once but may not survive a machine crash until :meth:`sync` returns.
+        """
+        ...
+
+    async def put_stream(self, key: str, chunks: AsyncIterable[bytes], *, content_type: str) -> int:
+        """Store what ``chunks`` yields under ``key`` as it arrives; returns the size.
+
+        For objects of unknown size (uploads): the bytes are written as they come
+        (a multipart upload on S3), never held whole. Atomic like :meth:`put`: the
+        object appears only once ``chunks`` is exhausted. If ``chunks`` raises or the
+        call is cancelled, the partial write is removed (a multipart upload aborted)
+        before the exception propagates, and nothing is stored under ``key``.
         """
         ...
 
@@ -66,7 +89,9 @@ class ObjectStore(Protocol):
         ...
 
     async def delete(self, key: str) -> None:
-        """Remove the object; deleting a missing one is not an error."""
+        """Remove the object, and any partial write of ``key`` a crashed process left
+        (a temporary file, an unfinished multipart upload); deleting a missing one is
+        not an error."""
         ...
 
     async def exists(self, key: str) -> bool:
@@ -75,6 +100,17 @@ class ObjectStore(Protocol):
 
     async def aclose(self) -> None:
         """Release connections or handles; the store is unusable afterwards."""
+        ...
+
+
+@runtime_checkable
+class PresigningStore(Protocol):
+    """A store whose objects can be fetched over HTTP(S) with a signed, expiring URL
+    (S3 and its kin). Providers that fetch images by URL are handed such links."""
+
+    async def presigned_url(self, key: str, expires_s: int) -> str:
+        """A GET URL for ``key`` valid for ``expires_s`` seconds, usable without any
+        other credential. It does not check that the object exists."""
         ...
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import stat
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from .base import ObjectNotFound, StorageError, validate_chunk_size, validate_key
 
@@ -25,12 +26,16 @@ _MISSING = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
 _READ_AHEAD = 1024 * 1024
 _INLINE_WRITE = 64 * 1024
 """Without a flush, writing this much takes tens of microseconds: less than a thread hop."""
+_PARTIAL_SUFFIX = ".part"
+
+T = TypeVar("T")
 
 
 class FilesystemObjectStore:
     """Objects as files under ``root``, one per key (``a/b.png`` is ``root/a/b.png``).
 
-    Writes go to a temporary file in the target directory, are flushed to disk when
+    Writes go to a temporary file in the target directory (``.<hash of the name>.<random>.part``,
+    so :meth:`delete` finds what a crash left of a write), are flushed to disk when
     ``durable`` (the default: a result has been paid for), and are renamed into place,
     so readers and crashes never see half an object. Directories are created as
     needed and left behind when emptied. ``content_type`` is not kept: nothing serves
@@ -62,6 +67,40 @@ class FilesystemObjectStore:
                 await asyncio.to_thread(self._write, path, data, durable)
         except OSError as exc:
             raise StorageError(f"could not store {key!r}: {exc.strerror or exc}") from exc
+
+    async def put_stream(self, key: str, chunks: AsyncIterable[bytes], *, content_type: str) -> int:
+        """Write ``chunks`` to a temporary file as they come, about 1 MiB per thread
+        hop, then rename it into place; on any failure or cancellation the temporary
+        file is removed and ``key`` is left as it was."""
+        path = self._path(key)
+        try:
+            file, temporary = await asyncio.to_thread(_open_partial, path)
+        except OSError as exc:
+            raise StorageError(f"could not store {key!r}: {exc.strerror or exc}") from exc
+        size = 0
+        pending = bytearray()
+        try:
+            async for chunk in chunks:
+                pending += chunk
+                size += len(chunk)
+                if len(pending) >= _READ_AHEAD:
+                    await _finish_even_if_cancelled(asyncio.to_thread(file.write, pending))
+                    pending = bytearray()
+            if pending:
+                await _finish_even_if_cancelled(asyncio.to_thread(file.write, pending))
+            await _finish_even_if_cancelled(
+                asyncio.to_thread(_commit, file, temporary, path, self._durable)
+            )
+        except BaseException as exc:
+            # Inline, not in a thread: a close and an unlink take microseconds, and
+            # this must run even when the task is being cancelled.
+            file.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+            if isinstance(exc, OSError):
+                raise StorageError(f"could not store {key!r}: {exc.strerror or exc}") from exc
+            raise
+        return size
 
     async def sync(self, key: str) -> None:
         """Flush the object's file and its directory entry to disk."""
@@ -113,10 +152,9 @@ class FilesystemObjectStore:
         return info.st_size
 
     async def delete(self, key: str) -> None:
-        """Remove the object, if there is one."""
+        """Remove the object, if there is one, and temporary files a crash left of it."""
         path = self._path(key)
-        with contextlib.suppress(*_MISSING):
-            await asyncio.to_thread(path.unlink)
+        await asyncio.to_thread(_delete_with_partials, path)
 
     async def exists(self, key: str) -> bool:
         """Whether an object is stored under ``key``."""
@@ -136,21 +174,64 @@ class FilesystemObjectStore:
         return info if stat.S_ISREG(info.st_mode) else None
 
     def _write(self, path: Path, data: bytes, durable: bool) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".put-", suffix=".tmp")
+        file, temporary = _open_partial(path)
         try:
-            with os.fdopen(descriptor, "wb") as file:
-                file.write(data)
-                if durable:
-                    file.flush()
-                    os.fsync(file.fileno())
-            os.replace(temporary, path)
+            file.write(data)
+            _commit(file, temporary, path, durable)
         except BaseException:
+            file.close()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temporary)
             raise
+
+
+def _partial_prefix(path: Path) -> str:
+    # A hash, not the name itself, keeps temporary names short whatever the key.
+    return "." + hashlib.sha256(path.name.encode("utf-8", "surrogatepass")).hexdigest()[:16] + "."
+
+
+def _open_partial(path: Path) -> tuple[BinaryIO, str]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=_partial_prefix(path), suffix=_PARTIAL_SUFFIX
+    )
+    return os.fdopen(descriptor, "wb"), temporary
+
+
+def _commit(file: BinaryIO, temporary: str, path: Path, durable: bool) -> None:
+    with file:
         if durable:
-            _fsync_directory(path.parent)
+            file.flush()
+            os.fsync(file.fileno())
+    os.replace(temporary, path)
+    if durable:
+        _fsync_directory(path.parent)
+
+
+def _delete_with_partials(path: Path) -> None:
+    with contextlib.suppress(*_MISSING):
+        path.unlink()
+    prefix = _partial_prefix(path)
+    try:
+        names = os.listdir(path.parent)
+    except _MISSING:
+        return
+    for name in names:
+        if name.startswith(prefix) and name.endswith(_PARTIAL_SUFFIX):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path.parent / name)
+
+
+async def _finish_even_if_cancelled(work: Awaitable[T]) -> T:
+    """Await ``work``; if cancelled meanwhile, let it finish before re-raising, so
+    that a worker thread is never left writing to a file being cleaned up."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            await task
+        raise
 
 
 def _read_chunks(file: BinaryIO, chunk_size: int, count: int) -> list[bytes]:

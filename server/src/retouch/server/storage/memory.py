@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 
 from .base import ObjectNotFound, validate_chunk_size, validate_key
 
@@ -16,11 +16,21 @@ class MemoryObjectStore:
     """
 
     def __init__(self) -> None:
-        self._objects: dict[str, tuple[bytes, str]] = {}
+        self._objects: dict[str, tuple[bytes | memoryview, str]] = {}
 
     async def put(self, key: str, data: bytes, *, content_type: str, durable: bool = True) -> None:
         """Store ``data`` under ``key``, replacing any object already there."""
         self._objects[validate_key(key)] = (bytes(data), content_type)
+
+    async def put_stream(self, key: str, chunks: AsyncIterable[bytes], *, content_type: str) -> int:
+        """Store what ``chunks`` yields once it ends; nothing if it raises."""
+        validate_key(key)
+        data = bytearray()
+        async for chunk in chunks:
+            data += chunk
+        # bytes(data) would copy: the object is kept as the buffer it was read into.
+        self._objects[key] = (memoryview(data).toreadonly(), content_type)
+        return len(data)
 
     async def sync(self, key: str) -> None:
         """Nothing to do: memory is as durable as it gets."""
@@ -28,14 +38,14 @@ class MemoryObjectStore:
 
     async def get(self, key: str) -> bytes:
         """The whole object; raises :class:`ObjectNotFound`."""
-        return self._lookup(key)[0]
+        return bytes(self._lookup(key)[0])
 
     async def iter_chunks(self, key: str, chunk_size: int) -> AsyncIterator[bytes]:
         """The object in pieces of at most ``chunk_size`` bytes."""
         validate_chunk_size(chunk_size)
         data = self._lookup(key)[0]
         for start in range(0, len(data), chunk_size):
-            yield data[start : start + chunk_size]
+            yield bytes(data[start : start + chunk_size])
 
     async def size(self, key: str) -> int:
         """The object's size in bytes; raises :class:`ObjectNotFound`."""
@@ -56,7 +66,7 @@ class MemoryObjectStore:
         """The content type the object was stored with; raises :class:`ObjectNotFound`."""
         return self._lookup(key)[1]
 
-    def _lookup(self, key: str) -> tuple[bytes, str]:
+    def _lookup(self, key: str) -> tuple[bytes | memoryview, str]:
         try:
             return self._objects[validate_key(key)]
         except KeyError:
