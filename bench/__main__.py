@@ -6,6 +6,7 @@ import asyncio
 import sys
 from pathlib import Path
 
+from .database import render_database, run_database_bench
 from .machine import describe_machine
 from .policy import render_policy, run_policy_bench
 from .quality import run_quality_bench
@@ -22,6 +23,8 @@ def main() -> int:
     speed = asyncio.run(run_speed_bench())
     print("bench: policy", file=sys.stderr, flush=True)
     policy = asyncio.run(run_policy_bench())
+    print("bench: database", file=sys.stderr, flush=True)
+    database = asyncio.run(run_database_bench())
     print("bench: telemetry", file=sys.stderr, flush=True)
     telemetry = asyncio.run(run_telemetry_bench())
     print("bench: resilience", file=sys.stderr, flush=True)
@@ -29,11 +32,17 @@ def main() -> int:
     print("bench: quality", file=sys.stderr, flush=True)
     quality = run_quality_bench()
     sections = "\n".join(
-        [render_policy(policy), render_telemetry(telemetry), render_resilience(resilience)]
+        [
+            render_policy(policy),
+            render_database(database),
+            render_telemetry(telemetry),
+            render_resilience(resilience),
+        ]
     )
     RESULTS.write_text(render(machine, speed, sections, quality))
     print(summary(speed))
     print(render_policy(policy))
+    print(render_database(database))
     print(render_telemetry(telemetry))
     print(render_resilience(resilience))
     print(f"figures written to {RESULTS}")

@@ -64,10 +64,11 @@ async def _registry() -> ProviderRegistry:
     return registry
 
 
-def _config(data_dir: Path, plan: Plan = PLAN) -> ServerConfig:
+def _config(data_dir: Path, plan: Plan = PLAN, database: str = "") -> ServerConfig:
     return ServerConfig(
         listen="127.0.0.1:0",
         data_dir=data_dir,
+        database=database,
         environment="test",
         plans=PlanBook({plan.name: plan}),
         tenants=(
@@ -76,8 +77,9 @@ def _config(data_dir: Path, plan: Plan = PLAN) -> ServerConfig:
     )
 
 
-async def _decisions(data_dir: Path) -> tuple[Summary, Summary]:
-    async with running(_config(data_dir), registry=await _registry()) as server:
+async def decisions(data_dir: Path, database: str = "") -> tuple[Summary, Summary]:
+    """The decision and the settlement, call by call, on ``database`` (default SQLite)."""
+    async with running(_config(data_dir, database=database), registry=await _registry()) as server:
         pipeline = server.pipeline
         policy: Any = pipeline._policy
         caller = Caller("dev", "user:bench", admin=True)
@@ -159,7 +161,7 @@ async def run_policy_bench() -> PolicyFigures:
     """Measure the decision, then throughput with and without metering."""
     with tempfile.TemporaryDirectory(prefix="retouch-policy-bench-") as tmp:
         root = Path(tmp)
-        decision, settle = await _decisions(root / "decisions")
+        decision, settle = await decisions(root / "decisions")
         without = await _throughput(root / "without", UNMETERED)
         with_policy = await _throughput(root / "with", PLAN)
     return PolicyFigures(decision, settle, with_policy, without)

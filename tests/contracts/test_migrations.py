@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 
 from retouch.server.__main__ import main
-from retouch.server.database.backends import open_database
+from retouch.server.database.backends import DatabaseUnavailable, open_database
 from retouch.server.database.migrations import MigrationError, latest_version, migrations
 from retouch.server.database.sqlite import connect_sqlite
 from retouch.server.jobs import JobState
 from tests.contracts.conftest import Backend
+from tests.engines import free_port
 
 
 async def test_a_new_database_gets_every_migration_once(backend: Backend) -> None:
@@ -77,3 +78,10 @@ def test_retouch_server_migrate_applies_the_schema_and_exits(
     assert f"{backend.name} schema migrations applied: 0001, 0002" in capsys.readouterr().out
     assert main(["migrate"]) == 0
     assert "none needed" in capsys.readouterr().out
+
+
+async def test_an_unreachable_database_is_one_clear_error_without_its_password() -> None:
+    url = f"postgresql://retouch:s3cret@127.0.0.1:{free_port()}/retouch"
+    with pytest.raises(DatabaseUnavailable, match=r"retouch:\*\*\*@127\.0\.0\.1") as refused:
+        await open_database(url)
+    assert "s3cret" not in str(refused.value)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 
 import numpy as np
 
@@ -69,6 +69,7 @@ class ScriptedHosted:
         self.contexts: list[JobContext] = []
         self.entered = asyncio.Event()
         self.config: Mapping[str, object] | None = None
+        self.health_report = HealthReport(Health.HEALTHY)
 
     def answer(self, *outcomes: ProviderError | None) -> None:
         """Queue what the next calls do."""
@@ -81,9 +82,9 @@ class ScriptedHosted:
         return None
 
     async def health(self) -> HealthReport:
-        return HealthReport(Health.HEALTHY)
+        return self.health_report
 
-    async def run(self, request: EditRequest, context: JobContext) -> AsyncIterator[Event]:
+    async def run(self, request: EditRequest, context: JobContext) -> AsyncGenerator[Event, None]:
         self.calls += 1
         self.contexts.append(context)
         self.entered.set()

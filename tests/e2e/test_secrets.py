@@ -15,7 +15,7 @@ import grpc
 import pytest
 from grpc import aio
 
-from retouch.sdk import ENTRY_POINT_GROUP, Secret
+from retouch.sdk import ENTRY_POINT_GROUP, Health, HealthReport, Secret
 from retouch.server.app import running
 from retouch.server.config import ConfigError, ServerConfig, load_config
 from retouch.server.registry import ProviderRegistry
@@ -67,9 +67,14 @@ async def test_the_key_comes_from_the_named_variable_as_a_secret_and_never_leaks
             assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
             assert "invalid token ***" in (failed.value.details() or "")
             assert SECRET not in str(failed.value.trailing_metadata())
+            keyed.health_report = HealthReport(
+                Health.DEGRADED, f"the upstream says token {keyed.api_key.reveal()} is expiring"
+            )
+            await server.registry.refresh_health()
             listed = await providers_pb2_grpc.ProvidersStub(channel).ListProviders(
                 providers_pb2.ListProvidersRequest(), metadata=metadata()
             )
+            assert "token *** is expiring" in str(listed)
             assert SECRET not in str(listed)
             events = [e async for e in edit.Inpaint(inpaint(), metadata=metadata())]
             assert events[-1].HasField("completed")

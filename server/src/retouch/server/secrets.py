@@ -11,14 +11,15 @@ The provider's ``start`` then receives ``api_key`` as a :class:`retouch.sdk.Secr
 ``api_key_env``. The config file itself may not hold a secret: a literal ``api_key``
 (or ``api_token``, ``token``, ``secret``, ``password``) is refused when the config is
 loaded. A variable that is unset or empty leaves that provider out at start-up, reported
-by name like any plugin that fails to start. Text the server shows or logs about a
-provider (why it was left out, why its job failed) has its secrets' values scrubbed,
-even when a plugin or its upstream echoed them.
+by name like any plugin that fails to start. What the server shows, logs or traces
+about a provider (why it was left out, its health, the exceptions its jobs raised) has
+its secrets' values scrubbed, even when a plugin or its upstream echoed them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from retouch.sdk import Secret
@@ -88,10 +89,37 @@ def scrub(text: str, secrets: Iterable[Secret]) -> str:
     return text
 
 
+@contextmanager
+def scrubbing(secrets: Sequence[Secret]) -> Iterator[None]:
+    """Scrub ``secrets`` from any exception leaving the block (and the exceptions it
+    chains), before a span, a log line or a caller's status is made of it."""
+    try:
+        yield
+    except Exception as error:
+        if secrets:
+            _scrub_exception(error, secrets)
+        raise
+
+
+def _scrub_exception(error: BaseException, secrets: Sequence[Secret]) -> None:
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        current.args = tuple(
+            scrub(arg, secrets) if isinstance(arg, str) else arg for arg in current.args
+        )
+        message = getattr(current, "message", None)
+        if isinstance(message, str):
+            current.message = scrub(message, secrets)  # type: ignore[attr-defined]
+        current = current.__cause__ or current.__context__
+
+
 __all__ = [
     "MissingSecret",
     "bad_variable_names",
     "literal_secrets",
     "resolve_secrets",
     "scrub",
+    "scrubbing",
 ]

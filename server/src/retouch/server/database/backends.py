@@ -5,6 +5,9 @@ typed by their interfaces."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import asyncpg
 
 from ..jobs.postgres_store import PostgresJobStore
 from ..jobs.sqlite_store import SqliteJobStore
@@ -15,6 +18,10 @@ from ..policy.sqlite_ledger import SqliteLedger
 from .migrations import migrate_sqlite
 from .sqlite import connect_sqlite
 from .urls import Dialect, dialect_of, sqlite_path
+
+
+class DatabaseUnavailable(OSError):
+    """The database cannot be reached or refused the connection; the message says which."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +49,20 @@ async def open_database(url: str, *, pool_size: int = 10) -> Database:
             raise
         store = SqliteJobStore(connection)
         return Database("sqlite", store, SqliteLedger(connection), tuple(migrated))
-    postgres = await PostgresJobStore.open(url, pool_size=pool_size)
+    try:
+        postgres = await PostgresJobStore.open(url, pool_size=pool_size)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise DatabaseUnavailable(
+            f"cannot open the database {_without_password(url)}: {exc}"
+        ) from exc
     return Database("postgresql", postgres, PostgresLedger(postgres.pool), postgres.migrated)
 
 
-__all__ = ["Database", "open_database"]
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
+
+
+__all__ = ["Database", "DatabaseUnavailable", "open_database"]

@@ -39,7 +39,7 @@ from ..fallback import FailedAttempts
 from ..policy import Ledger
 from ..policy.upstream import UpstreamLimits
 from ..routing import Candidate, LatencyTracker, Route
-from ..secrets import scrub
+from ..secrets import scrubbing
 from ..telemetry import provider_call
 from .context import InputLinks, actual_price
 from .events import Progressed
@@ -144,28 +144,29 @@ class ProviderRunner:
                 result: Result | None = None
                 with permit:
                     async with provider_call(candidate.name, candidate.model):
-                        # Built inside the provider's span, so that its trace headers
-                        # parent the provider's own upstream calls.
-                        context = JobContext(
-                            job_id=job.job_id,
-                            deadline=deadline,
-                            clock=self._clock,
-                            trace_headers=trace_headers(),
-                            image=edit.sources.image,
-                            mask=edit.sources.mask,
-                            image_url=urls[0],
-                            mask_url=urls[1],
-                        )
-                        request = provider_request(edit, candidate.model)
-                        run = candidate.loaded.provider.run(request, context)
-                        async with contextlib.aclosing(run) as events:
-                            async for event in events:
-                                if isinstance(event, Result):
-                                    result = event
-                                    break
-                                if isinstance(event, Progress):
-                                    progress = max(progress, event.fraction * PROVIDER_SHARE)
-                                    await live.publish(Progressed(progress, event.stage))
+                        with scrubbing(candidate.loaded.secrets):
+                            # Built inside the provider's span, so that its trace headers
+                            # parent the provider's own upstream calls.
+                            context = JobContext(
+                                job_id=job.job_id,
+                                deadline=deadline,
+                                clock=self._clock,
+                                trace_headers=trace_headers(),
+                                image=edit.sources.image,
+                                mask=edit.sources.mask,
+                                image_url=urls[0],
+                                mask_url=urls[1],
+                            )
+                            request = provider_request(edit, candidate.model)
+                            run = candidate.loaded.provider.run(request, context)
+                            async with contextlib.aclosing(run) as events:
+                                async for event in events:
+                                    if isinstance(event, Result):
+                                        result = event
+                                        break
+                                    if isinstance(event, Progress):
+                                        progress = max(progress, event.fraction * PROVIDER_SHARE)
+                                        await live.publish(Progressed(progress, event.stage))
             except ProviderError as error:
                 if isinstance(error, ProviderRateLimited):
                     self._upstream.throttled(candidate.name)
@@ -209,14 +210,14 @@ def _rate_limited(provider: str, what: str, wait: float) -> ResourceExhausted:
 
 def _provider_error(candidate: Candidate, error: ProviderError) -> RetouchError:
     name = candidate.name
-    # Upstream APIs echo keys back in their errors; what we pass on never carries one.
-    message = scrub(error.message, candidate.loaded.secrets)
     if isinstance(error, ProviderRejected):
-        return InvalidArgument(error.field or "image", f"provider {name!r}: {message}")
+        return InvalidArgument(error.field or "image", f"provider {name!r}: {error.message}")
     if isinstance(error, ProviderRateLimited):
-        return _rate_limited(name, f"its upstream rate limit ({message})", error.retry_after or 1.0)
+        return _rate_limited(
+            name, f"its upstream rate limit ({error.message})", error.retry_after or 1.0
+        )
     if error.retryable:
         return Unavailable(
-            f"provider {name!r} failed: {message}", retry_after=error.retry_after or 1.0
+            f"provider {name!r} failed: {error.message}", retry_after=error.retry_after or 1.0
         )
-    return Internal(f"provider {name!r} failed: {message}", reason="PROVIDER_FAILED")
+    return Internal(f"provider {name!r} failed: {error.message}", reason="PROVIDER_FAILED")

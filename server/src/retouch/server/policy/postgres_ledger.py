@@ -1,11 +1,13 @@
 """The shared ledger, in PostgreSQL.
 
-Each move is one READ COMMITTED transaction that first locks the rows it will change —
-the reservation, then the subject's account, then its quota count, always in that order
-so two moves never deadlock — and computes the entry from what it read under those
-locks. A concurrent move on the same subject waits for the lock and then reads the
-committed result, so reserves never overspend and a reservation settles once. The
-transaction is retried if PostgreSQL aborts it anyway (``in_transaction``).
+Each move is one READ COMMITTED transaction of two statements: the first locks the rows
+the move will change — the reservation with its subject's account, or the account with
+its quota count — and reads them; the entry is computed from what was read under those
+locks; the second writes the entry, the balances it moves and the reservation's new
+state at once. A concurrent move on the same subject waits for the lock and then reads
+the committed result, so reserves never overspend and a reservation settles once. Two
+statements, not one per row, because each is a round trip and the decision's budget is
+counted in them. The transaction is retried if PostgreSQL aborts it (``in_transaction``).
 """
 
 from __future__ import annotations
@@ -29,19 +31,42 @@ from .ledger import (
 )
 
 # INSERT … ON CONFLICT DO UPDATE creates a missing row and, like SELECT … FOR UPDATE,
-# locks an existing one and returns its latest committed values: one round trip.
+# locks an existing one and returns its latest committed values.
 _LOCK_ACCOUNT = (
     "INSERT INTO accounts AS a (owner, available, held) VALUES ($1, 0, 0) "
     "ON CONFLICT (owner) DO UPDATE SET owner = a.owner RETURNING available, held"
 )
-_LOCK_QUOTA = (
+_LOCK_ACCOUNT_AND_QUOTA = (
+    f"WITH account AS ({_LOCK_ACCOUNT}), quota AS ("
     "INSERT INTO quota_usage AS q (owner, period, used) VALUES ($1, $2, 0) "
-    "ON CONFLICT (owner, period) DO UPDATE SET owner = q.owner RETURNING used"
+    "ON CONFLICT (owner, period) DO UPDATE SET owner = q.owner RETURNING used) "
+    "SELECT account.available, account.held, quota.used FROM account, quota"
 )
+# FOR UPDATE over a join locks the rows of both tables.
 _LOCK_HELD = (
-    "SELECT owner, period, credits FROM reservations WHERE job_id = $1 AND state = 'held' "
+    "SELECT r.owner, r.period, r.credits, a.available FROM reservations r "
+    "JOIN accounts a ON a.owner = r.owner WHERE r.job_id = $1 AND r.state = 'held' "
     "FOR UPDATE"
 )
+# Appends an entry ($1..$10, in ENTRY_COLUMNS order) and moves the balances by it; the
+# caller holds the account's lock, so its row exists, and reserve's lock created the
+# quota row a release decrements. The main statement, from $11 on, changes the
+# reservation.
+_WRITE_ENTRY = (
+    f"WITH entry AS (INSERT INTO ledger ({ENTRY_COLUMNS}) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)), "
+    "account AS (UPDATE accounts SET available = available + $5, held = held + $6 "
+    "WHERE owner = $1 AND ($5 <> 0 OR $6 <> 0)), "
+    "quota AS (UPDATE quota_usage SET used = used + $7 WHERE owner = $1 AND period = $4 "
+    "AND $7 <> 0) "
+)
+_ENTRY_ONLY = _WRITE_ENTRY + "SELECT 1"
+_ENTRY_AND_RESERVATION = (
+    _WRITE_ENTRY + "INSERT INTO reservations (job_id, owner, period, credits, jobs, state, "
+    "created_at) VALUES ($3, $1, $4, $11, 1, 'held', $10)"
+)
+_ENTRY_AND_CREDITS = _WRITE_ENTRY + "UPDATE reservations SET credits = $11 WHERE job_id = $3"
+_ENTRY_AND_STATE = _WRITE_ENTRY + "UPDATE reservations SET state = $11 WHERE job_id = $3"
 
 
 class PostgresLedger:
@@ -87,9 +112,8 @@ class PostgresLedger:
                 request_id,
             ):
                 return available
-            await _apply(
-                db, grant_entry(owner, credits, available, request_id=request_id, note=note), now
-            )
+            entry = grant_entry(owner, credits, available, request_id=request_id, note=note)
+            await db.execute(_ENTRY_ONLY, *entry.row(now))
             return available + credits
 
         return await in_transaction(self._pool, work)
@@ -106,9 +130,8 @@ class PostgresLedger:
         now: float,
     ) -> Balance:
         async def work(db: Connection) -> Balance:
-            available, held = await _fetchrow(db, _LOCK_ACCOUNT, owner)
-            used = int((await _fetchrow(db, _LOCK_QUOTA, owner, period))[0])
-            balance = Balance(int(available), int(held), used)
+            available, held, used = await _fetchrow(db, _LOCK_ACCOUNT_AND_QUOTA, owner, period)
+            balance = Balance(int(available), int(held), int(used))
             entry = reserve_entry(
                 job_id,
                 owner,
@@ -118,16 +141,7 @@ class PostgresLedger:
                 quota=quota,
                 charge_credits=charge_credits,
             )
-            await _apply(db, entry, now)
-            await db.execute(
-                "INSERT INTO reservations (job_id, owner, period, credits, jobs, state, "
-                "created_at) VALUES ($1, $2, $3, $4, 1, 'held', $5)",
-                job_id,
-                owner,
-                period,
-                entry.held,
-                now,
-            )
+            await db.execute(_ENTRY_AND_RESERVATION, *entry.row(now), entry.held)
             return Balance(
                 balance.available - entry.held, balance.held + entry.held, balance.jobs_used + 1
             )
@@ -136,17 +150,13 @@ class PostgresLedger:
 
     async def adjust(self, job_id: str, credits: int, *, now: float) -> None:
         async def work(db: Connection) -> None:
-            held = await _lock_held(db, job_id)
-            if held is None:
+            locked = await _lock_held(db, job_id)
+            if locked is None:
                 return
-            available = int((await _fetchrow(db, _LOCK_ACCOUNT, held.owner))[0])
+            held, available = locked
             entry = adjust_entry(job_id, held, credits, available)
-            if entry is None:
-                return
-            await _apply(db, entry, now)
-            await db.execute(
-                "UPDATE reservations SET credits = $2 WHERE job_id = $1", job_id, credits
-            )
+            if entry is not None:
+                await db.execute(_ENTRY_AND_CREDITS, *entry.row(now), credits)
 
         await in_transaction(self._pool, work)
 
@@ -164,12 +174,10 @@ class PostgresLedger:
         self, job_id: str, state: str, entry_of: Callable[[Held], Entry], now: float
     ) -> bool:
         async def work(db: Connection) -> bool:
-            held = await _lock_held(db, job_id)
-            if held is None:
+            locked = await _lock_held(db, job_id)
+            if locked is None:
                 return False
-            await _fetchrow(db, _LOCK_ACCOUNT, held.owner)
-            await _apply(db, entry_of(held), now)
-            await db.execute("UPDATE reservations SET state = $2 WHERE job_id = $1", job_id, state)
+            await db.execute(_ENTRY_AND_STATE, *entry_of(locked[0]).row(now), state)
             return True
 
         return await in_transaction(self._pool, work)
@@ -204,30 +212,7 @@ async def _fetchrow(db: Connection, sql: str, *args: object) -> asyncpg.Record:
     return row
 
 
-async def _lock_held(db: Connection, job_id: str) -> Held | None:
+async def _lock_held(db: Connection, job_id: str) -> tuple[Held, int] | None:
+    """The held reservation and its account's available credits, both locked."""
     row = await db.fetchrow(_LOCK_HELD, job_id)
-    return Held(str(row[0]), str(row[1]), int(row[2])) if row else None
-
-
-async def _apply(db: Connection, entry: Entry, now: float) -> None:
-    """Append ``entry`` and move the balances by it; the caller holds the account's lock,
-    so its row exists."""
-    await db.execute(
-        f"INSERT INTO ledger ({ENTRY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        *entry.row(now),
-    )
-    if entry.available or entry.held:
-        await db.execute(
-            "UPDATE accounts SET available = available + $2, held = held + $3 WHERE owner = $1",
-            entry.owner,
-            entry.available,
-            entry.held,
-        )
-    if entry.jobs:
-        # The row exists: reserve's lock created it, and release follows a reserve.
-        await db.execute(
-            "UPDATE quota_usage SET used = used + $3 WHERE owner = $1 AND period = $2",
-            entry.owner,
-            entry.period,
-            entry.jobs,
-        )
+    return (Held(str(row[0]), str(row[1]), int(row[2])), int(row[3])) if row else None
