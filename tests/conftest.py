@@ -18,7 +18,7 @@ from retouch.v1 import image_edit_pb2_grpc, providers_pb2_grpc
 from tests.engines.postgres import PostgresServer
 from tests.helpers import metadata, photo, png, square_mask
 
-pytest_plugins = ["tests.engines.seaweed"]
+pytest_plugins = ["tests.engines.redis", "tests.engines.seaweed"]
 
 OTHER_KEY = "acme-secret-key"
 OTHER_TENANT = TenantConfig(name="acme", key_sha256=hash_key(OTHER_KEY))
