@@ -29,6 +29,8 @@ from retouch.sdk.testing import FakeHttpServer, RecordedRequest, Reply
 TOKEN = "r8_fake-replicate-token-0123456789"
 MODEL_SIDE = 512
 CREATE = "/v1/predictions"
+DELIVERY_HOST = "localhost"
+"""The host the fake serves its outputs from (the API is at 127.0.0.1)."""
 
 Json = dict[str, Any]
 
@@ -204,7 +206,9 @@ class FakeReplicate:
         elif self.output_url is not None:
             prediction.output = [self.output_url(self.api.url, prediction.id)]
         else:
-            prediction.output = [self.api.url_for(f"/delivery/{prediction.id}/out-0.png")]
+            # Outputs live on another host than the API, as replicate.delivery does.
+            url = self.api.url_for(f"/delivery/{prediction.id}/out-0.png")
+            prediction.output = [url.replace("//127.0.0.1:", f"//{DELIVERY_HOST}:")]
 
     def output_png(self, prediction: FakePrediction) -> bytes:
         image = prediction.input["image"]
