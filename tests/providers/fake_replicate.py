@@ -84,6 +84,7 @@ class FakeReplicate:
     """
 
     api: FakeHttpServer
+    token: str = TOKEN
     models: tuple[str, ...] = ("stability-ai/stable-diffusion-inpainting",)
     sync: bool = True
     steps: int = 3
@@ -114,7 +115,7 @@ class FakeReplicate:
     # --- responders -----------------------------------------------------------------
 
     def create(self, request: RecordedRequest) -> Reply:
-        problem = _unauthorised(request)
+        problem = _unauthorised(request, self.token)
         if problem is not None:
             return problem
         if request.content_type != "application/json":
@@ -154,7 +155,7 @@ class FakeReplicate:
         return Reply.json(self._render(prediction), status=201)
 
     def get(self, request: RecordedRequest, prediction: FakePrediction) -> Reply:
-        problem = _unauthorised(request)
+        problem = _unauthorised(request, self.token)
         if problem is not None:
             return problem
         if prediction.status in ("starting", "processing"):
@@ -163,7 +164,7 @@ class FakeReplicate:
         return Reply.json(self._render(prediction))
 
     def cancel(self, request: RecordedRequest, prediction: FakePrediction) -> Reply:
-        problem = _unauthorised(request)
+        problem = _unauthorised(request, self.token)
         if problem is not None:
             return problem
         if prediction.status in ("starting", "processing"):
@@ -243,8 +244,8 @@ class FakeReplicate:
         }
 
 
-def _unauthorised(request: RecordedRequest) -> Reply | None:
-    if request.bearer != TOKEN:
+def _unauthorised(request: RecordedRequest, token: str) -> Reply | None:
+    if request.bearer != token:
         return _problem(401, "Unauthenticated", "You did not pass a valid authentication token")
     return None
 
