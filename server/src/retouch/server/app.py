@@ -15,7 +15,6 @@ from importlib.metadata import EntryPoint
 
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from retouch.v1 import (
     account_pb2,
@@ -34,7 +33,7 @@ from .database.backends import Database, open_database
 from .edits import EditPreparer
 from .health import HealthServicer
 from .inputs import InputResolver
-from .interceptors import AuthInterceptor
+from .interceptors import AccessLogInterceptor, AuthInterceptor
 from .jobs import JobStore
 from .jobs.context import InputLinks
 from .jobs.manager import JobManager
@@ -46,13 +45,17 @@ from .listen import bind, check_address_free
 from .policy import Ledger, Policy, RateLimiter
 from .policy.redis_ratelimit import open_rate_limiter
 from .policy.upstream import UpstreamLimits
+from .reflection import enable_reflection
 from .registry import ProviderRegistry
+from .result_links import ResultLinks, ResultUrlSigner, load_or_create_key
+from .results_http import ResultsHttp
 from .retention import ResultRetention
 from .routing import Router
 from .scheduling import Scheduler
 from .services import AccountService, ImageEditService, ProvidersService
-from .storage import ObjectStore, open_store
+from .storage import ObjectStore, PresigningStore, open_store
 from .telemetry import Telemetry
+from .tls import server_credentials
 from .uploads import Uploads
 
 log = logging.getLogger("retouch.server")
@@ -85,6 +88,9 @@ class RunningServer:
     database: Database
     _background: list[asyncio.Task[None]]
     telemetry: Telemetry = field(default_factory=Telemetry.disabled)
+    results_http: ResultsHttp | None = None
+    """The HTTP route serving signed result URLs, where the object store cannot presign."""
+    results_http_port: int = 0
 
     async def stop(self) -> None:
         """Stop taking calls, let running jobs finish within the grace, then fail the rest."""
@@ -94,6 +100,8 @@ class RunningServer:
         stopping = asyncio.create_task(self.server.stop(grace))
         await self.jobs.shutdown(grace)
         await stopping
+        if self.results_http is not None:
+            await self.results_http.stop()
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -121,6 +129,7 @@ async def start_server(
     """
     # Before anything else: a taken port is refused before any state is touched.
     check_address_free(config.listen)
+    credentials = server_credentials(config)
     telemetry = telemetry or Telemetry.from_environ()
     clock = clock or SystemClock()
     config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -169,13 +178,18 @@ async def start_server(
         store, objects, clock, max_bytes=config.max_upload_bytes, ttl_s=config.upload_ttl_s
     )
     server = aio.server(
-        interceptors=[*telemetry.server_interceptors(), AuthInterceptor(KeyRing(config.tenants))],
+        interceptors=[
+            *telemetry.server_interceptors(),
+            *([AccessLogInterceptor(clock)] if config.access_log else []),
+            AuthInterceptor(KeyRing(config.tenants)),
+        ],
         options=[
             ("grpc.max_receive_message_length", config.max_receive_message_bytes),
             ("grpc.max_send_message_length", config.max_send_message_bytes),
             ("grpc.so_reuseport", 0),
         ],
     )
+    results_http, results_http_port, links = await _result_links(config, store, objects, clock)
     pipeline = EditPipeline(
         edits=EditPreparer(InputResolver(store, objects, clock), config, rng),
         policy=policy,
@@ -206,6 +220,7 @@ async def start_server(
             objects=objects,
             uploads=uploads,
             download_chunk_bytes=config.download_chunk_bytes,
+            links=links,
         ),
         server,
     )
@@ -217,15 +232,10 @@ async def start_server(
     )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection(
-        (
-            *SERVICE_NAMES,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
+    enable_reflection(
+        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server
     )
-    port = bind(server, config.listen)
+    port = bind(server, config.listen, credentials)
     await server.start()
     serving = health_pb2.HealthCheckResponse.SERVING
     await health.set("", serving)
@@ -271,11 +281,50 @@ async def start_server(
         database=database,
         _background=background,
         telemetry=telemetry,
+        results_http=results_http,
+        results_http_port=results_http_port,
     )
 
 
 def _replica_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+async def _result_links(
+    config: ServerConfig, store: JobStore, objects: ObjectStore, clock: Clock
+) -> tuple[ResultsHttp | None, int, ResultLinks]:
+    """How results get their ``result_url``: presigned by the store, or signed by this
+    server and served from its own HTTP route (started here), or none when that is off."""
+    address = config.results_http_address
+    if isinstance(objects, PresigningStore) or not address:
+        return (
+            None,
+            0,
+            ResultLinks(objects, clock, expiry_s=config.result_url_expiry_s, signer=None),
+        )
+    key = load_or_create_key(config.result_url_key, config.data_dir)
+    host = address.rpartition(":")[0].strip("[]")
+    # The base URL needs the port, known only once listening: set it after the start.
+    signer = ResultUrlSigner(key, base_url=config.results_base_url)
+    http = ResultsHttp(store, objects, signer, clock)
+    try:
+        port = await http.start(address)
+    except OSError:
+        if config.results_http_listen:
+            raise
+        # Only the default (listen's port + 1) was taken: any free port serves as
+        # well, since the links carry the port they were made with.
+        port = await http.start(f"{address.rpartition(':')[0]}:0")
+        log.warning("port %s was taken; serving result URLs on port %d", address, port)
+    if not config.results_base_url:
+        public_host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+        signer.base_url = f"http://{_bracketed(public_host)}:{port}"
+    links = ResultLinks(objects, clock, expiry_s=config.result_url_expiry_s, signer=signer)
+    return http, port, links
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 async def _every(interval_s: float, work: Callable[[], Awaitable[object]]) -> None:

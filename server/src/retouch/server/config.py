@@ -57,6 +57,8 @@ from .secrets import bad_variable_names, literal_secrets
 
 Environment = Literal["local", "test", "staging", "production"]
 ENVIRONMENTS: tuple[str, ...] = get_args(Environment)
+PLAINTEXT_ENVIRONMENTS = ("local", "test")
+"""Where the server may listen without TLS and without saying why."""
 
 DEV_API_KEY = "retouch-dev-key"
 """The development key README uses. The ``production`` environment refuses it."""
@@ -133,9 +135,11 @@ class ServerConfig:
     (credentials from the standard AWS chain); empty means ``<data_dir>/objects``."""
     result_url_expiry_s: int = 900
     """How long a ``result_url`` (S3 presigned, or signed by this server) stays valid."""
-    results_http_listen: str = "127.0.0.1:50052"
+    results_http_listen: str = ""
     """Where this server serves results over HTTP for ``result_url`` when the object
-    store cannot presign (file:// and memory://); port 0 picks a free one."""
+    store cannot presign (file:// and memory://): ``host:port`` (port 0 picks a free
+    one), ``off``, or empty for ``listen``'s host and port + 1 (127.0.0.1:50052 by
+    default; port 0 when ``listen``'s is 0)."""
     results_base_url: str = ""
     """The public base of those URLs, for a proxy in front; empty means
     ``http://<results_http_listen>``."""
@@ -169,6 +173,20 @@ class ServerConfig:
     disabled_providers: tuple[str, ...] = ()
     plans: PlanBook = field(default_factory=PlanBook)
     """Plans by name, from ``[plans.<name>]`` tables; one generous default otherwise."""
+    tls_cert_file: str = ""
+    """PEM certificate chain the server presents. With ``tls_key_file`` the server
+    speaks TLS only."""
+    tls_key_file: str = ""
+    """PEM private key of ``tls_cert_file``."""
+    tls_client_ca_file: str = ""
+    """PEM CA bundle: when set, every client must present a certificate it signed
+    (mutual TLS)."""
+    tls_terminated_upstream: bool = False
+    """Outside ``local`` and ``test`` plaintext is refused unless this says that a
+    proxy or load balancer in front of the server terminates TLS."""
+    access_log: bool = True
+    """One line per RPC on the ``retouch.access`` logger (JSON with
+    ``RETOUCH_LOG_FORMAT=json``)."""
 
     def __post_init__(self) -> None:
         if self.environment not in ENVIRONMENTS:
@@ -233,10 +251,44 @@ class ServerConfig:
                 "the production environment refuses the development key: "
                 "configure [[tenants]] with your own key hashes"
             )
+        self._check_tls()
+
+    def _check_tls(self) -> None:
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ConfigError("tls_cert_file and tls_key_file must be set together")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise ConfigError(
+                "tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file too"
+            )
+        if (
+            self.environment not in PLAINTEXT_ENVIRONMENTS
+            and not self.tls_cert_file
+            and not self.tls_terminated_upstream
+        ):
+            raise ConfigError(
+                f"the {self.environment} environment refuses plaintext: set tls_cert_file "
+                "and tls_key_file, or tls_terminated_upstream = true when a proxy in front "
+                "of the server terminates TLS"
+            )
+
+    @property
+    def tls(self) -> bool:
+        """Whether the server itself speaks TLS."""
+        return bool(self.tls_cert_file)
 
     @property
     def database_url(self) -> str:
         return self.database or default_url(self.data_dir)
+
+    @property
+    def results_http_address(self) -> str:
+        """Where the result route listens, or "" when it is off."""
+        if self.results_http_listen == "off":
+            return ""
+        if self.results_http_listen:
+            return self.results_http_listen
+        host, _, port = self.listen.rpartition(":")
+        return f"{host}:{int(port) + 1 if port.isdigit() and int(port) else 0}"
 
     @property
     def object_store_url(self) -> str:
@@ -379,6 +431,15 @@ def _coerce(name: str, value: object, annotation: object) -> object:
             return float(cast(Any, value))
         if kind == "Path":
             return Path(str(value))
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
         return str(value)
     except ValueError as exc:
         raise ConfigError(f"{name}: {value!r} is not a valid {kind}") from exc
