@@ -18,7 +18,7 @@ from retouch.v1 import image_edit_pb2_grpc, providers_pb2_grpc
 from tests.engines.postgres import PostgresServer
 from tests.helpers import metadata, photo, png, square_mask
 
-pytest_plugins = ["tests.engines.seaweed"]
+pytest_plugins = ["tests.engines.redis", "tests.engines.seaweed"]
 
 OTHER_KEY = "acme-secret-key"
 OTHER_TENANT = TenantConfig(name="acme", key_sha256=hash_key(OTHER_KEY))
@@ -136,10 +136,12 @@ def harness(tmp_path: Path) -> Callable[..., Any]:
         default_plan: str | None = None,
         environment: str = "test",
         clock: Any = None,
+        registry: ProviderRegistry | None = None,
         **config_changes: Any,
     ) -> AsyncIterator[Harness]:
-        """``config_changes`` replace fields of the server's config (routing rules, …)."""
-        registry = ProviderRegistry()
+        """``config_changes`` replace fields of the server's config (routing rules, …).
+        ``registry`` brings providers already discovered and started (real plugins)."""
+        registry = ProviderRegistry() if registry is None else registry
         for fake in providers:
             await fake.start({})
             registry.add(LoadedProvider(fake, fake.manifest, HealthReport(Health.HEALTHY)))
@@ -165,7 +167,7 @@ def harness(tmp_path: Path) -> Callable[..., Any]:
                 server=server,
                 edit=image_edit_pb2_grpc.ImageEditStub(channel),
                 account=account_pb2_grpc.AccountStub(channel),
-                fakes={fake.manifest.name: fake for fake in providers},
+                fakes={name: loaded.provider for name, loaded in registry.providers.items()},
                 providers=providers_pb2_grpc.ProvidersStub(channel),
             )
 

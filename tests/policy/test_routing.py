@@ -134,11 +134,13 @@ async def test_a_provider_rate_limited_upstream_is_throttled(harness: Any) -> No
         assert isinstance(second, aio.AioRpcError)
         assert second.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert limited.calls == 1  # the second was refused by the bucket, not sent upstream
-        upstream = h.server.upstream
-        assert upstream is not None
-        assert upstream._rates["limited"].current == 0.5  # halved from 1/s
+        snapshot = await h.server.upstream.snapshot("limited")
+        assert snapshot is not None
+        assert snapshot.rate == 0.5  # halved from 1/s
         clock.advance(60)
-        assert upstream._rates["limited"].current > 0.5
+        recovered = await h.server.upstream.snapshot("limited")
+        assert recovered is not None
+        assert recovered.rate > 0.5
 
 
 async def test_quote_charges_nothing_and_names_the_limit(harness: Any) -> None:

@@ -11,7 +11,14 @@ from retouch.server.config import ConfigError, load_config
 from retouch.server.database.migrations import migrate_sqlite
 from retouch.server.database.sqlite import connect_sqlite
 from retouch.server.errors import ResourceExhausted
-from retouch.server.policy import AdaptiveRate, MemoryRateLimiter, Plan, PlanError, SqliteLedger
+from retouch.server.policy import (
+    AdaptiveRate,
+    Bucket,
+    MemoryRateLimiter,
+    Plan,
+    PlanError,
+    SqliteLedger,
+)
 
 
 def test_plans_validate_their_settings() -> None:
@@ -45,12 +52,13 @@ def test_plans_come_from_the_config_file(tmp_path: Path) -> None:
 async def test_a_bucket_refills_at_its_rate_up_to_its_capacity() -> None:
     clock = ManualClock()
     limiter = MemoryRateLimiter(clock)
-    taken = [(await limiter.acquire("k", rate=2, capacity=3)).allowed for _ in range(4)]
+    bucket = Bucket("k", rate=2, capacity=3)
+    taken = [(await limiter.acquire([bucket])).allowed for _ in range(4)]
     assert taken == [True, True, True, False]
-    denied = await limiter.acquire("k", rate=2, capacity=3)
+    denied = await limiter.acquire([bucket])
     assert denied.retry_after == pytest.approx(0.5)
     clock.advance(10)
-    assert (await limiter.peek("k", rate=2, capacity=3)).tokens == 3
+    assert (await limiter.peek(bucket)).tokens == 3
 
 
 def test_an_adaptive_rate_halves_and_recovers_slowly() -> None:

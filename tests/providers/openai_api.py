@@ -85,7 +85,7 @@ class FakeOpenAI:
         width, height = SIZES.get(size, (1024, 1024))
         edited = _guided_edit(image, mask[..., 3] == 0, (width, height))
         buffer = io.BytesIO()
-        Image.fromarray(edited).save(buffer, format="PNG")
+        Image.fromarray(edited).save(buffer, format="PNG", compress_level=1)
         document: dict[str, object] = {
             "created": 1_800_000_000,
             "data": [{"b64_json": base64.b64encode(buffer.getvalue()).decode()}],

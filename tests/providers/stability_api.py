@@ -46,7 +46,7 @@ def error(status: int, name: str, *messages: str) -> Reply:
 
 def png(pixels: NDArray[np.uint8]) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 

@@ -240,14 +240,14 @@ async def test_outpaint_masks_the_margin_of_the_grown_canvas(
 async def test_a_large_image_is_shrunk_for_upload_and_fitted_back(
     provider: OpenAIProvider, openai: FakeOpenAI, sleeper: Sleeper
 ) -> None:
-    image = np.ascontiguousarray(np.tile(sample_image(), (25, 24, 1))[:2400, :3072])
+    image = np.ascontiguousarray(np.tile(sample_image(), (17, 17, 1))[:1632, :2176])
     mask = np.zeros(image.shape[:2], np.uint8)
-    mask[1000:1400, 1500:1900] = 255
+    mask[700:1000, 1000:1300] = 255
     request = InpaintRequest(image, mask, MODEL, 1, GenerationParams(prompt="sky"))
     _, result = await run_job(provider, request, sleeper.context(request))
     form = openai.requests()[0].form()
-    assert rgb_of(form["image"].data).shape == (1600, 2048, 3)
-    assert rgba_of(form["mask"].data).shape == (1600, 2048, 4)
+    assert rgb_of(form["image"].data).shape == (1536, 2048, 3)
+    assert rgba_of(form["mask"].data).shape == (1536, 2048, 4)
     assert result.image.shape == image.shape
     assert np.array_equal(result.image[mask == 0], image[mask == 0])
 

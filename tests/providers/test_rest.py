@@ -23,6 +23,7 @@ from retouch.sdk import (
     Padding,
     Progress,
     ProviderBadResponse,
+    ProviderNotConfigured,
     ProviderRateLimited,
     ProviderRejected,
     ProviderTimeout,
@@ -45,6 +46,7 @@ from retouch.sdk.testing import (
     sample_image,
     sample_mask,
 )
+from retouch.server.registry import ProviderRegistry
 
 API_KEY = "rk-test-0123456789abcdef"
 INPAINT = ("POST", "/v1/images/inpaint")
@@ -468,9 +470,18 @@ async def test_a_plain_string_api_key_is_refused() -> None:
 
 async def test_base_url_is_required_and_unknown_keys_are_refused() -> None:
     with pytest.raises(ValueError, match="'base_url' is required"):
-        await RestProvider().start({})
+        await RestProvider().start({"model": "m"})
     with pytest.raises(ValueError, match="unknown config key"):
         await RestProvider().start({"base_url": "https://x.example", "colour": "red"})
+
+
+async def test_without_a_config_table_it_stays_off_rather_than_broken() -> None:
+    with pytest.raises(ProviderNotConfigured, match=r"add a \[providers.rest\] table"):
+        await RestProvider().start({})
+    registry = await ProviderRegistry.discover(configs={})
+    assert "rest" in registry.unconfigured
+    assert "rest" not in registry.broken
+    assert "rest" not in registry.providers
 
 
 def test_the_manifest_is_remote_with_a_metered_cost() -> None:

@@ -140,6 +140,7 @@ async def test_inpaint_sends_the_documented_multipart_request(
     assert sent.bearer == API_KEY
     assert sent.headers["accept"] == "image/*"
     assert sent.headers["stability-client-id"] == "retouch"
+    assert sent.headers["stability-client-version"] == MANIFEST.version
     assert sent.headers["traceparent"] == TRACE["traceparent"]
     form = sent.form()
     texts = {name: part.text for name, part in form.items() if part.filename is None}

@@ -36,6 +36,7 @@ def test_sdk_exports() -> None:
         "Provider",
         "ProviderBadResponse",
         "ProviderError",
+        "ProviderNotConfigured",
         "ProviderRateLimited",
         "ProviderRejected",
         "ProviderTimeout",

@@ -62,7 +62,7 @@ async def test_the_installed_entry_points_include_opencv() -> None:
 
 async def test_hosted_providers_without_a_config_table_are_left_out_quietly() -> None:
     registry = await ProviderRegistry.discover(configs={})
-    assert {"stability", "openai"} <= set(registry.unconfigured)
+    assert {"stability", "openai"} <= registry.unconfigured.keys()
     assert not {"stability", "openai"} & set(registry.providers)
     configured = await ProviderRegistry.discover(
         configs={"stability": {"api_key_env": "RETOUCH_TEST_STABILITY_KEY"}},

@@ -43,7 +43,8 @@ from .jobs.results import ResultWriter
 from .jobs.runner import ProviderRunner
 from .jobs.settle import Settlement
 from .listen import bind, check_address_free
-from .policy import Ledger, MemoryRateLimiter, Policy
+from .policy import Ledger, Policy, RateLimiter
+from .policy.redis_ratelimit import open_rate_limiter
 from .policy.upstream import UpstreamLimits
 from .registry import ProviderRegistry
 from .retention import ResultRetention
@@ -79,6 +80,7 @@ class RunningServer:
     health: HealthServicer
     config: ServerConfig
     ledger: Ledger
+    limiter: RateLimiter
     database: Database
     _background: list[asyncio.Task[None]]
     telemetry: Telemetry = field(default_factory=Telemetry.disabled)
@@ -96,6 +98,7 @@ class RunningServer:
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.registry.aclose()
         await self.objects.aclose()
+        await self.limiter.aclose()
         await self.database.close()
         await asyncio.to_thread(self.telemetry.shutdown)
 
@@ -127,10 +130,20 @@ async def start_server(
     database = await open_database(config.database_url, pool_size=config.database_pool_size)
     store = database.jobs
     objects = objects or open_store(config.object_store_url)
-    limiter = MemoryRateLimiter(clock)
+    limiter = open_rate_limiter(
+        config.rate_limiter,
+        clock=clock,
+        failure="closed" if config.rate_limiter_failure == "closed" else "open",
+        timeout_s=config.rate_limiter_timeout_s,
+        meter=(
+            telemetry.meter_provider.get_meter("retouch.server")
+            if telemetry.meter_provider is not None
+            else None
+        ),
+    )
     breakers = Breakers(clock, config.circuit_breakers)
     router = Router(registry, breakers=breakers, rules=config.routing_rules)
-    upstream = UpstreamLimits(limiter, registry, clock)
+    upstream = UpstreamLimits(limiter, registry)
     ledger = database.ledger
     policy = Policy(
         plans=config.plans,
@@ -252,6 +265,7 @@ async def start_server(
         health=health,
         config=config,
         ledger=ledger,
+        limiter=limiter,
         database=database,
         _background=background,
         telemetry=telemetry,

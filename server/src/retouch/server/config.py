@@ -124,7 +124,26 @@ class ServerConfig:
     health_interval_s: float = 15.0
     """How often providers are asked for their health."""
     object_store: str = ""
-    """``file:///path`` or ``memory://``; empty means ``<data_dir>/objects``."""
+    """``file:///path``, ``memory://`` or ``s3://bucket[/prefix]?endpoint_url=…&region=…``
+    (credentials from the standard AWS chain); empty means ``<data_dir>/objects``."""
+    result_url_expiry_s: int = 900
+    """How long a ``result_url`` (S3 presigned, or signed by this server) stays valid."""
+    results_http_listen: str = "127.0.0.1:50052"
+    """Where this server serves results over HTTP for ``result_url`` when the object
+    store cannot presign (file:// and memory://); port 0 picks a free one."""
+    results_base_url: str = ""
+    """The public base of those URLs, for a proxy in front; empty means
+    ``http://<results_http_listen>``."""
+    result_url_key: str = ""
+    """Hex HMAC key signing result URLs; empty means one generated and kept in
+    ``<data_dir>/result-url.key`` (replicas sharing results over HTTP must share it)."""
+    rate_limiter: str = "memory://"
+    """``memory://`` (this process) or ``redis://host:port/db`` (shared by replicas)."""
+    rate_limiter_failure: str = "open"
+    """When Redis is unreachable: ``open`` decides with a local bucket (and warns),
+    ``closed`` refuses with UNAVAILABLE (reason ``RATE_LIMITER_UNAVAILABLE``)."""
+    rate_limiter_timeout_s: float = 0.05
+    """The bound on each Redis call, connecting included."""
     database: str = ""
     """``sqlite:///path`` (embedded) or ``postgresql://user@host:port/db`` (shared by
     replicas) for jobs, events, results, uploads, the ledger, plans and idempotency keys;
@@ -157,9 +176,24 @@ class ServerConfig:
             "upload_ttl_s",
             "download_chunk_bytes",
             "database_pool_size",
+            "result_url_expiry_s",
+            "rate_limiter_timeout_s",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
+        if self.rate_limiter_failure not in ("open", "closed"):
+            raise ConfigError(
+                f"rate_limiter_failure {self.rate_limiter_failure!r}: expected open or closed"
+            )
+        if self.rate_limiter.split("://", 1)[0].lower() not in (
+            "memory",
+            "redis",
+            "rediss",
+            "unix",
+        ):
+            raise ConfigError(
+                f"rate_limiter {self.rate_limiter!r}: use memory:// or redis://host:port/db"
+            )
         if self.sweep_interval_s <= 0 or self.health_interval_s <= 0:
             raise ConfigError("sweep_interval_s and health_interval_s must be positive")
         if self.job_deadline_s <= 0:

@@ -208,16 +208,21 @@ class NotFound(RetouchError):
 
 
 class Unavailable(RetouchError):
-    """No provider can take the job now; retry after ``retry_after`` seconds."""
+    """No provider (or engine) can take the job now; retry after ``retry_after``
+    seconds. With a ``reason``, an ErrorInfo names what was unavailable."""
 
     code = grpc.StatusCode.UNAVAILABLE
 
-    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+    def __init__(self, message: str, *, retry_after: float = 1.0, reason: str = "") -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.reason = reason
 
     def details(self) -> Sequence[object]:
-        return (retry_info(self.retry_after),)
+        if not self.reason:
+            return (retry_info(self.retry_after),)
+        info = error_details_pb2.ErrorInfo(reason=self.reason, domain=ERROR_DOMAIN)
+        return (info, retry_info(self.retry_after))
 
 
 class Cancelled(RetouchError):

@@ -23,6 +23,7 @@ from retouch.sdk import (
     HealthReport,
     Manifest,
     Provider,
+    ProviderNotConfigured,
     Secret,
 )
 
@@ -52,8 +53,8 @@ class PluginError(Exception):
     """Why a plugin was left out."""
 
 
-class NotConfigured(Exception):
-    """A hosted provider is installed, but the config has no table for it."""
+class NotConfigured(PluginError):
+    """The plugin needs configuration it was not given (it stays off, not broken)."""
 
 
 class ProviderRegistry:
@@ -62,8 +63,8 @@ class ProviderRegistry:
     def __init__(self) -> None:
         self.providers: dict[str, LoadedProvider] = {}
         self.broken: dict[str, str] = {}
-        self.unconfigured: list[str] = []
-        """Hosted providers installed without a config table, so left out quietly."""
+        self.unconfigured: dict[str, str] = {}
+        """Providers left off because they need configuration they were not given."""
 
     @classmethod
     async def discover(
@@ -89,18 +90,13 @@ class ProviderRegistry:
             secrets: tuple[Secret, ...] = ()
             try:
                 config, secrets = resolve_secrets(entry.name, configs.get(entry.name, {}), env)
-                loaded = await _load(entry, config, configured=entry.name in configs)
+                loaded = await _load(entry, config)
                 loaded.secrets = secrets
             except asyncio.CancelledError:
                 raise
-            except NotConfigured:
-                registry.unconfigured.append(entry.name)
-                log.info(
-                    "provider %s is installed but not configured: a hosted provider needs a "
-                    "[providers.%s] table (with its api_key_env) to be loaded",
-                    entry.name,
-                    entry.name,
-                )
+            except NotConfigured as exc:
+                registry.unconfigured[entry.name] = str(exc)
+                log.info("provider %s is off: %s", entry.name, exc)
                 continue
             except Exception as exc:
                 reason = scrub(
@@ -155,9 +151,7 @@ class ProviderRegistry:
                 log.exception("provider %s failed to close", loaded.name)
 
 
-async def _load(
-    entry: EntryPoint, config: Mapping[str, Any], *, configured: bool = True
-) -> LoadedProvider:
+async def _load(entry: EntryPoint, config: Mapping[str, Any]) -> LoadedProvider:
     try:
         factory = entry.load()
     except Exception as exc:
@@ -166,12 +160,10 @@ async def _load(
         raise PluginError(f"{entry.value} is not a class or factory")
     provider = factory()
     manifest = validate_provider(provider, entry.name)
-    if manifest.remote and not configured:
-        # Installing a hosted plugin is not configuring it: without its table (and the
-        # key it names) it cannot work, and that is not a fault worth an error log.
-        raise NotConfigured(entry.name)
     try:
         await asyncio.wait_for(provider.start(config), timeout=START_TIMEOUT_S)
+    except ProviderNotConfigured as exc:
+        raise NotConfigured(str(exc)) from exc
     except (ValueError, TypeError, KeyError) as exc:
         raise PluginError(f"rejected its configuration: {exc}") from exc
     except TimeoutError as exc:

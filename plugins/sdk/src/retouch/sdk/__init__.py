@@ -8,7 +8,7 @@ build on :mod:`retouch.sdk.http`. Nothing here depends on protobuf or gRPC.
 """
 
 from ._compositing import composite, mask_bounds
-from ._config import ConfigReader
+from ._config import ConfigReader, ProviderNotConfigured
 from ._context import SYSTEM_CLOCK, Clock, EncodedImage, JobContext, SystemClock
 from ._errors import (
     ProviderBadResponse,
@@ -65,6 +65,7 @@ __all__ = [
     "Provider",
     "ProviderBadResponse",
     "ProviderError",
+    "ProviderNotConfigured",
     "ProviderRateLimited",
     "ProviderRejected",
     "ProviderTimeout",

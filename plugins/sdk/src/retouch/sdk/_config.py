@@ -12,6 +12,12 @@ from ._secrets import Secret
 N = TypeVar("N", int, float)
 
 
+class ProviderNotConfigured(ValueError):
+    """Raised by ``start`` when a provider that needs configuration (a hosted API's
+    URL or key) got none: the server leaves it out quietly, as off, rather than as
+    broken, so installing a plugin never makes a server start with errors."""
+
+
 class ConfigReader:
     """Typed access to the config mapping a provider's ``start`` receives.
 

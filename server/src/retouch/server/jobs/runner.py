@@ -169,7 +169,7 @@ class ProviderRunner:
                                         await live.publish(Progressed(progress, event.stage))
             except ProviderError as error:
                 if isinstance(error, ProviderRateLimited):
-                    self._upstream.throttled(candidate.name)
+                    await self._upstream.throttled(candidate.name)
                 mapped = _provider_error(candidate, error)
                 if not error.retryable:
                     raise mapped from error

@@ -4,7 +4,14 @@ from .engine import EditIntent, Policy, check_pixels
 from .ledger import MAX_CREDITS, Balance, Ledger, Reservation
 from .plans import DEFAULT_PLAN, Plan, PlanBook, PlanError
 from .postgres_ledger import PostgresLedger
-from .ratelimit import AdaptiveRate, BucketSnapshot, Decision, MemoryRateLimiter, RateLimiter
+from .ratelimit import (
+    AdaptiveRate,
+    Bucket,
+    BucketSnapshot,
+    Decision,
+    MemoryRateLimiter,
+    RateLimiter,
+)
 from .sqlite_ledger import SqliteLedger
 
 __all__ = [
@@ -12,6 +19,7 @@ __all__ = [
     "MAX_CREDITS",
     "AdaptiveRate",
     "Balance",
+    "Bucket",
     "BucketSnapshot",
     "Decision",
     "EditIntent",

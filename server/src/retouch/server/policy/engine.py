@@ -8,7 +8,7 @@ router's pick → a quota and credit reservation. Nothing is charged until a job
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -18,7 +18,7 @@ from ..clock import Clock
 from ..errors import PermissionDenied, QuotaViolation, ResourceExhausted
 from .ledger import Balance, Ledger, refuse_unless_affordable
 from .plans import Plan, PlanBook
-from .ratelimit import BucketSnapshot, Decision, RateLimiter
+from .ratelimit import Bucket, BucketSnapshot, RateLimiter
 
 if TYPE_CHECKING:
     from ..auth import Caller
@@ -67,10 +67,17 @@ class Policy:
         return plan
 
     async def admit(
-        self, caller: Caller, plan: Plan, intent: EditIntent, *, dry_run: bool = False
+        self,
+        caller: Caller,
+        plan: Plan,
+        intent: EditIntent,
+        *,
+        dry_run: bool = False,
+        also: Sequence[Bucket] = (),
     ) -> None:
         """Plan caps on parameters, then one token from each of the caller's buckets
-        (only looked at, not taken, in a ``dry_run``)."""
+        and from ``also`` (a provider's upstream bucket, when it is known), all at
+        once or none (only looked at, not taken, in a ``dry_run``)."""
         if intent.output_format not in plan.output_formats:
             raise _denied(
                 plan,
@@ -91,12 +98,28 @@ class Policy:
                 f"provider {intent.provider!r}",
                 ", ".join(plan.allowed_providers or ()),
             )
+        buckets = [*self._caller_buckets(caller, plan), *also]
+        decision = await self._limiter.acquire(buckets, dry_run=dry_run)
+        if not decision.allowed:
+            refused = next(b for b in buckets if b.key == decision.limiting)
+            name = refused.key.split(":", 1)[0]
+            raise ResourceExhausted(
+                f"too many requests for this {name}: retry in {decision.retry_after:.2f} s",
+                violations=[
+                    QuotaViolation(
+                        refused.key, f"{refused.rate:g} requests/s, burst {refused.capacity:g}"
+                    )
+                ],
+                retry_after=decision.retry_after,
+                reason="RATE_LIMITED",
+            )
+
+    def _caller_buckets(self, caller: Caller, plan: Plan) -> tuple[Bucket, Bucket]:
         tenant = self._tenants[caller.tenant]
-        for key, rate, burst, name in (
-            (f"subject:{caller.owner}", plan.rate_per_s, plan.burst, "subject"),
-            (f"tenant:{caller.tenant}", tenant.rate_per_s, tenant.burst, "tenant"),
-        ):
-            await self._take_token(key, rate, burst, name, dry_run=dry_run)
+        return (
+            Bucket(f"subject:{caller.owner}", plan.rate_per_s, plan.burst),
+            Bucket(f"tenant:{caller.tenant}", tenant.rate_per_s, tenant.burst),
+        )
 
     def plan_named(self, name: str) -> Plan | None:
         return self._plans.get(name)
@@ -148,15 +171,7 @@ class Policy:
         )
 
     async def buckets(self, caller: Caller, plan: Plan) -> list[BucketSnapshot]:
-        tenant = self._tenants[caller.tenant]
-        return [
-            await self._limiter.peek(
-                f"subject:{caller.owner}", rate=plan.rate_per_s, capacity=plan.burst
-            ),
-            await self._limiter.peek(
-                f"tenant:{caller.tenant}", rate=tenant.rate_per_s, capacity=tenant.burst
-            ),
-        ]
+        return [await self._limiter.peek(b) for b in self._caller_buckets(caller, plan)]
 
     def period(self) -> str:
         """The current quota period: the calendar month in UTC, as ``YYYY-MM``."""
@@ -166,23 +181,6 @@ class Policy:
         now = dt.datetime.fromtimestamp(self._clock.now(), dt.UTC)
         year, month = (now.year + 1, 1) if now.month == 12 else (now.year, now.month + 1)
         return dt.datetime(year, month, 1, tzinfo=dt.UTC).timestamp()
-
-    async def _take_token(
-        self, key: str, rate: float, burst: float, name: str, *, dry_run: bool
-    ) -> None:
-        if dry_run:
-            snapshot = await self._limiter.peek(key, rate=rate, capacity=burst)
-            allowed = snapshot.tokens >= 1
-            decision = Decision(allowed, 0.0 if allowed else (1 - snapshot.tokens) / rate)
-        else:
-            decision = await self._limiter.acquire(key, rate=rate, capacity=burst)
-        if not decision.allowed:
-            raise ResourceExhausted(
-                f"too many requests for this {name}: retry in {decision.retry_after:.2f} s",
-                violations=[QuotaViolation(key, f"{rate:g} requests/s, burst {burst:g}")],
-                retry_after=decision.retry_after,
-                reason="RATE_LIMITED",
-            )
 
 
 def check_pixels(plan: Plan, width: int, height: int) -> None:

@@ -66,7 +66,8 @@ FormValue = str | FilePart
 """A multipart form field: a plain value or a file."""
 
 
-@dataclass(frozen=True, slots=True)
+# Not slotted: a slotted generic dataclass breaks ``Polled[T](...)`` construction.
+@dataclass(frozen=True)
 class Polled(Generic[T]):
     """What one check of an asynchronous job found: ``value`` once it is finished,
     otherwise how far along it is (``fraction`` in 0..1 when the API says)."""
@@ -80,7 +81,8 @@ class Polled(Generic[T]):
         return self.value is not None
 
 
-@dataclass(frozen=True, slots=True)
+# Not slotted: a slotted generic dataclass breaks ``Done[T](...)`` construction.
+@dataclass(frozen=True)
 class Done(Generic[T]):
     """The last item :meth:`HttpClient.poll` yields: the finished job's value."""
 

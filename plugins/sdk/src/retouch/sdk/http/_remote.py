@@ -8,7 +8,7 @@ from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from typing import ClassVar
 
-from .._config import ConfigReader
+from .._config import ConfigReader, ProviderNotConfigured
 from .._context import JobContext
 from .._errors import ProviderRejected
 from .._events import Event, Result
@@ -65,8 +65,16 @@ class RemoteProvider(abc.ABC):
         return self._http
 
     async def start(self, config: Mapping[str, object]) -> None:
-        """Validate ``config`` (``ValueError`` names each bad key) and open the client."""
-        read = ConfigReader(self.MANIFEST.name, config)
+        """Validate ``config`` (``ValueError`` names each bad key) and open the client.
+
+        An empty config raises :class:`~retouch.sdk.ProviderNotConfigured`: a hosted
+        provider stays off until its ``[providers.<name>]`` table exists."""
+        name = self.MANIFEST.name
+        if not set(config) - set(SERVER_KEYS):
+            raise ProviderNotConfigured(
+                f"provider {name!r} is not configured; add a [providers.{name}] table to turn it on"
+            )
+        read = ConfigReader(name, config)
         read.mark_read(*SERVER_KEYS)
         http_config = HttpConfig.from_config(read, defaults=self.HTTP_DEFAULTS)
         self.configure(read)

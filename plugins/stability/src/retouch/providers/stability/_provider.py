@@ -109,11 +109,13 @@ class StabilityProvider(RemoteProvider):
         self._settings = StabilityConfig.read(read)
 
     def auth_headers(self) -> Mapping[str, str | Secret]:
-        """The bearer key, and the client id Stability asks integrations to send."""
+        """The bearer key, and the client id and version Stability asks integrations
+        to send (they help its support trace moderation and errors to an app)."""
         assert self._api_key is not None  # configure ran first
         return {
             "authorization": bearer(self._api_key),
             "stability-client-id": self._settings.client_id,
+            "stability-client-version": MANIFEST.version,
         }
 
     async def execute(
