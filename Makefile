@@ -8,18 +8,21 @@ TS := clients/typescript
 TS_STAMP := $(TS)/node_modules/.installed
 NEED_NODE := command -v node >/dev/null && command -v npm >/dev/null || { echo "the TypeScript client needs Node.js 20+ and npm on PATH" >&2; exit 1; }
 PACKAGES := server/src plugins/sdk/src plugins/opencv/src plugins/patchmatch/src plugins/rest/src \
-	plugins/stability/src plugins/openai/src clients/python/src/retouch/client
+	plugins/replicate/src plugins/workers-ai/src plugins/stability/src plugins/openai/src \
+	clients/python/src/retouch/client
 
 .PHONY: install run gen gen-check lint typecheck test ts-test bench clean
 
 $(STAMP): requirements-dev.txt server/pyproject.toml clients/python/pyproject.toml \
 		plugins/sdk/pyproject.toml plugins/opencv/pyproject.toml plugins/patchmatch/pyproject.toml \
-		plugins/rest/pyproject.toml plugins/stability/pyproject.toml plugins/openai/pyproject.toml
+		plugins/rest/pyproject.toml plugins/replicate/pyproject.toml plugins/workers-ai/pyproject.toml \
+		plugins/stability/pyproject.toml plugins/openai/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt \
 		-e clients/python -e plugins/sdk -e plugins/opencv -e plugins/patchmatch \
-		-e plugins/rest -e plugins/stability -e plugins/openai -e server
+		-e plugins/rest -e plugins/replicate -e plugins/workers-ai -e plugins/stability \
+		-e plugins/openai -e server
 	touch $(STAMP)
 
 install: $(STAMP)

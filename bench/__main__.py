@@ -10,6 +10,7 @@ from .database import render_database, run_database_bench
 from .machine import describe_machine
 from .policy import render_policy, run_policy_bench
 from .quality import run_quality_bench
+from .replicas import render_replicas, run_replicas_bench
 from .report import render, summary
 from .resilience import render_resilience, run_resilience_bench
 from .speed import run_speed_bench
@@ -29,6 +30,8 @@ def main() -> int:
     telemetry = asyncio.run(run_telemetry_bench())
     print("bench: resilience", file=sys.stderr, flush=True)
     resilience = asyncio.run(run_resilience_bench())
+    print("bench: replicas", file=sys.stderr, flush=True)
+    replicas = asyncio.run(run_replicas_bench())
     print("bench: quality", file=sys.stderr, flush=True)
     quality = run_quality_bench()
     sections = "\n".join(
@@ -37,6 +40,7 @@ def main() -> int:
             render_database(database),
             render_telemetry(telemetry),
             render_resilience(resilience),
+            render_replicas(replicas),
         ]
     )
     RESULTS.write_text(render(machine, speed, sections, quality))
@@ -44,6 +48,7 @@ def main() -> int:
     print(render_policy(policy))
     print(render_database(database))
     print(render_telemetry(telemetry))
+    print(render_replicas(replicas))
     print(render_resilience(resilience))
     print(f"figures written to {RESULTS}")
     return 0

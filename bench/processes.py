@@ -41,13 +41,15 @@ burst = 1000000
 
 
 @contextmanager
-def retouch_server(data_dir: Path) -> Iterator[int]:
-    """``python -m retouch.server`` with :data:`BENCH_CONFIG` and state in ``data_dir``.
+def retouch_server(data_dir: Path, settings: str = "") -> Iterator[int]:
+    """``python -m retouch.server`` with :data:`BENCH_CONFIG` and state in ``data_dir``;
+    ``settings`` are top-level TOML lines put before it (``database = "…"``).
 
     Yields the port it listens on.
     """
+    data_dir.mkdir(parents=True, exist_ok=True)
     config = data_dir / "bench.toml"
-    config.write_text(BENCH_CONFIG)
+    config.write_text(f"{settings}\n{BENCH_CONFIG}")
     env = {
         "RETOUCH_CONFIG": str(config),
         "RETOUCH_DATA_DIR": str(data_dir),

@@ -1,5 +1,7 @@
 """What the hosted-provider tests share: an injected clock and sleep, running a job to
-its end, and the faults every hosted API is tested with."""
+its end, the faults every hosted API is tested with, and (for providers that keep
+their own address policy in config) a harness with trace headers and the
+unmasked-pixels check."""
 
 from __future__ import annotations
 
@@ -9,9 +11,13 @@ from collections.abc import Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
+import numpy as np
+from numpy.typing import NDArray
+
 from retouch.sdk import (
     EditRequest,
     Event,
+    InpaintRequest,
     JobContext,
     Progress,
     Provider,
@@ -23,6 +29,7 @@ from retouch.sdk import (
     Result,
 )
 from retouch.sdk.http import AddressPolicy, HttpRuntime
+from retouch.sdk.testing import ManualClock as TestClock
 from retouch.sdk.testing import Reply, sample_context
 from retouch.server.clock import ManualClock
 
@@ -146,3 +153,36 @@ def assert_timeout(error: ProviderError) -> None:
 def secret_free(error: ProviderError) -> None:
     """The key never shows in what callers and logs see."""
     assert API_KEY not in str(error), str(error)
+
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+@dataclass
+class Harness:
+    """A manual clock (its sleeps move it at once, recorded in ``clock.sleeps``) and the
+    runtime a provider is built with: jitter fixed at half the window, and no address
+    allowed beyond the default policy, so each test's config decides what downloads
+    may reach. Contexts carry a trace header."""
+
+    clock: TestClock = field(default_factory=TestClock)
+    runtime: HttpRuntime = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.runtime = HttpRuntime(clock=self.clock, sleep=self.clock.sleep, random=lambda: 0.5)
+
+    def context(self, request: EditRequest, *, timeout: float | None = 60.0) -> JobContext:
+        """The context the server would give ``request``, its deadline on the clock."""
+        return sample_context(
+            request, clock=self.clock, timeout=timeout, trace_headers={"traceparent": TRACEPARENT}
+        )
+
+
+def assert_kept_unmasked(request: InpaintRequest, out: NDArray[np.uint8]) -> None:
+    """The result has the input's shape, its unmasked pixels are the input's exactly,
+    and its masked pixels are the model's (the fakes invert everything they paint)."""
+    assert out.shape == request.image.shape
+    keep = request.mask == 0
+    np.testing.assert_array_equal(out[keep], request.image[keep])
+    painted = ~keep
+    assert (out[painted] != request.image[painted]).mean() > 0.9

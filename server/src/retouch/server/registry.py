@@ -168,6 +168,8 @@ async def _load(entry: EntryPoint, config: Mapping[str, Any]) -> LoadedProvider:
         raise PluginError(f"rejected its configuration: {exc}") from exc
     except TimeoutError as exc:
         raise PluginError(f"did not start within {START_TIMEOUT_S:.0f} s") from exc
+    # Read again: a provider's models and prices may come from its config.
+    manifest = validate_provider(provider, entry.name)
     return LoadedProvider(provider=provider, manifest=manifest, health=HealthReport(Health.HEALTHY))
 
 

@@ -19,8 +19,9 @@ from .store import JobStore
 class LiveJob:
     """Events of a job that runs in this process.
 
-    Each event is written to the store before anyone here sees it, so a follower on
-    another replica (or after a restart) reads the same sequence. Followers here replay
+    Each event is written to the store as it happens, so a follower on another replica
+    reads the same sequence, and all of them are written before the job ends. Followers
+    here replay
     what happened so far and then wait for more: the events are one shared list and each
     follower keeps only its index into it, so a follower that attaches late or reads
     slowly holds no buffer of its own and never blocks the job.
@@ -39,6 +40,8 @@ class LiveJob:
         self.lease_until = 0.0
         """Until when this replica holds the job, as last renewed."""
         self._store = store
+        self._unrecorded: list[tuple[int, bytes]] = []
+        self._recorder: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
 
     @property
@@ -49,12 +52,30 @@ class LiveJob:
     def last_seq(self) -> int:
         return len(self.events)
 
-    async def publish(self, event: JobEventData) -> None:
-        """Record the job's next event, then wake the followers here."""
+    def publish(self, event: JobEventData) -> None:
+        """The job's next event: to the followers here at once, and to the store in order,
+        in the background (:meth:`recorded` waits for it)."""
         message = job_event(self.job_id, self.last_seq + 1, event)
-        await self._store.append_event(self.job_id, message.seq, message.SerializeToString())
         self.events.append(message)
+        self._unrecorded.append((message.seq, message.SerializeToString()))
+        if self._recorder is None or self._recorder.done():
+            self._recorder = asyncio.create_task(self._record(), name=f"events of {self.job_id}")
         self._wake()
+
+    async def _record(self) -> None:
+        # Whatever piled up while the last write ran goes in the next one: a job never
+        # waits for the store per event, and a burst of progress costs one round trip.
+        while self._unrecorded:
+            batch, self._unrecorded = self._unrecorded, []
+            await self._store.append_events(self.job_id, batch)
+
+    async def recorded(self) -> None:
+        """Wait until every event published so far is in the store; raises what the
+        store raised if writing them failed."""
+        while (recorder := self._recorder) is not None:
+            await asyncio.shield(recorder)
+            if recorder is self._recorder and not self._unrecorded:
+                return
 
     def finish(self, status: status_pb2.Status) -> None:
         """Record the job's final status (code 0 for success) and wake followers."""

@@ -100,15 +100,12 @@ class EditPipeline:
                 raise Unavailable("the server is shutting down; retry on another replica or later")
             # Before a token is taken or a byte decoded: nothing can run it anyway.
             self._router.refuse_if_all_down(operation_of(request), request.provider.provider)
-            plan = await self.admit(request, caller)
-            edit = await self._edits.prepare(request, caller, plan)
-            route = await self.route(edit, plan)
+            plan = await self.admit(request, caller)  # admit
+            edit = await self._edits.prepare(request, caller, plan)  # prepare
+            route = await self.route(edit, plan)  # route
             time_limit = self._default_deadline_s if time_left is None else time_left
             job = self._new_job(caller, request_id, fingerprint, edit, route, time_limit)
-            with stage("policy.reserve"):
-                balance = await self._policy.reserve(
-                    job.job_id, caller, plan, route.candidates[0].price
-                )
+            balance = await self._reserve(job, caller, plan, route)  # reserve
             existing = await self._record(job)
             if existing is not None:
                 same_request(existing.fingerprint, fingerprint)
@@ -157,6 +154,12 @@ class EditPipeline:
                     plan=plan.name,
                 ),
             )
+
+    async def _reserve(self, job: JobRecord, caller: Caller, plan: Plan, route: Route) -> Balance:
+        """The reserve stage: one job of quota and the first candidate's price held for
+        ``job``; RESOURCE_EXHAUSTED when the caller cannot afford it."""
+        with stage("policy.reserve"):
+            return await self._policy.reserve(job.job_id, caller, plan, route.candidates[0].price)
 
     def _new_job(
         self,
@@ -209,15 +212,16 @@ class EditPipeline:
         deadline = self._clock.monotonic() + admission.time_limit_s
         try:
             async with asyncio.timeout(admission.time_limit_s):
-                await live.publish(_accepted(admission))
-                job, outcome = await self._runner.run(job, edit, route, live, deadline)
-                with stage("storage"):
+                live.publish(_accepted(admission))
+                job, outcome = await self._runner.run(job, edit, route, live, deadline)  # run
+                with stage("storage"):  # store
                     result = await self._results.write(
                         job, edit, outcome, live, retention_days=plan.retention_days
                     )
                 price = outcome.charge
-                await live.publish(Completed(result, edit.seed, price, outcome.provider_ms))
+                live.publish(Completed(result, edit.seed, price, outcome.provider_ms))
                 await self._results.make_durable(result)
+                await live.recorded()
                 job = dataclasses.replace(job, result_id=result.result_id, cost_credits=price)
         except asyncio.CancelledError:
             await self._settle(live, job, live.cancel_reason or Cancelled("the job was cancelled"))
@@ -242,8 +246,14 @@ class EditPipeline:
             await self._settle(live, job, None)
 
     async def _settle(self, live: LiveJob, job: JobRecord, error: RetouchError | None) -> None:
+        """The settle stage: the job's end recorded once, then charged or refunded."""
         status = OK if error is None else error.to_status_proto()
         try:
+            try:
+                # Every event is in the store before the job reads as ended anywhere.
+                await live.recorded()
+            except Exception:
+                log.exception("job %s: recording its events failed", job.job_id)
             status = await self._settlement.settle(job, error, live.last_seq)
         finally:
             live.finish(status)

@@ -35,7 +35,7 @@ class ResultWriter:
         retention_days: int,
     ) -> ResultRecord:
         """Store the result, readable at once; :meth:`make_durable` before charging."""
-        await live.publish(Progressed(PROVIDER_SHARE, "encode"))
+        live.publish(Progressed(PROVIDER_SHARE, "encode"))
         output = edit.output
 
         def finish_and_encode() -> bytes:

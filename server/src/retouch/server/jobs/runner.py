@@ -121,7 +121,7 @@ class ProviderRunner:
                     lease_until=live.lease_until,  # not the lease the job started with
                 )
                 await self._store.update_job(job)
-                await live.publish(Progressed(progress, f"retrying on {candidate.name}"))
+                live.publish(Progressed(progress, f"retrying on {candidate.name}"))
             wait = await self._upstream.acquire(candidate.name)
             if wait > 0:
                 failed.add(
@@ -166,7 +166,7 @@ class ProviderRunner:
                                         break
                                     if isinstance(event, Progress):
                                         progress = max(progress, event.fraction * PROVIDER_SHARE)
-                                        await live.publish(Progressed(progress, event.stage))
+                                        live.publish(Progressed(progress, event.stage))
             except ProviderError as error:
                 if isinstance(error, ProviderRateLimited):
                     await self._upstream.throttled(candidate.name)

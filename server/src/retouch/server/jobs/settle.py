@@ -84,11 +84,16 @@ class Settlement:
     ) -> status_pb2.Status:
         """Record how ``job`` ended and charge or refund it; returns its final status.
 
-        A failure to record is logged, not raised: the sweeper settles the reservation
-        from the job's recorded state later.
+        A success is recorded first and charged after, so a job that another replica
+        failed meanwhile is never charged; a failure is refunded first and recorded
+        after, so whoever sees it ended — on any replica — sees it refunded. A failure to
+        record is logged, not raised: the sweeper settles the reservation from the
+        job's recorded state later.
         """
         final, status = terminal(job, error, self._clock.now(), last_seq)
         try:
+            if error is not None:
+                await self._refund(final)
             if not await self._store.finish(final):
                 # Failed and refunded by another replica that saw its lease expire.
                 log.warning("job %s: ended elsewhere already; not settling it", final.job_id)
@@ -97,23 +102,26 @@ class Settlement:
             job_finished(final)
             if error is None:
                 await self._ledger.commit(final.job_id, final.cost_credits, now=self._clock.now())
-            else:
-                await self._ledger.release(
-                    final.job_id, now=self._clock.now(), note=final.error_code
-                )
         except Exception:
             log.exception("job %s: recording its end failed", final.job_id)
         return status
 
     async def fail_abandoned(self, job: JobRecord, reason: RetouchError) -> bool:
         """Fail and refund a job that no replica runs any more (its lease expired), unless
-        another replica did first. True when this call did."""
+        another replica did first. True when this call did.
+
+        Refunded before it is recorded as failed, like every failure: a reservation is
+        settled at most once, so a second replica's refund changes nothing.
+        """
         final, _ = terminal(job, reason, self._clock.now(), job.last_seq)
+        await self._refund(final)
         if not await self._store.finish(final):
             return False
         job_finished(final)
-        await self._ledger.release(final.job_id, now=self._clock.now(), note=final.error_code)
         return True
+
+    async def _refund(self, final: JobRecord) -> None:
+        await self._ledger.release(final.job_id, now=self._clock.now(), note=final.error_code)
 
     async def settle_orphans(
         self, running_here: frozenset[str] | set[str], grace_s: float = ORPHAN_GRACE_S

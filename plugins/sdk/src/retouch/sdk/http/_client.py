@@ -418,7 +418,9 @@ class HttpClient:
         what = f"{method} {target.path}"
         policy = self.config.retry
         attempts = policy.attempts if retry else 1
-        sent_headers = self._merge_headers(context, headers)
+        sent_headers = self._merge_headers(
+            context, headers, client_headers=target.host == self._base.host
+        )
         attempt = 0
         while True:
             attempt += 1
@@ -601,12 +603,19 @@ class HttpClient:
             )
 
     def _merge_headers(
-        self, context: JobContext | None, headers: Mapping[str, str | Secret] | None
+        self,
+        context: JobContext | None,
+        headers: Mapping[str, str | Secret] | None,
+        *,
+        client_headers: bool,
     ) -> dict[str, str]:
         merged: dict[str, str | Secret] = {}
         if context is not None:
             merged.update(context.trace_headers)
-        merged.update(self._headers)
+        if client_headers:
+            # The client's own headers (its Authorization) are for the API host only:
+            # an output URL on a CDN, or wherever a redirect leads, never receives them.
+            merged.update(self._headers)
         if headers:
             merged.update(headers)
         sent: dict[str, str] = {}

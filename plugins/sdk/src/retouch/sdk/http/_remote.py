@@ -120,8 +120,9 @@ class RemoteProvider(abc.ABC):
     def check(self, request: EditRequest) -> None:
         """Raise :class:`~retouch.sdk.ProviderRejected` for what the manifest does not
         offer (the operation, the model, the size, the enhance kind, the upscale
-        factor) and for a mask that does not fit the image."""
-        manifest = self.MANIFEST
+        factor) and for a mask that does not fit the image. It reads :attr:`manifest`,
+        so a provider whose models come from its config overrides that property."""
+        manifest = self.manifest
         name = manifest.name
         if not manifest.can(request.operation):
             raise ProviderRejected(
