@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .database import render_database, run_database_bench
+from .limits import render_limits, run_limits_bench
 from .machine import describe_machine
 from .policy import render_policy, run_policy_bench
 from .quality import run_quality_bench
@@ -30,6 +31,8 @@ def main() -> int:
     telemetry = asyncio.run(run_telemetry_bench())
     print("bench: resilience", file=sys.stderr, flush=True)
     resilience = asyncio.run(run_resilience_bench())
+    print("bench: token buckets and uploads", file=sys.stderr, flush=True)
+    limits = asyncio.run(run_limits_bench())
     print("bench: replicas", file=sys.stderr, flush=True)
     replicas = asyncio.run(run_replicas_bench())
     print("bench: quality", file=sys.stderr, flush=True)
@@ -40,6 +43,7 @@ def main() -> int:
             render_database(database),
             render_telemetry(telemetry),
             render_resilience(resilience),
+            render_limits(limits),
             render_replicas(replicas),
         ]
     )
@@ -50,6 +54,7 @@ def main() -> int:
     print(render_telemetry(telemetry))
     print(render_replicas(replicas))
     print(render_resilience(resilience))
+    print(render_limits(limits))
     print(f"figures written to {RESULTS}")
     return 0
 

@@ -29,6 +29,8 @@ from retouch.sdk.testing import FakeHttpServer, RecordedRequest, Reply
 TOKEN = "r8_fake-replicate-token-0123456789"
 MODEL_SIDE = 512
 CREATE = "/v1/predictions"
+DELIVERY_HOST = "localhost"
+"""The host the fake serves its outputs from (the API is at 127.0.0.1)."""
 
 Json = dict[str, Any]
 
@@ -82,6 +84,7 @@ class FakeReplicate:
     """
 
     api: FakeHttpServer
+    token: str = TOKEN
     models: tuple[str, ...] = ("stability-ai/stable-diffusion-inpainting",)
     sync: bool = True
     steps: int = 3
@@ -112,7 +115,7 @@ class FakeReplicate:
     # --- responders -----------------------------------------------------------------
 
     def create(self, request: RecordedRequest) -> Reply:
-        problem = _unauthorised(request)
+        problem = _unauthorised(request, self.token)
         if problem is not None:
             return problem
         if request.content_type != "application/json":
@@ -152,7 +155,7 @@ class FakeReplicate:
         return Reply.json(self._render(prediction), status=201)
 
     def get(self, request: RecordedRequest, prediction: FakePrediction) -> Reply:
-        problem = _unauthorised(request)
+        problem = _unauthorised(request, self.token)
         if problem is not None:
             return problem
         if prediction.status in ("starting", "processing"):
@@ -161,7 +164,7 @@ class FakeReplicate:
         return Reply.json(self._render(prediction))
 
     def cancel(self, request: RecordedRequest, prediction: FakePrediction) -> Reply:
-        problem = _unauthorised(request)
+        problem = _unauthorised(request, self.token)
         if problem is not None:
             return problem
         if prediction.status in ("starting", "processing"):
@@ -204,7 +207,9 @@ class FakeReplicate:
         elif self.output_url is not None:
             prediction.output = [self.output_url(self.api.url, prediction.id)]
         else:
-            prediction.output = [self.api.url_for(f"/delivery/{prediction.id}/out-0.png")]
+            # Outputs live on another host than the API, as replicate.delivery does.
+            url = self.api.url_for(f"/delivery/{prediction.id}/out-0.png")
+            prediction.output = [url.replace("//127.0.0.1:", f"//{DELIVERY_HOST}:")]
 
     def output_png(self, prediction: FakePrediction) -> bytes:
         image = prediction.input["image"]
@@ -239,8 +244,8 @@ class FakeReplicate:
         }
 
 
-def _unauthorised(request: RecordedRequest) -> Reply | None:
-    if request.bearer != TOKEN:
+def _unauthorised(request: RecordedRequest, token: str) -> Reply | None:
+    if request.bearer != token:
         return _problem(401, "Unauthenticated", "You did not pass a valid authentication token")
     return None
 

@@ -47,6 +47,7 @@ class FakeWorkersAI:
     valid request, in order. Queue faults on :data:`RUN_PATH` ahead of it."""
 
     api: FakeHttpServer
+    token: str = TOKEN
     jobs: list[Job] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -58,7 +59,7 @@ class FakeWorkersAI:
         return self.api.url_for("/client/v4")
 
     def run(self, request: RecordedRequest) -> Reply:
-        if request.bearer != TOKEN:
+        if request.bearer != self.token:
             return envelope(401, 10000, "Authentication error")
         model = request.path.partition("/ai/run/")[2]
         if model != MODEL_ID:

@@ -39,7 +39,7 @@ from retouch.sdk.testing import (
     sample_mask,
 )
 from retouch.server.registry import ProviderRegistry
-from tests.providers.fake_replicate import CREATE, MODEL_SIDE, TOKEN, FakeReplicate
+from tests.providers.fake_replicate import CREATE, DELIVERY_HOST, MODEL_SIDE, TOKEN, FakeReplicate
 from tests.providers.hosted import TRACEPARENT, Harness, assert_kept_unmasked, run_job
 
 SD_VERSION = "95b7223104132402a9ae91cc677285bc5eb997834bd2349fa486f53910fd68b3"
@@ -47,14 +47,15 @@ MB = 1024 * 1024
 
 
 def config(fake: FakeReplicate, **extra: Any) -> dict[str, object]:
-    """What the server would pass: the resolved secret, the fake's URL, and loopback
-    downloads allowed (the fake serves its outputs itself)."""
+    """What the server would pass: the resolved secret, the fake's URL, and downloads
+    allowed from the fake's delivery host on loopback."""
     return {
         "api_key_env": "REPLICATE_API_TOKEN",
         "api_key": Secret(TOKEN),
         "base_url": fake.base_url,
         "download_http": True,
-        "download_allow_networks": ["127.0.0.1/32"],
+        "download_hosts": [DELIVERY_HOST],
+        "download_allow_networks": ["127.0.0.1/32", "::1/128"],
         **extra,
     }
 
@@ -520,13 +521,19 @@ async def test_a_rejected_token_is_unavailable_and_never_shown(
 # --- refused output URLs ------------------------------------------------------------
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", DELIVERY_HOST])
 async def test_an_output_url_on_loopback_is_refused_and_never_fetched(
-    harness: Harness, fake: FakeReplicate, api: FakeHttpServer
+    harness: Harness, fake: FakeReplicate, api: FakeHttpServer, host: str
 ) -> None:
+    """An address literal, or a listed name that resolves to loopback: both refused
+    once the config no longer allows loopback networks."""
     provider = ReplicateProvider(runtime=harness.runtime)
     settings = config(fake)
     del settings["download_allow_networks"]
     await provider.start(settings)
+    fake.output_url = lambda base, id: f"{base}/delivery/{id}/out-0.png".replace(
+        "//127.0.0.1:", f"//{host}:"
+    )
     try:
         with pytest.raises(ProviderBadResponse, match=r"127\.0\.0\.1") as caught:
             await run(provider, harness, job())

@@ -47,10 +47,12 @@ from .policy import Ledger, Policy, RateLimiter
 from .policy.redis_ratelimit import open_rate_limiter
 from .policy.upstream import UpstreamLimits
 from .registry import ProviderRegistry
+from .result_links import ResultLinks, ResultUrlSigner, load_or_create_key
+from .results_http import ResultsHttp
 from .retention import ResultRetention
 from .routing import Router
 from .services import AccountService, ImageEditService, ProvidersService
-from .storage import ObjectStore, open_store
+from .storage import ObjectStore, PresigningStore, open_store
 from .telemetry import Telemetry
 from .uploads import Uploads
 
@@ -84,6 +86,9 @@ class RunningServer:
     database: Database
     _background: list[asyncio.Task[None]]
     telemetry: Telemetry = field(default_factory=Telemetry.disabled)
+    results_http: ResultsHttp | None = None
+    """The HTTP route serving signed result URLs, where the object store cannot presign."""
+    results_http_port: int = 0
 
     async def stop(self) -> None:
         """Stop taking calls, let running jobs finish within the grace, then fail the rest."""
@@ -93,6 +98,8 @@ class RunningServer:
         stopping = asyncio.create_task(self.server.stop(grace))
         await self.jobs.shutdown(grace)
         await stopping
+        if self.results_http is not None:
+            await self.results_http.stop()
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -175,6 +182,7 @@ async def start_server(
             ("grpc.so_reuseport", 0),
         ],
     )
+    results_http, results_http_port, links = await _result_links(config, store, objects, clock)
     pipeline = EditPipeline(
         edits=EditPreparer(InputResolver(store, objects, clock), config, rng),
         policy=policy,
@@ -204,6 +212,7 @@ async def start_server(
             objects=objects,
             uploads=uploads,
             download_chunk_bytes=config.download_chunk_bytes,
+            links=links,
         ),
         server,
     )
@@ -269,11 +278,50 @@ async def start_server(
         database=database,
         _background=background,
         telemetry=telemetry,
+        results_http=results_http,
+        results_http_port=results_http_port,
     )
 
 
 def _replica_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+async def _result_links(
+    config: ServerConfig, store: JobStore, objects: ObjectStore, clock: Clock
+) -> tuple[ResultsHttp | None, int, ResultLinks]:
+    """How results get their ``result_url``: presigned by the store, or signed by this
+    server and served from its own HTTP route (started here), or none when that is off."""
+    address = config.results_http_address
+    if isinstance(objects, PresigningStore) or not address:
+        return (
+            None,
+            0,
+            ResultLinks(objects, clock, expiry_s=config.result_url_expiry_s, signer=None),
+        )
+    key = load_or_create_key(config.result_url_key, config.data_dir)
+    host = address.rpartition(":")[0].strip("[]")
+    # The base URL needs the port, known only once listening: set it after the start.
+    signer = ResultUrlSigner(key, base_url=config.results_base_url)
+    http = ResultsHttp(store, objects, signer, clock)
+    try:
+        port = await http.start(address)
+    except OSError:
+        if config.results_http_listen:
+            raise
+        # Only the default (listen's port + 1) was taken: any free port serves as
+        # well, since the links carry the port they were made with.
+        port = await http.start(f"{address.rpartition(':')[0]}:0")
+        log.warning("port %s was taken; serving result URLs on port %d", address, port)
+    if not config.results_base_url:
+        public_host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+        signer.base_url = f"http://{_bracketed(public_host)}:{port}"
+    links = ResultLinks(objects, clock, expiry_s=config.result_url_expiry_s, signer=signer)
+    return http, port, links
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 async def _every(interval_s: float, work: Callable[[], Awaitable[object]]) -> None:

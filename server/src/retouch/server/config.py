@@ -128,9 +128,11 @@ class ServerConfig:
     (credentials from the standard AWS chain); empty means ``<data_dir>/objects``."""
     result_url_expiry_s: int = 900
     """How long a ``result_url`` (S3 presigned, or signed by this server) stays valid."""
-    results_http_listen: str = "127.0.0.1:50052"
+    results_http_listen: str = ""
     """Where this server serves results over HTTP for ``result_url`` when the object
-    store cannot presign (file:// and memory://); port 0 picks a free one."""
+    store cannot presign (file:// and memory://): ``host:port`` (port 0 picks a free
+    one), ``off``, or empty for ``listen``'s host and port + 1 (127.0.0.1:50052 by
+    default; port 0 when ``listen``'s is 0)."""
     results_base_url: str = ""
     """The public base of those URLs, for a proxy in front; empty means
     ``http://<results_http_listen>``."""
@@ -229,6 +231,16 @@ class ServerConfig:
     @property
     def database_url(self) -> str:
         return self.database or default_url(self.data_dir)
+
+    @property
+    def results_http_address(self) -> str:
+        """Where the result route listens, or "" when it is off."""
+        if self.results_http_listen == "off":
+            return ""
+        if self.results_http_listen:
+            return self.results_http_listen
+        host, _, port = self.listen.rpartition(":")
+        return f"{host}:{int(port) + 1 if port.isdigit() and int(port) else 0}"
 
     @property
     def object_store_url(self) -> str:

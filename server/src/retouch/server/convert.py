@@ -129,7 +129,9 @@ def image_info(result: ResultRecord) -> common_pb2.ImageInfo:
     )
 
 
-def job(record: JobRecord, result: ResultRecord | None = None) -> image_edit_pb2.Job:
+def job(
+    record: JobRecord, result: ResultRecord | None = None, result_url: str = ""
+) -> image_edit_pb2.Job:
     message = image_edit_pb2.Job(
         job_id=record.job_id,
         request_id=record.request_id,
@@ -146,6 +148,7 @@ def job(record: JobRecord, result: ResultRecord | None = None) -> image_edit_pb2
         last_seq=record.last_seq,
         seed=record.seed,
         cost_credits=record.cost_credits,
+        result_url=result_url,
     )
     if result is not None:
         message.result.CopyFrom(image_info(result))

@@ -462,6 +462,7 @@ class Completed(_message.Message):
     SEED_FIELD_NUMBER: _builtins.int
     COST_CREDITS_FIELD_NUMBER: _builtins.int
     PROVIDER_MS_FIELD_NUMBER: _builtins.int
+    RESULT_URL_FIELD_NUMBER: _builtins.int
     result_id: _builtins.str
     """Id of the stored result, for DownloadResult or as a later job's input."""
     data: _builtins.bytes
@@ -472,6 +473,12 @@ class Completed(_message.Message):
     """Credits charged for the job."""
     provider_ms: _builtins.int
     """Wall time the provider spent, in milliseconds."""
+    result_url: _builtins.str
+    """A short-lived HTTPS/HTTP URL that downloads the result without credentials (an S3
+    presigned URL, or one this server signs and serves itself); valid for the server's
+    result_url_expiry_s (15 minutes by default) from when this event was sent. Empty
+    when the server offers no such URL.
+    """
     @_builtins.property
     def image(self) -> _common_pb2.ImageInfo:
         """Dimensions and encoding of the result."""
@@ -485,10 +492,11 @@ class Completed(_message.Message):
         seed: _builtins.int = ...,
         cost_credits: _builtins.int = ...,
         provider_ms: _builtins.int = ...,
+        result_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_credits", b"cost_credits", "data", b"data", "image", b"image", "provider_ms", b"provider_ms", "result_id", b"result_id", "seed", b"seed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_credits", b"cost_credits", "data", b"data", "image", b"image", "provider_ms", b"provider_ms", "result_id", b"result_id", "result_url", b"result_url", "seed", b"seed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -580,6 +588,7 @@ class Job(_message.Message):
     LAST_SEQ_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
     COST_CREDITS_FIELD_NUMBER: _builtins.int
+    RESULT_URL_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """Server-assigned id."""
     request_id: _builtins.str
@@ -606,6 +615,10 @@ class Job(_message.Message):
     """Seed used."""
     cost_credits: _builtins.int
     """Credits charged."""
+    result_url: _builtins.str
+    """For a succeeded job whose result is still kept: a short-lived URL that downloads
+    it, as in Completed.result_url, fresh for each GetJob.
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When the job was created."""
@@ -637,10 +650,11 @@ class Job(_message.Message):
         last_seq: _builtins.int = ...,
         seed: _builtins.int = ...,
         cost_credits: _builtins.int = ...,
+        result_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "result", b"result", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_credits", b"cost_credits", "created_at", b"created_at", "error_code", b"error_code", "error_message", b"error_message", "job_id", b"job_id", "last_seq", b"last_seq", "model", b"model", "operation", b"operation", "provider", b"provider", "request_id", b"request_id", "result", b"result", "result_id", b"result_id", "seed", b"seed", "state", b"state", "subject", b"subject", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_credits", b"cost_credits", "created_at", b"created_at", "error_code", b"error_code", "error_message", b"error_message", "job_id", b"job_id", "last_seq", b"last_seq", "model", b"model", "operation", b"operation", "provider", b"provider", "request_id", b"request_id", "result", b"result", "result_id", b"result_id", "result_url", b"result_url", "seed", b"seed", "state", b"state", "subject", b"subject", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -11,7 +11,7 @@ from retouch.sdk import Result
 
 from ..edits import SourceFiles
 from ..routing import Candidate
-from ..storage import ObjectStore
+from ..storage import ObjectStore, PresigningStore
 
 log = logging.getLogger(__name__)
 
@@ -24,14 +24,15 @@ Presign = Callable[[str, int], Awaitable[str]]
 class InputLinks:
     """Presigned URLs of a job's inputs, where the object store can make them.
 
-    A store offers that by having ``presigned_url(key, expires_s)`` (S3 and its kin);
-    stores without it (the filesystem, memory) give no links, and providers get the
-    bytes only. Inputs sent inline have no object to link to.
+    A :class:`~retouch.server.storage.PresigningStore` (S3 and its kin) can; stores
+    without ``presigned_url`` (the filesystem, memory) give no links, and providers
+    get the bytes only. Inputs sent inline have no object to link to.
     """
 
     def __init__(self, objects: ObjectStore, ttl_s: int = INPUT_LINK_TTL_S) -> None:
-        presign = getattr(objects, "presigned_url", None)
-        self._presign: Presign | None = presign if callable(presign) else None
+        self._presign: Presign | None = (
+            objects.presigned_url if isinstance(objects, PresigningStore) else None
+        )
         self._ttl_s = ttl_s
 
     @property

@@ -18,6 +18,7 @@ from ..jobs import JobStore
 from ..jobs.live import LiveJob
 from ..jobs.manager import JobManager
 from ..jobs.pipeline import EditPipeline
+from ..result_links import ResultLinks
 from ..storage import ObjectNotFound, ObjectStore
 from ..uploads import Uploads
 from .rpc import edit_rpc, rpc
@@ -43,6 +44,7 @@ class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
         objects: ObjectStore,
         uploads: Uploads,
         download_chunk_bytes: int,
+        links: ResultLinks | None = None,
     ) -> None:
         self._pipeline = pipeline
         self._jobs = jobs
@@ -50,6 +52,7 @@ class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
         self._objects = objects
         self._uploads = uploads
         self._chunk = download_chunk_bytes
+        self._links = links
 
     @edit_rpc
     async def Inpaint(
@@ -85,7 +88,7 @@ class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
             async for event in self._jobs.follow(job_id, caller):
                 if event.HasField("completed") and request.output.inline:
                     event = await self._with_inline_data(event, started_here)
-                yield event
+                yield await self._with_result_url(event)
             finished = True
         finally:
             if not finished and request.cancel_on_disconnect:
@@ -97,6 +100,20 @@ class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
                     if expired
                     else Cancelled("the caller's stream ended and it asked to cancel then"),
                 )
+
+    async def _with_result_url(self, event: pb.JobEvent) -> pb.JobEvent:
+        # Made as the event is sent, not when it was recorded: a replayed Completed
+        # carries a link that is fresh, not one that expired with the first stream.
+        if not event.HasField("completed") or self._links is None:
+            return event
+        result = await self._store.get_result(event.completed.result_id)
+        url = await self._links.url(result) if result is not None else ""
+        if not url:
+            return event
+        with_url = pb.JobEvent()
+        with_url.CopyFrom(event)
+        with_url.completed.result_url = url
+        return with_url
 
     async def _with_inline_data(self, event: pb.JobEvent, live: LiveJob | None) -> pb.JobEvent:
         # The job that this stream started still holds its bytes; a duplicate request
@@ -128,7 +145,8 @@ class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.Job:
         record = await self._jobs.get(request.job_id, current_caller())
         result = await self._store.get_result(record.result_id) if record.result_id else None
-        return job(record, result)
+        url = await self._links.url(result) if result is not None and self._links else ""
+        return job(record, result, url)
 
     @rpc
     async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
@@ -160,7 +178,7 @@ class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
     ) -> AsyncIterator[pb.JobEvent]:
         after_seq = min(request.after_seq, MAX_SEQ)
         async for event in self._jobs.follow(request.job_id, current_caller(), after_seq):
-            yield event
+            yield await self._with_result_url(event)
 
     @rpc
     async def DownloadResult(

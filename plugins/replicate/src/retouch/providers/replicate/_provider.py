@@ -15,7 +15,7 @@ import base64
 import binascii
 import logging
 import math
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
 from importlib import metadata
@@ -139,13 +139,8 @@ class ReplicateProvider(RemoteProvider):
         if not isinstance(request, InpaintRequest):  # the manifest offers inpaint only
             raise ProviderRejected("the replicate provider only inpaints", field="operation")
         spec = self._settings.model(request.model)
-        assert spec is not None  # the base checked the model against the manifest
-        if request.mask.shape != request.image.shape[:2]:
-            raise ProviderRejected(
-                f"the mask must be {request.image.shape[:2]}, got {request.mask.shape}",
-                field="mask",
-            )
-        client, auth = self.http, self._auth()
+        assert spec is not None  # the base checked the model (and mask) against the manifest
+        client = self.http
         yield Progress(0.0, "sending to replicate")
         body: dict[str, object] = {
             "input": await asyncio.to_thread(prediction_input, spec, request, context)
@@ -158,13 +153,13 @@ class ReplicateProvider(RemoteProvider):
         tracked = _Tracked()
         try:
             answer = await client.post_json(
-                path, body, context=context, headers=self._create_headers(auth, context)
+                path, body, context=context, headers=self._create_headers(context)
             )
             tracked.prediction = parse_prediction(answer.json())
             if tracked.running:
                 yield Progress(_fraction(tracked.prediction), _stage(tracked.prediction, spec))
                 steps = client.poll(
-                    lambda: self._check(client, auth, tracked, spec, context),
+                    lambda: self._check(client, tracked, spec, context),
                     context=context,
                     interval=self._settings.poll_interval_s,
                 )
@@ -192,20 +187,20 @@ class ReplicateProvider(RemoteProvider):
         finally:
             if tracked.running:
                 assert tracked.prediction is not None
-                await self._cancel_upstream(client, auth, tracked.prediction.id)
+                await self._cancel_upstream(client, tracked.prediction.id)
 
     # --- steps ----------------------------------------------------------------------
 
-    def _auth(self) -> Secret:
-        # Sent per API call rather than as a client-wide header, so that output
-        # downloads from replicate.delivery never carry the token.
+    def auth_headers(self) -> Mapping[str, str | Secret]:
+        """The bearer token; the client sends it to the API host only (never to the
+        output's download host) and keeps it out of every message."""
         key = self._settings.api_key
         if key is None:
             raise ProviderUnavailable("the replicate provider has not been started")
-        return bearer(key)
+        return {"Authorization": bearer(key)}
 
-    def _create_headers(self, auth: Secret, context: JobContext) -> dict[str, str | Secret]:
-        headers: dict[str, str | Secret] = {"Authorization": auth}
+    def _create_headers(self, context: JobContext) -> dict[str, str | Secret]:
+        headers: dict[str, str | Secret] = {}
         left = context.time_left()
         wait = self._settings.wait_s if left is None else min(self._settings.wait_s, int(left))
         if wait >= 1:
@@ -219,17 +214,12 @@ class ReplicateProvider(RemoteProvider):
     async def _check(
         self,
         client: HttpClient,
-        auth: Secret,
         tracked: _Tracked,
         spec: ModelSpec,
         context: JobContext,
     ) -> Polled[Prediction]:
         assert tracked.prediction is not None
-        answer = await client.get_json(
-            f"predictions/{tracked.prediction.id}",
-            context=context,
-            headers={"Authorization": auth},
-        )
+        answer = await client.get_json(f"predictions/{tracked.prediction.id}", context=context)
         prediction = parse_prediction(answer.json())
         if prediction.id != tracked.prediction.id:
             raise ProviderBadResponse(
@@ -244,19 +234,17 @@ class ReplicateProvider(RemoteProvider):
     async def _download(self, client: HttpClient, url: str, context: JobContext) -> bytes:
         if url.startswith("data:"):
             return _data_url_bytes(url, client.config.max_response_bytes)
-        # No Authorization header: output URLs are public, and the token stays with
-        # the API host.
         return (await client.download(url, context=context)).body
 
-    async def _cancel_upstream(self, client: HttpClient, auth: Secret, prediction_id: str) -> None:
+    async def _cancel_upstream(self, client: HttpClient, prediction_id: str) -> None:
         """Cancel the prediction: sent at once from a task of its own, so it is not
         lost to the cancellation that is closing this job; waited for briefly."""
-        task = asyncio.create_task(self._send_cancel(client, auth, prediction_id))
+        task = asyncio.create_task(self._send_cancel(client, prediction_id))
         self._cancels.add(task)
         task.add_done_callback(self._cancels.discard)
         await asyncio.wait({task}, timeout=self._settings.cancel_timeout_s)
 
-    async def _send_cancel(self, client: HttpClient, auth: Secret, prediction_id: str) -> None:
+    async def _send_cancel(self, client: HttpClient, prediction_id: str) -> None:
         try:
             async with asyncio.timeout(CANCEL_LIMIT_S):
                 # No job context: its deadline may be what ended the job.
@@ -264,7 +252,6 @@ class ReplicateProvider(RemoteProvider):
                     "POST",
                     f"predictions/{prediction_id}/cancel",
                     context=None,
-                    headers={"Authorization": auth},
                     retry=False,
                 )
         except asyncio.CancelledError:

@@ -112,8 +112,10 @@ def _upscale(request: EnhanceRequest, config: StabilityConfig) -> Call:
             field="scale",
         )
     fields = {}
-    if service is not Service.UPSCALE_FAST:
+    if service.limits.needs_prompt:
         fields["prompt"] = config.upscale_prompt
+    if service is not Service.UPSCALE_FAST:
+        # Fast upscale takes only the image and the output format.
         fields["seed"] = _seed(request.seed)
     fields["output_format"] = config.output_format
     notes = {}
