@@ -20,7 +20,7 @@ import contextlib
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -32,6 +32,7 @@ from opentelemetry.util.types import AttributeValue
 
 from ..auth import current_caller
 from ..errors import RetouchError
+from ..interceptors._handlers import Handler, code_of, kind_of, replace_behaviour
 from ._hooks import SERVER_FAULTS, RpcScope, _current
 from ._names import (
     OUTCOME,
@@ -46,15 +47,9 @@ from ._names import (
 if TYPE_CHECKING:
     from ._telemetry import Telemetry
 
-    Handler: TypeAlias = grpc.RpcMethodHandler[Any, Any]
-else:  # generic only in the type stubs
-    Handler = grpc.RpcMethodHandler
-
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable["Handler | None"]]
 
-_KINDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
 _NOT_REFUSALS = SERVER_FAULTS | {grpc.StatusCode.OK, grpc.StatusCode.CANCELLED}
-_CODES = {code.value[0]: code for code in grpc.StatusCode}
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 
@@ -89,7 +84,7 @@ class TelemetryInterceptor(aio.ServerInterceptor):
         return await self._tracing.intercept_service(observed, handler_call_details)
 
     def _observe(self, handler: Handler, method: str) -> Handler:
-        kind = next(name for name in _KINDS if getattr(handler, name) is not None)
+        kind = kind_of(handler)
         inner: Any = getattr(handler, kind)
         telemetry = self._telemetry
         short_method = method.rsplit("/", 1)[-1]
@@ -119,7 +114,7 @@ class TelemetryInterceptor(aio.ServerInterceptor):
                 finally:
                     _close(rpc, token, context, short_method, code, responded)
 
-            return _replace(handler, kind, respond)
+            return replace_behaviour(handler, kind, respond)
 
         async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
             rpc = _open(telemetry, short_method)
@@ -147,7 +142,7 @@ class TelemetryInterceptor(aio.ServerInterceptor):
             finally:
                 _close(rpc, token, context, short_method, code, responded)
 
-        return _replace(handler, kind, stream)
+        return replace_behaviour(handler, kind, stream)
 
 
 def _open(telemetry: Telemetry, method: str) -> RpcScope:
@@ -173,7 +168,7 @@ def _close(
     with contextlib.suppress(ValueError):
         _current.reset(token)
     if code is None:
-        code = _code(context)
+        code = code_of(context)
     reason = _reason(context) if code is not grpc.StatusCode.OK else None
     refused = not responded and code not in _NOT_REFUSALS
     if refused:
@@ -211,15 +206,6 @@ def _outcome(code: grpc.StatusCode, refused: bool) -> str:
     return "error"
 
 
-def _code(context: Any) -> grpc.StatusCode:
-    code = context.code()
-    if isinstance(code, grpc.StatusCode):
-        return code
-    if isinstance(code, int):
-        return _CODES.get(code, grpc.StatusCode.UNKNOWN)
-    return grpc.StatusCode.OK
-
-
 def _reason(context: Any) -> str | None:
     """The ``ErrorInfo`` reason in the status details the call ended with, if any."""
     for key, value in context.trailing_metadata() or ():
@@ -241,9 +227,3 @@ def _text(value: object) -> str:
     if isinstance(value, bytes):
         return value.decode(errors="replace")
     return "" if value is None else str(value)
-
-
-def _replace(handler: Handler, kind: str, behaviour: Callable[..., Any]) -> Handler:
-    # RpcMethodHandler is a namedtuple at run time.
-    replaced: Handler = handler._replace(**{kind: behaviour})  # type: ignore[attr-defined]
-    return replaced
