@@ -11,7 +11,7 @@ PACKAGES := server/src plugins/sdk/src plugins/opencv/src plugins/patchmatch/src
 	plugins/replicate/src plugins/workers-ai/src plugins/stability/src plugins/openai/src \
 	clients/python/src/retouch/client
 
-.PHONY: install run gen gen-check lint typecheck test ts-test bench clean
+.PHONY: install run run-replicas gen gen-check lint typecheck test ts-test bench clean
 
 $(STAMP): requirements-dev.txt server/pyproject.toml clients/python/pyproject.toml \
 		plugins/sdk/pyproject.toml plugins/opencv/pyproject.toml plugins/patchmatch/pyproject.toml \
@@ -30,6 +30,9 @@ install: $(STAMP)
 run: $(STAMP)  ## start the service on embedded defaults (127.0.0.1:50051)
 	$(BIN)/retouch-server
 
+run-replicas: $(STAMP)  ## PostgreSQL, Redis, SeaweedFS and two replicas (127.0.0.1:50051, :50052) on loopback
+	$(PY) scripts/run_replicas.py
+
 gen: $(STAMP)  ## regenerate the Python stubs from protos/ (and the TypeScript ones once $(TS) has node_modules)
 	PATH=$(CURDIR)/$(BIN):$$PATH scripts/gen.sh
 	if [ -d $(TS)/node_modules ]; then sh $(TS)/scripts/gen.sh; fi
@@ -43,7 +46,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy $(PACKAGES) tests bench
+	$(BIN)/mypy $(PACKAGES) tests bench scripts
 
 test: $(STAMP)  ## everything CI checks: generated code, lint, types, tests
 	$(MAKE) --no-print-directory gen-check lint typecheck ts-test

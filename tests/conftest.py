@@ -151,6 +151,8 @@ def harness(tmp_path: Path) -> Callable[..., Any]:
             listen="127.0.0.1:0",
             data_dir=tmp_path / "data",
             environment=environment,  # type: ignore[arg-type]
+            # Loopback plaintext, as behind a proxy that terminates TLS.
+            tls_terminated_upstream=environment not in ("local", "test"),
             plans=book,
             tenants=(
                 dataclasses.replace(DEV_TENANT, default_plan=default, rate_per_s=1e6, burst=10**6),

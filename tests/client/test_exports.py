@@ -8,6 +8,7 @@ import retouch.client
 def test_client_exports() -> None:
     assert retouch.client.__all__ == [
         "DEFAULT_TARGET",
+        "TLS",
         "Accepted",
         "AsyncClient",
         "Bucket",

@@ -7,10 +7,12 @@ import base64
 import json
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from retouch.server.app import RunningServer
 from retouch.server.config import DEV_API_KEY
+from tests.e2e.conftest import SERVER_NAME, Pki
 
 
 def grpcurl_path() -> str:
@@ -19,14 +21,20 @@ def grpcurl_path() -> str:
     return found
 
 
-async def grpcurl(server: RunningServer, *verb: str, data: str | None = None) -> str:
-    """Run ``grpcurl -plaintext [-H auth -d @] ADDRESS VERB...`` against ``server``."""
+async def grpcurl(
+    server: RunningServer,
+    *verb: str,
+    data: str | None = None,
+    transport: Sequence[str] = ("-plaintext",),
+) -> str:
+    """Run ``grpcurl -plaintext [-H auth -d @] ADDRESS VERB...`` against ``server``
+    (``transport`` replaces ``-plaintext``, for TLS)."""
     options = []
     if data is not None:
         options = ["-H", f"authorization: Bearer {DEV_API_KEY}", "-d", "@"]
     process = await asyncio.create_subprocess_exec(
         grpcurl_path(),
-        "-plaintext",
+        *transport,
         *options,
         f"127.0.0.1:{server.port}",
         *verb,
@@ -53,6 +61,11 @@ async def test_grpcurl_describes_the_contract_with_its_docs(server: RunningServe
     message = await grpcurl(server, "describe", "retouch.v1.InpaintRequest")
     assert "request_id" in message
     assert "mask_options" in message
+    # The proto comments travel with the descriptors.
+    assert "// Replace the masked region of an image." in described
+    assert "Idempotency key chosen by the caller" in message
+    health = await grpcurl(server, "describe", "grpc.health.v1.Health")
+    assert "rpc Check" in health
 
 
 async def test_grpcurl_runs_an_inpaint_from_json(
@@ -73,7 +86,8 @@ async def test_grpcurl_runs_an_inpaint_from_json(
         while position < len(text) and text[position].isspace():
             position += 1
     assert "accepted" in events[0]
-    assert events[-1]["completed"]["image"]["content_type"] == "image/jpeg"
+    # protojson names: lowerCamelCase, as the descriptors from protoc declare them.
+    assert events[-1]["completed"]["image"]["contentType"] == "image/jpeg"
 
 
 async def test_grpcurl_shows_error_details(server: RunningServer) -> None:
@@ -95,3 +109,11 @@ async def test_grpcurl_shows_error_details(server: RunningServer) -> None:
     assert process.returncode != 0
     assert "InvalidArgument" in text
     assert "google.rpc.BadRequest" in text
+
+
+async def test_grpcurl_calls_a_tls_server_with_cacert(tls_server: RunningServer, pki: Pki) -> None:
+    transport = ("-cacert", str(pki.ca), "-servername", SERVER_NAME)
+    listed = (await grpcurl(tls_server, "list", transport=transport)).split()
+    assert "retouch.v1.ImageEdit" in listed
+    usage = await grpcurl(tls_server, "retouch.v1.Account/GetUsage", data="{}", transport=transport)
+    assert json.loads(usage)["plan"]

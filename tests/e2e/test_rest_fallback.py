@@ -106,6 +106,7 @@ async def setup(
             textwrap.dedent(
                 f"""
                 environment = "staging"
+                tls_terminated_upstream = true
                 listen = "127.0.0.1:0"
                 data_dir = "{tmp_path / "data"}"
 

@@ -42,7 +42,9 @@ def logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]
 
 
 def staging(config: ServerConfig, **providers: dict[str, Any]) -> ServerConfig:
-    return dataclasses.replace(config, environment="staging", providers=providers)
+    return dataclasses.replace(
+        config, environment="staging", providers=providers, tls_terminated_upstream=True
+    )
 
 
 async def test_the_key_comes_from_the_named_variable_as_a_secret_and_never_leaks(

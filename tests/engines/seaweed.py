@@ -7,6 +7,7 @@ its own in the shared bucket, and the AWS credentials SeaweedFS accepts (any key
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import tempfile
 import uuid
@@ -62,9 +63,9 @@ def _client(endpoint_url: str) -> object:
     )
 
 
-@pytest.fixture(scope="session")
-def seaweedfs() -> Iterator[SeaweedFS]:
-    """SeaweedFS for the session; fails (never skips) when ``weed`` is not installed."""
+@contextlib.contextmanager
+def started_seaweedfs() -> Iterator[SeaweedFS]:
+    """A fresh ``weed server -s3`` on free ports with the bucket made, stopped on exit."""
     weed = venv_binary("weed", INSTALL)
     s3, master, volume, filer = free_ports(4, below=65535 - GRPC_OFFSET, sibling_offset=GRPC_OFFSET)
     with tempfile.TemporaryDirectory(prefix="retouch-seaweedfs-") as directory:
@@ -101,6 +102,13 @@ def seaweedfs() -> Iterator[SeaweedFS]:
             yield SeaweedFS(endpoint_url=endpoint_url)
         finally:
             stop(process)
+
+
+@pytest.fixture(scope="session")
+def seaweedfs() -> Iterator[SeaweedFS]:
+    """SeaweedFS for the session; fails (never skips) when ``weed`` is not installed."""
+    with started_seaweedfs() as server:
+        yield server
 
 
 def _bucket_created(client: object) -> bool:

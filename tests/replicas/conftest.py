@@ -1,5 +1,6 @@
 """Two replicas on one shared state: two servers in this process, each with its own
-connections, on one PostgreSQL database the tests start, and one object store."""
+connections and clients, on one PostgreSQL database, one Redis and one S3 bucket
+(SeaweedFS), all started by the tests."""
 
 from __future__ import annotations
 
@@ -58,14 +59,20 @@ class Replicas:
         )
 
 
-def shared_config(tmp_path: Path, database: str, plan: Plan, **changes: Any) -> ServerConfig:
-    """What both replicas are configured with: one database, one object store."""
+def shared_config(
+    tmp_path: Path, engines: tuple[str, str, str], plan: Plan, **changes: Any
+) -> ServerConfig:
+    """What both replicas are configured with: the engines' URLs (database, rate
+    limiter, object store), and ``plan`` for every subject."""
+    database, rate_limiter, object_store = engines
     config = ServerConfig(
         listen="127.0.0.1:0",
         data_dir=tmp_path / "replica",
         environment="test",
         database=database,
-        object_store=(tmp_path / "objects").resolve().as_uri(),
+        rate_limiter=rate_limiter,
+        object_store=object_store,
+        results_http_listen="127.0.0.1:0",
         plans=PlanBook({plan.name: plan}),
         tenants=(
             dataclasses.replace(DEV_TENANT, default_plan=plan.name, rate_per_s=1e6, burst=10**6),
@@ -97,7 +104,7 @@ async def started(
 
 @pytest.fixture
 def replicas(
-    tmp_path: Path, postgres: PostgresServer
+    tmp_path: Path, postgres: PostgresServer, redis_url: str, s3_url: str
 ) -> Callable[..., contextlib.AbstractAsyncContextManager[Replicas]]:
     """``async with replicas(plan=..., first=[providers], second=[providers]) as r:``."""
 
@@ -105,7 +112,8 @@ def replicas(
     async def start(
         *, plan: Plan, first: Sequence[Any], second: Sequence[Any], **changes: Any
     ) -> AsyncIterator[Replicas]:
-        config = shared_config(tmp_path, postgres.new_database(), plan, **changes)
+        engines = (postgres.new_database(), redis_url, s3_url)
+        config = shared_config(tmp_path, engines, plan, **changes)
         async with (
             started(config, first, "first") as one,
             started(config, second, "second") as two,

@@ -23,13 +23,15 @@ LEASE_S = 1.0
 SUBJECT = "user:kai"
 
 
-def config_file(tmp_path: Path, database: str) -> Path:
+def config_file(tmp_path: Path, database: str, rate_limiter: str, object_store: str) -> Path:
     path = tmp_path / "retouch.toml"
     path.write_text(
         f"""
 environment = "test"
 database = "{database}"
-object_store = "{(tmp_path / "objects").resolve().as_uri()}"
+rate_limiter = "{rate_limiter}"
+object_store = "{object_store}"
+results_http_listen = "127.0.0.1:0"
 job_lease_s = {LEASE_S}
 job_heartbeat_s = 0.2
 
@@ -49,9 +51,9 @@ default_plan = "paid"
 
 
 async def test_killing_the_replica_running_a_job_lets_the_other_fail_and_refund_it(
-    tmp_path: Path, postgres: PostgresServer
+    tmp_path: Path, postgres: PostgresServer, redis_url: str, s3_url: str
 ) -> None:
-    path = config_file(tmp_path, postgres.new_database())
+    path = config_file(tmp_path, postgres.new_database(), redis_url, s3_url)
     survivor_config = dataclasses.replace(
         load_config(path, environ={}), listen="127.0.0.1:0", data_dir=tmp_path / "survivor"
     )

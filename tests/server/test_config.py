@@ -31,6 +31,7 @@ def test_a_file_and_the_environment_combine(tmp_path: Path) -> None:
     path.write_text(
         """
 environment = "staging"
+tls_terminated_upstream = true
 listen = "0.0.0.0:6000"
 max_pixels = 1000000
 
@@ -82,6 +83,7 @@ def test_bad_settings_are_named(
 def test_production_accepts_real_keys() -> None:
     config = ServerConfig(
         environment="production",
+        tls_terminated_upstream=True,
         tenants=(DEV_TENANT.__class__(name="svc", key_sha256=hash_key("real")),),
     )
     assert config.environment == "production"

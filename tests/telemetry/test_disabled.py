@@ -10,7 +10,7 @@ import grpc.aio
 import pytest
 
 from retouch.sdk import Operation, trace_headers
-from retouch.server.interceptors import AuthInterceptor
+from retouch.server.interceptors import AccessLogInterceptor, AuthInterceptor
 from retouch.server.telemetry import (
     NOOP,
     Telemetry,
@@ -45,7 +45,8 @@ async def test_a_server_without_otel_variables_installs_no_interceptor_and_recor
     assert events[-1].HasField("completed")
     assert not telemetry.enabled
     assert telemetry.server_interceptors() == []
-    assert [type(i) for i in installed] == [AuthInterceptor]
+    # The access log is not telemetry: it stays on unless the config turns it off.
+    assert [type(i) for i in installed] == [AccessLogInterceptor, AuthInterceptor]
     assert fake.scopes == [None]
     assert fake.headers == [{}]
     assert receiver.traces == []
@@ -106,8 +107,8 @@ def test_each_signal_can_be_turned_off_or_sent_elsewhere() -> None:
     [
         ({"OTEL_TRACES_EXPORTER": "zipkin"}, "unknown exporter zipkin"),
         (
-            {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"},
-            "OTLP over gRPC only",
+            {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"},
+            "grpc or http/protobuf",
         ),
         (
             {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_METRIC_EXPORT_INTERVAL": "soon"},

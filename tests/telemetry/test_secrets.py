@@ -38,6 +38,7 @@ async def test_an_echoed_key_is_scrubbed_from_spans_logs_and_the_status(
         listen="127.0.0.1:0",
         data_dir=tmp_path / "data",
         environment="staging",
+        tls_terminated_upstream=True,
         tenants=(DEV_TENANT,),
     )
     async with (

@@ -23,6 +23,7 @@ from .database.backends import open_database
 from .database.migrations import MigrationError
 from .listen import AddressInUse
 from .telemetry import configure_logging
+from .tls import server_credentials
 
 EXIT_OK = 0
 EXIT_START_FAILED = 1
@@ -97,11 +98,17 @@ def main(argv: list[str] | None = None) -> int:
 def _check_config(path: Path) -> int:
     try:
         config = load_config(path)
+        server_credentials(config)
     except ConfigError as exc:
         print(f"retouch-server: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
+    transport = "TLS" if config.tls else "plaintext"
+    if config.tls_terminated_upstream and not config.tls:
+        transport = "plaintext behind a proxy that terminates TLS"
+    if config.tls_client_ca_file:
+        transport = "mutual TLS"
     print(
-        f"{path}: valid ({config.environment} environment, listening on {config.listen}, "
+        f"{path}: valid ({config.environment} environment, {transport} on {config.listen}, "
         f"{len(config.tenants)} tenant(s), plans: {', '.join(sorted(config.plans.plans))})"
     )
     return EXIT_OK

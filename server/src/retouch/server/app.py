@@ -15,7 +15,6 @@ from importlib.metadata import EntryPoint
 
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from retouch.v1 import (
     account_pb2,
@@ -34,7 +33,7 @@ from .database.backends import Database, open_database
 from .edits import EditPreparer
 from .health import HealthServicer
 from .inputs import InputResolver
-from .interceptors import AuthInterceptor
+from .interceptors import AccessLogInterceptor, AuthInterceptor
 from .jobs import JobStore
 from .jobs.context import InputLinks
 from .jobs.manager import JobManager
@@ -46,6 +45,7 @@ from .listen import bind, check_address_free
 from .policy import Ledger, Policy, RateLimiter
 from .policy.redis_ratelimit import open_rate_limiter
 from .policy.upstream import UpstreamLimits
+from .reflection import enable_reflection
 from .registry import ProviderRegistry
 from .result_links import ResultLinks, ResultUrlSigner, load_or_create_key
 from .results_http import ResultsHttp
@@ -54,6 +54,7 @@ from .routing import Router
 from .services import AccountService, ImageEditService, ProvidersService
 from .storage import ObjectStore, PresigningStore, open_store
 from .telemetry import Telemetry
+from .tls import server_credentials
 from .uploads import Uploads
 
 log = logging.getLogger("retouch.server")
@@ -127,6 +128,7 @@ async def start_server(
     """
     # Before anything else: a taken port is refused before any state is touched.
     check_address_free(config.listen)
+    credentials = server_credentials(config)
     telemetry = telemetry or Telemetry.from_environ()
     clock = clock or SystemClock()
     config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -175,7 +177,11 @@ async def start_server(
         store, objects, clock, max_bytes=config.max_upload_bytes, ttl_s=config.upload_ttl_s
     )
     server = aio.server(
-        interceptors=[*telemetry.server_interceptors(), AuthInterceptor(KeyRing(config.tenants))],
+        interceptors=[
+            *telemetry.server_interceptors(),
+            *([AccessLogInterceptor(clock)] if config.access_log else []),
+            AuthInterceptor(KeyRing(config.tenants)),
+        ],
         options=[
             ("grpc.max_receive_message_length", config.max_receive_message_bytes),
             ("grpc.max_send_message_length", config.max_send_message_bytes),
@@ -224,15 +230,10 @@ async def start_server(
     )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection(
-        (
-            *SERVICE_NAMES,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
+    enable_reflection(
+        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server
     )
-    port = bind(server, config.listen)
+    port = bind(server, config.listen, credentials)
     await server.start()
     serving = health_pb2.HealthCheckResponse.SERVING
     await health.set("", serving)

@@ -52,6 +52,8 @@ from .secrets import bad_variable_names, literal_secrets
 
 Environment = Literal["local", "test", "staging", "production"]
 ENVIRONMENTS: tuple[str, ...] = get_args(Environment)
+PLAINTEXT_ENVIRONMENTS = ("local", "test")
+"""Where the server may listen without TLS and without saying why."""
 
 DEV_API_KEY = "retouch-dev-key"
 """The development key README uses. The ``production`` environment refuses it."""
@@ -163,6 +165,20 @@ class ServerConfig:
     disabled_providers: tuple[str, ...] = ()
     plans: PlanBook = field(default_factory=PlanBook)
     """Plans by name, from ``[plans.<name>]`` tables; one generous default otherwise."""
+    tls_cert_file: str = ""
+    """PEM certificate chain the server presents. With ``tls_key_file`` the server
+    speaks TLS only."""
+    tls_key_file: str = ""
+    """PEM private key of ``tls_cert_file``."""
+    tls_client_ca_file: str = ""
+    """PEM CA bundle: when set, every client must present a certificate it signed
+    (mutual TLS)."""
+    tls_terminated_upstream: bool = False
+    """Outside ``local`` and ``test`` plaintext is refused unless this says that a
+    proxy or load balancer in front of the server terminates TLS."""
+    access_log: bool = True
+    """One line per RPC on the ``retouch.access`` logger (JSON with
+    ``RETOUCH_LOG_FORMAT=json``)."""
 
     def __post_init__(self) -> None:
         if self.environment not in ENVIRONMENTS:
@@ -227,6 +243,30 @@ class ServerConfig:
                 "the production environment refuses the development key: "
                 "configure [[tenants]] with your own key hashes"
             )
+        self._check_tls()
+
+    def _check_tls(self) -> None:
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ConfigError("tls_cert_file and tls_key_file must be set together")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise ConfigError(
+                "tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file too"
+            )
+        if (
+            self.environment not in PLAINTEXT_ENVIRONMENTS
+            and not self.tls_cert_file
+            and not self.tls_terminated_upstream
+        ):
+            raise ConfigError(
+                f"the {self.environment} environment refuses plaintext: set tls_cert_file "
+                "and tls_key_file, or tls_terminated_upstream = true when a proxy in front "
+                "of the server terminates TLS"
+            )
+
+    @property
+    def tls(self) -> bool:
+        """Whether the server itself speaks TLS."""
+        return bool(self.tls_cert_file)
 
     @property
     def database_url(self) -> str:
@@ -363,6 +403,15 @@ def _coerce(name: str, value: object, annotation: object) -> object:
             return float(cast(Any, value))
         if kind == "Path":
             return Path(str(value))
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
         return str(value)
     except ValueError as exc:
         raise ConfigError(f"{name}: {value!r} is not a valid {kind}") from exc

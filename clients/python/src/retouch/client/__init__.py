@@ -75,9 +75,11 @@ from ._models import (
 from ._results import Result, ResultInfo
 from ._retry import RetryPolicy, Sleep
 from ._sync import Client, SyncEditJob, SyncJob, SyncResult
+from ._tls import TLS
 
 __all__ = [
     "DEFAULT_TARGET",
+    "TLS",
     "Accepted",
     "AsyncClient",
     "Bucket",

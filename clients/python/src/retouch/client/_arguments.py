@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable
+from importlib import metadata
 from typing import Any
 
 from ._client import DEFAULT_TARGET, EDIT_TIMEOUT, UNARY_TIMEOUT
@@ -16,6 +17,8 @@ DEV_API_KEY = "retouch-dev-key"
 EPILOG = f"""\
 environment:
   RETOUCH_SERVER    server address (default {DEFAULT_TARGET})
+  RETOUCH_TLS, RETOUCH_CA_FILE, RETOUCH_SERVER_NAME, RETOUCH_CERT_FILE, RETOUCH_KEY_FILE
+                    TLS options (see --tls, --ca-file, --server-name, --cert-file, --key-file)
   RETOUCH_API_KEY   API key (default: the development key {DEV_API_KEY})
   RETOUCH_SUBJECT   the end user to act for: user:<id> or guest:<id>
 
@@ -35,6 +38,14 @@ exit codes:
 EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
 
 
+def client_version() -> str:
+    """The installed retouch-client version."""
+    try:
+        return metadata.version("retouch-client")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``retouch`` argument parser; defaults come from the environment."""
     parser = argparse.ArgumentParser(
@@ -43,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"retouch {client_version()}")
     _global_options(parser, suppress=False)
     shared = argparse.ArgumentParser(add_help=False)
     _global_options(shared, suppress=True)
@@ -226,6 +238,39 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         help="act for this end user (default: $RETOUCH_SUBJECT, or the key's tenant itself)",
     )
     parser.add_argument(
+        "--tls",
+        action="store_true",
+        default=default(_flag(os.environ.get("RETOUCH_TLS"))),
+        help="connect over TLS, trusting the system's CAs ($RETOUCH_TLS=1); implied by "
+        "--ca-file and --cert-file",
+    )
+    parser.add_argument(
+        "--ca-file",
+        metavar="PEM",
+        default=default(os.environ.get("RETOUCH_CA_FILE") or None),
+        help="CA bundle to check the server's certificate with ($RETOUCH_CA_FILE)",
+    )
+    parser.add_argument(
+        "--server-name",
+        metavar="NAME",
+        default=default(os.environ.get("RETOUCH_SERVER_NAME") or None),
+        help="the name the server's certificate must carry, when it differs from the "
+        "address ($RETOUCH_SERVER_NAME)",
+    )
+    parser.add_argument(
+        "--cert-file",
+        metavar="PEM",
+        default=default(os.environ.get("RETOUCH_CERT_FILE") or None),
+        help="client certificate chain, for a server that requires mutual TLS "
+        "($RETOUCH_CERT_FILE; with --key-file)",
+    )
+    parser.add_argument(
+        "--key-file",
+        metavar="PEM",
+        default=default(os.environ.get("RETOUCH_KEY_FILE") or None),
+        help="the client certificate's private key ($RETOUCH_KEY_FILE)",
+    )
+    parser.add_argument(
         "--json",
         action="store_true",
         default=default(False),
@@ -246,6 +291,10 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         help="retries of a call the server asks to retry later, or that could not "
         "connect (default 2; edits keep their request id, so they are never charged twice)",
     )
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _int_range(low: int, high: int) -> Callable[[str], int]:

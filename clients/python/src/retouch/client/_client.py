@@ -55,6 +55,7 @@ from ._models import (
 from ._requests import generation_params, output_options, provider_choice
 from ._results import output_path, write_file
 from ._retry import Deadline, RetryPolicy, Sleep
+from ._tls import TLS
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 """Where ``retouch-server`` listens by default."""
@@ -81,7 +82,9 @@ class AsyncClient:
             result = await client.inpaint("photo.png", mask="mask.png")
             await result.save("out.png")
 
-    ``with_subject`` makes a client for another subject over the same channel.
+    ``with_subject`` makes a client for another subject over the same channel. Pass
+    ``tls=TLS(ca_file=...)`` for a server that speaks TLS (with ``cert_file`` and
+    ``key_file`` for mutual TLS), or ready-made ``credentials``; neither means plaintext.
     """
 
     def __init__(
@@ -91,6 +94,7 @@ class AsyncClient:
         api_key: str,
         subject: str | None = None,
         credentials: grpc.ChannelCredentials | None = None,
+        tls: TLS | None = None,
         timeout_s: float | None = UNARY_TIMEOUT,
         edit_timeout_s: float | None = EDIT_TIMEOUT,
         retry: RetryPolicy | None = None,
@@ -101,9 +105,14 @@ class AsyncClient:
     ) -> None:
         if chunk_size < 1 or upload_threshold < 0:
             raise ValueError("chunk_size must be positive and upload_threshold not negative")
+        if tls is not None:
+            if credentials is not None:
+                raise ValueError("give tls or credentials, not both")
+            credentials = tls.credentials()
         channel_options = [
             ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
             ("grpc.primary_user_agent", "retouch-client/0.1"),
+            *(tls.channel_options() if tls is not None else ()),
             *options,
         ]
         if credentials is None:

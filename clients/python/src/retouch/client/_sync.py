@@ -27,6 +27,7 @@ from ._jobs import EditJob, EditRequest, Job, OnProgress
 from ._models import Quote
 from ._results import Result, ResultInfo
 from ._retry import RetryPolicy, Sleep
+from ._tls import TLS
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -222,6 +223,7 @@ class Client:
         api_key: str,
         subject: str | None = None,
         credentials: grpc.ChannelCredentials | None = None,
+        tls: TLS | None = None,
         timeout_s: float | None = UNARY_TIMEOUT,
         edit_timeout_s: float | None = EDIT_TIMEOUT,
         retry: RetryPolicy | None = None,
@@ -237,6 +239,7 @@ class Client:
                 api_key=api_key,
                 subject=subject,
                 credentials=credentials,
+                tls=tls,
                 timeout_s=timeout_s,
                 edit_timeout_s=edit_timeout_s,
                 retry=retry,

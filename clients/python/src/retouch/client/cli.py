@@ -38,6 +38,7 @@ from ._jobs import Job
 from ._results import Result
 from ._retry import RetryPolicy
 from ._terminal import ProgressDisplay, event_json, json_line, jsonable, table
+from ._tls import TLS
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -134,6 +135,7 @@ async def run(args: argparse.Namespace, console: Console) -> int:
             args.server,
             api_key=args.key,
             subject=args.subject,
+            tls=tls_options(args),
             timeout_s=args.timeout or UNARY_TIMEOUT,
             edit_timeout_s=args.timeout or EDIT_TIMEOUT,
             retry=RetryPolicy(max_attempts=args.retries + 1),
@@ -149,6 +151,20 @@ async def run(args: argparse.Namespace, console: Console) -> int:
         message = f"{error.filename}: {error.strerror}" if error.filename else str(error)
         console.error(message, value={"code": "INVALID_ARGUMENT", "message": message})
         return EXIT_BAD_INPUT
+
+
+def tls_options(args: argparse.Namespace) -> TLS | None:
+    """The TLS the command line asks for, or ``None`` for plaintext."""
+    if not (args.tls or args.ca_file or args.cert_file or args.key_file or args.server_name):
+        return None
+    if (args.cert_file is None) != (args.key_file is None):
+        raise InputError("--cert-file and --key-file go together (mutual TLS)")
+    return TLS(
+        ca_file=args.ca_file,
+        cert_file=args.cert_file,
+        key_file=args.key_file,
+        server_name=args.server_name,
+    )
 
 
 def _error_lines(error: RetouchError, server: str) -> list[str]:

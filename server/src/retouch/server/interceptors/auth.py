@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Any
 
 import grpc
 from grpc import aio
 
 from ..auth import SUBJECT_HEADER, KeyRing, set_current_caller
 from ..errors import RetouchError
+from ._handlers import Handler, kind_of, replace_behaviour
 
 PUBLIC_SERVICES = frozenset(
     {
@@ -18,12 +19,6 @@ PUBLIC_SERVICES = frozenset(
         "grpc.reflection.v1.ServerReflection",
     }
 )
-
-if TYPE_CHECKING:
-    Handler: TypeAlias = grpc.RpcMethodHandler[Any, Any]
-else:  # generic only in the type stubs
-    Handler = grpc.RpcMethodHandler
-_KINDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
 
 
 class AuthInterceptor(aio.ServerInterceptor):
@@ -66,20 +61,10 @@ def _text(value: object) -> str | None:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _kind(handler: Handler) -> str:
-    return next(name for name in _KINDS if getattr(handler, name) is not None)
-
-
 def _refusing(handler: Handler, error: RetouchError) -> Handler:
     status = error.to_status()
 
     async def refuse(_request: Any, context: Any) -> None:
         await context.abort_with_status(status)
 
-    return _replace(handler, _kind(handler), refuse)
-
-
-def _replace(handler: Handler, kind: str, behaviour: Callable[..., Any]) -> Handler:
-    # RpcMethodHandler is a namedtuple at run time.
-    replaced: Handler = handler._replace(**{kind: behaviour})  # type: ignore[attr-defined]
-    return replaced
+    return replace_behaviour(handler, kind_of(handler), refuse)

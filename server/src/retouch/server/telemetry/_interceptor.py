@@ -19,8 +19,9 @@ import asyncio
 import contextlib
 import inspect
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -32,12 +33,20 @@ from opentelemetry.util.types import AttributeValue
 
 from ..auth import current_caller
 from ..errors import RetouchError
+from ..interceptors._handlers import Handler, code_of, kind_of, replace_behaviour
 from ._hooks import SERVER_FAULTS, RpcScope, _current
 from ._names import (
+    CLIENT_ADDRESS,
+    CLIENT_PORT,
+    NETWORK_PEER_ADDRESS,
+    NETWORK_PEER_PORT,
+    NETWORK_TYPE,
     OUTCOME,
     REASON,
     RPC_GRPC_STATUS_CODE,
     RPC_METHOD,
+    RPC_RESPONSE_STATUS_CODE,
+    RPC_SYSTEM_NAME,
     STATUS_CODE,
     SUBJECT,
     TENANT,
@@ -46,15 +55,9 @@ from ._names import (
 if TYPE_CHECKING:
     from ._telemetry import Telemetry
 
-    Handler: TypeAlias = grpc.RpcMethodHandler[Any, Any]
-else:  # generic only in the type stubs
-    Handler = grpc.RpcMethodHandler
-
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable["Handler | None"]]
 
-_KINDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
 _NOT_REFUSALS = SERVER_FAULTS | {grpc.StatusCode.OK, grpc.StatusCode.CANCELLED}
-_CODES = {code.value[0]: code for code in grpc.StatusCode}
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 
@@ -89,10 +92,11 @@ class TelemetryInterceptor(aio.ServerInterceptor):
         return await self._tracing.intercept_service(observed, handler_call_details)
 
     def _observe(self, handler: Handler, method: str) -> Handler:
-        kind = next(name for name in _KINDS if getattr(handler, name) is not None)
+        kind = kind_of(handler)
         inner: Any = getattr(handler, kind)
         telemetry = self._telemetry
         short_method = method.rsplit("/", 1)[-1]
+        full_method = method.lstrip("/")
 
         if kind.endswith("_unary"):
 
@@ -117,9 +121,9 @@ class TelemetryInterceptor(aio.ServerInterceptor):
                     code = grpc.StatusCode.UNKNOWN
                     raise
                 finally:
-                    _close(rpc, token, context, short_method, code, responded)
+                    _close(rpc, token, context, short_method, code, responded, full_method)
 
-            return _replace(handler, kind, respond)
+            return replace_behaviour(handler, kind, respond)
 
         async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
             rpc = _open(telemetry, short_method)
@@ -145,9 +149,9 @@ class TelemetryInterceptor(aio.ServerInterceptor):
                 code = grpc.StatusCode.UNKNOWN
                 raise
             finally:
-                _close(rpc, token, context, short_method, code, responded)
+                _close(rpc, token, context, short_method, code, responded, full_method)
 
-        return _replace(handler, kind, stream)
+        return replace_behaviour(handler, kind, stream)
 
 
 def _open(telemetry: Telemetry, method: str) -> RpcScope:
@@ -168,22 +172,31 @@ def _close(
     method: str,
     code: grpc.StatusCode | None,
     responded: bool,
+    full_method: str,
 ) -> None:
     # A generator closed from another task (at garbage collection) cannot reset.
     with contextlib.suppress(ValueError):
         _current.reset(token)
     if code is None:
-        code = _code(context)
+        code = code_of(context)
     reason = _reason(context) if code is not grpc.StatusCode.OK else None
     refused = not responded and code not in _NOT_REFUSALS
     if refused:
         rpc.instruments.refusals.add(
             1, {RPC_METHOD: method, STATUS_CODE: code.name, REASON: reason or code.name}
         )
+    conventions: dict[str, AttributeValue] = {
+        RPC_SYSTEM_NAME: "grpc",
+        RPC_METHOD: full_method,
+        RPC_RESPONSE_STATUS_CODE: code.name,
+    }
+    rpc.instruments.call_duration.record(time.perf_counter() - rpc.started, conventions)
     span = rpc.span
     if span is None or not span.is_recording():
         return
     attributes: dict[str, AttributeValue] = {
+        **conventions,
+        **_peer(context),
         RPC_GRPC_STATUS_CODE: code.value[0],
         STATUS_CODE: code.name,
     }
@@ -201,6 +214,28 @@ def _close(
         span.set_status(Status(StatusCode.ERROR, f"{code.name}: {_text(context.details())}"))
 
 
+def _peer(context: Any) -> dict[str, AttributeValue]:
+    """``network.peer.*`` and ``client.*`` from gRPC's ``ipv4:1.2.3.4:5678`` peer."""
+    try:
+        peer = str(context.peer())
+    except Exception:  # a context without a transport (in-process tests)
+        return {}
+    scheme, _, rest = peer.partition(":")
+    if scheme not in ("ipv4", "ipv6"):
+        return {}
+    host, _, port = rest.rpartition(":")
+    host = urllib.parse.unquote(host).strip("[]")
+    attributes: dict[str, AttributeValue] = {
+        NETWORK_PEER_ADDRESS: host,
+        CLIENT_ADDRESS: host,
+        NETWORK_TYPE: scheme,
+    }
+    if port.isdigit():
+        attributes[NETWORK_PEER_PORT] = int(port)
+        attributes[CLIENT_PORT] = int(port)
+    return attributes
+
+
 def _outcome(code: grpc.StatusCode, refused: bool) -> str:
     if refused:
         return "refused"
@@ -209,15 +244,6 @@ def _outcome(code: grpc.StatusCode, refused: bool) -> str:
     if code in (grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED):
         return "cancelled"
     return "error"
-
-
-def _code(context: Any) -> grpc.StatusCode:
-    code = context.code()
-    if isinstance(code, grpc.StatusCode):
-        return code
-    if isinstance(code, int):
-        return _CODES.get(code, grpc.StatusCode.UNKNOWN)
-    return grpc.StatusCode.OK
 
 
 def _reason(context: Any) -> str | None:
@@ -241,9 +267,3 @@ def _text(value: object) -> str:
     if isinstance(value, bytes):
         return value.decode(errors="replace")
     return "" if value is None else str(value)
-
-
-def _replace(handler: Handler, kind: str, behaviour: Callable[..., Any]) -> Handler:
-    # RpcMethodHandler is a namedtuple at run time.
-    replaced: Handler = handler._replace(**{kind: behaviour})  # type: ignore[attr-defined]
-    return replaced

@@ -69,6 +69,10 @@ class JsonFormatter(logging.Formatter):
             "trace_id": getattr(record, "trace_id", ""),
             "span_id": getattr(record, "span_id", ""),
         }
+        fields = getattr(record, "access", None)
+        if isinstance(fields, dict):
+            # An access-log line: its fields are top-level keys, for log pipelines.
+            entry.update({k: v for k, v in fields.items() if k != "trace_id" or v})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
