@@ -283,3 +283,45 @@ async def test_ctrl_c_cancels_the_running_job_and_exits_130(
         job = await client.get_job(accepted["job_id"])
     assert job.state is JobState.CANCELLED
     assert held.provider.cancelled == 1
+
+
+async def test_an_existing_output_is_never_overwritten_without_force(
+    target: str,
+    photo_file: Path,
+    mask_file: Path,
+    out_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = out_dir / "kept.png"
+    out.write_bytes(b"precious")
+
+    refused = await retouch(
+        "--server", target, "inpaint", photo_file, "--mask", mask_file, "-o", out
+    )
+
+    assert refused == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert out.read_bytes() == b"precious"
+    forced = await retouch(
+        "--server", target, "inpaint", photo_file, "--mask", mask_file, "-o", out, "--force"
+    )
+    assert forced == 0
+    assert decode_png(out.read_bytes()).shape == (256, 256, 3)
+
+
+async def test_a_bad_input_is_named_image_or_mask(
+    target: str, photo_file: Path, out_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    not_an_image = out_dir / "notes.png"
+    not_an_image.write_text("not an image")
+
+    bad_mask = await retouch(
+        "--server", target, "inpaint", photo_file, "--mask", not_an_image, "-o", out_dir
+    )
+    assert bad_mask == 2
+    assert f"the mask ({not_an_image})" in capsys.readouterr().err
+    bad_image = await retouch(
+        "--server", target, "inpaint", not_an_image, "--mask", photo_file, "-o", out_dir
+    )
+    assert bad_image == 2
+    assert f"the image ({not_an_image})" in capsys.readouterr().err
