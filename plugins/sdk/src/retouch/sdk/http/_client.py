@@ -510,8 +510,13 @@ class HttpClient:
                         f"API could be sent"
                     )
                 total = min(total, left)
+        # sock_connect, not connect: aiohttp's connect timeout also counts the wait for
+        # a free pooled connection, which with many long hosted jobs in flight is the
+        # job's own business (bounded by total), not a sign the API is unreachable.
         timeout = aiohttp.ClientTimeout(
-            total=total, connect=self.config.connect_timeout, sock_read=self.config.read_timeout
+            total=total,
+            sock_connect=self.config.connect_timeout,
+            sock_read=self.config.read_timeout,
         )
         cap = self.config.max_response_bytes if max_bytes is None else max_bytes
         shown_url = self.redact(str(target.with_query(None).with_fragment(None)))
