@@ -325,3 +325,43 @@ async def test_a_bad_input_is_named_image_or_mask(
     )
     assert bad_image == 2
     assert f"the image ({not_an_image})" in capsys.readouterr().err
+
+
+async def test_batch_inpaints_a_folder_and_reports_each_image(
+    target: str,
+    tmp_path: Path,
+    photo_png: bytes,
+    mask_png: bytes,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    images, masks, results = (tmp_path / n for n in ("images", "masks", "results"))
+    for folder in (images, masks, results):
+        folder.mkdir()
+    for name in ("a", "b", "c"):
+        (images / f"{name}.png").write_bytes(photo_png)
+    for name in ("a", "b"):  # c has no mask
+        (masks / f"{name}.png").write_bytes(mask_png)
+
+    code = await retouch(
+        "--server", target, "batch", images, "--masks", masks, "-o", results, "-j", "2"
+    )
+
+    printed = capsys.readouterr()
+    assert code == 2, printed.err
+    assert f"ok      {images / 'a.png'} -> {results / 'a.inpaint.png'}" in printed.out
+    assert f"failed  {images / 'c.png'}: no mask named c.* in {masks}" in printed.out
+    assert "2 of 3 succeeded, 1 failed" in printed.out
+    assert "3/3 done, 1 failed" in printed.err
+    for name in ("a", "b"):
+        assert decode_png((results / f"{name}.inpaint.png").read_bytes()).shape == (256, 256, 3)
+    assert not (results / "c.inpaint.png").exists()
+
+    (images / "c.png").unlink()
+    again = await retouch("--server", target, "batch", images, "--masks", masks, "-o", results)
+    assert again == 2
+    assert "exists; pass --force" in capsys.readouterr().out
+    forced = await retouch(
+        "--server", target, "batch", images, "--masks", masks, "-o", results, "--force"
+    )
+    assert forced == 0
+    assert "2 of 2 succeeded, 0 failed" in capsys.readouterr().out

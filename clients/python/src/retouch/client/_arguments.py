@@ -212,6 +212,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     download.add_argument("-f", "--force", action="store_true", help="overwrite --out if it exists")
 
+    batch = command(
+        "batch", "inpaint every image of a folder, N jobs at once, masks matched by name"
+    )
+    batch.add_argument("folder", metavar="FOLDER", help="the images (PNG, JPEG, WebP)")
+    batch.add_argument(
+        "--masks", metavar="FOLDER", help="masks with the images' names (default: alpha)"
+    )
+    batch.add_argument(
+        "-o", "--out", metavar="FOLDER", required=True, help="where results go, as NAME.inpaint.png"
+    )
+    batch.add_argument(
+        "-j", "--jobs", type=_int_range(1, 64), default=4, metavar="N", help="jobs at once (4)"
+    )
+    batch.add_argument("-f", "--force", action="store_true", help="overwrite existing results")
     command("usage", "your plan, quota, credits and rate limits")
     providers = command("providers", "the providers the server offers, with cost and health")
     providers.add_argument(

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ._arguments import EXTENSIONS, build_parser
+from ._batch import run_batch
 from ._client import EDIT_TIMEOUT, UNARY_TIMEOUT, AsyncClient
 from ._errors import (
     InvalidArgument,
@@ -461,7 +462,12 @@ async def providers(client: AsyncClient, args: argparse.Namespace, console: Cons
     return EXIT_OK
 
 
+async def batch(client: AsyncClient, args: argparse.Namespace, console: Console) -> int:
+    return await run_batch(client, args, console.stdout, console.stderr, exit_code)
+
+
 COMMANDS: dict[str, Command] = {
+    "batch": batch,
     "inpaint": inpaint,
     "outpaint": outpaint,
     "enhance": enhance,
