@@ -145,7 +145,9 @@ def test_an_unknown_protocol_is_refused() -> None:
         )
 
 
-def test_shutdown_gives_up_on_an_unreachable_collector() -> None:
+def test_shutdown_gives_up_on_an_unreachable_collector(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Short export attempts, so the abandoned exporter thread ends soon after the test.
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         closed = probe.getsockname()[1]
