@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .database import render_database, run_database_bench
+from .hosted import render_hosted, run_hosted_bench
 from .limits import render_limits, run_limits_bench
 from .machine import describe_machine
 from .policy import render_policy, run_policy_bench
@@ -31,6 +32,8 @@ def main() -> int:
     telemetry = asyncio.run(run_telemetry_bench())
     print("bench: resilience", file=sys.stderr, flush=True)
     resilience = asyncio.run(run_resilience_bench())
+    print("bench: hosted providers", file=sys.stderr, flush=True)
+    hosted = asyncio.run(run_hosted_bench())
     print("bench: token buckets and uploads", file=sys.stderr, flush=True)
     limits = asyncio.run(run_limits_bench())
     print("bench: replicas", file=sys.stderr, flush=True)
@@ -43,6 +46,7 @@ def main() -> int:
             render_database(database),
             render_telemetry(telemetry),
             render_resilience(resilience),
+            render_hosted(hosted),
             render_limits(limits),
             render_replicas(replicas),
         ]
@@ -54,6 +58,7 @@ def main() -> int:
     print(render_telemetry(telemetry))
     print(render_replicas(replicas))
     print(render_resilience(resilience))
+    print(render_hosted(hosted))
     print(render_limits(limits))
     print(f"figures written to {RESULTS}")
     return 0

@@ -283,3 +283,85 @@ async def test_ctrl_c_cancels_the_running_job_and_exits_130(
         job = await client.get_job(accepted["job_id"])
     assert job.state is JobState.CANCELLED
     assert held.provider.cancelled == 1
+
+
+async def test_an_existing_output_is_never_overwritten_without_force(
+    target: str,
+    photo_file: Path,
+    mask_file: Path,
+    out_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = out_dir / "kept.png"
+    out.write_bytes(b"precious")
+
+    refused = await retouch(
+        "--server", target, "inpaint", photo_file, "--mask", mask_file, "-o", out
+    )
+
+    assert refused == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert out.read_bytes() == b"precious"
+    forced = await retouch(
+        "--server", target, "inpaint", photo_file, "--mask", mask_file, "-o", out, "--force"
+    )
+    assert forced == 0
+    assert decode_png(out.read_bytes()).shape == (256, 256, 3)
+
+
+async def test_a_bad_input_is_named_image_or_mask(
+    target: str, photo_file: Path, out_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    not_an_image = out_dir / "notes.png"
+    not_an_image.write_text("not an image")
+
+    bad_mask = await retouch(
+        "--server", target, "inpaint", photo_file, "--mask", not_an_image, "-o", out_dir
+    )
+    assert bad_mask == 2
+    assert f"the mask ({not_an_image})" in capsys.readouterr().err
+    bad_image = await retouch(
+        "--server", target, "inpaint", not_an_image, "--mask", photo_file, "-o", out_dir
+    )
+    assert bad_image == 2
+    assert f"the image ({not_an_image})" in capsys.readouterr().err
+
+
+async def test_batch_inpaints_a_folder_and_reports_each_image(
+    target: str,
+    tmp_path: Path,
+    photo_png: bytes,
+    mask_png: bytes,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    images, masks, results = (tmp_path / n for n in ("images", "masks", "results"))
+    for folder in (images, masks, results):
+        folder.mkdir()
+    for name in ("a", "b", "c"):
+        (images / f"{name}.png").write_bytes(photo_png)
+    for name in ("a", "b"):  # c has no mask
+        (masks / f"{name}.png").write_bytes(mask_png)
+
+    code = await retouch(
+        "--server", target, "batch", images, "--masks", masks, "-o", results, "-j", "2"
+    )
+
+    printed = capsys.readouterr()
+    assert code == 2, printed.err
+    assert f"ok      {images / 'a.png'} -> {results / 'a.inpaint.png'}" in printed.out
+    assert f"failed  {images / 'c.png'}: no mask named c.* in {masks}" in printed.out
+    assert "2 of 3 succeeded, 1 failed" in printed.out
+    assert "3/3 done, 1 failed" in printed.err
+    for name in ("a", "b"):
+        assert decode_png((results / f"{name}.inpaint.png").read_bytes()).shape == (256, 256, 3)
+    assert not (results / "c.inpaint.png").exists()
+
+    (images / "c.png").unlink()
+    again = await retouch("--server", target, "batch", images, "--masks", masks, "-o", results)
+    assert again == 2
+    assert "exists; pass --force" in capsys.readouterr().out
+    forced = await retouch(
+        "--server", target, "batch", images, "--masks", masks, "-o", results, "--force"
+    )
+    assert forced == 0
+    assert "2 of 2 succeeded, 0 failed" in capsys.readouterr().out

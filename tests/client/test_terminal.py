@@ -22,17 +22,30 @@ class Terminal(io.StringIO):
         return True
 
 
-def test_a_terminal_gets_a_bar_redrawn_in_place() -> None:
+class SteppedClock:
+    """Moves on by ``step`` seconds each time it is read."""
+
+    def __init__(self, step: float) -> None:
+        self.now = 0.0
+        self.step = step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def test_a_terminal_gets_a_bar_redrawn_in_place_with_elapsed_time_and_eta() -> None:
     screen = Terminal()
-    display = ProgressDisplay(screen)
+    # Accepted reads the clock twice (start, elapsed), Progress once: 20 s in at 50%.
+    display = ProgressDisplay(screen, clock=SteppedClock(10.0))
 
     for event in EVENTS:
         display.show(event)
 
     text = screen.getvalue()
     assert text.startswith("accepted job job_1: opencv/telea, est. 2 credits\n")
-    assert "\r[###############---------------]  50% inpaint" in text
-    assert "\r[##############################] 100%" in text
+    assert "\r[###############---------------]  50% 20s elapsed, ETA 20s inpaint" in text
+    assert "\r[##############################] 100% 30s elapsed" in text
     assert text.endswith(
         "completed job job_1: result res_1 (256x256 image/png, 2 credits, 30 ms)\n"
     )

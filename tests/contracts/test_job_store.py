@@ -6,11 +6,14 @@ import asyncio
 import contextlib
 import dataclasses
 
+import asyncpg
 import pytest
 
+from retouch.server.database.backends import open_database
 from retouch.server.jobs import JobRecord, JobState, ResultRecord, UploadRecord
 from retouch.server.jobs.store import JobStore
 from tests.contracts.conftest import Backend
+from tests.engines.postgres import PostgresServer
 
 OWNER = "dev/user:1"
 
@@ -224,3 +227,34 @@ async def test_results_and_uploads_expire(backend: Backend) -> None:
     assert await store.expired_uploads(60.0) == [upload]
     await store.delete_upload("upl_1")
     assert await store.get_upload("upl_1") is None
+
+
+async def test_watchers_are_woken_again_after_the_listen_connection_drops(
+    postgres: PostgresServer,
+) -> None:
+    """PostgreSQL only: SQLite wakes watchers in process, with no connection to lose."""
+    url = postgres.new_database()
+    database = await open_database(url, pool_size=2)
+    try:
+        store = database.jobs
+        await store.create_or_get(job("job_1"))
+        async with (
+            asyncio.timeout(60),  # a guard against a hang, not a timed assertion
+            contextlib.aclosing(store.watch_events("job_1")) as changes,
+        ):
+            await anext(changes)
+            admin = await asyncpg.connect(url)
+            try:
+                dropped = await admin.fetchval(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+                )
+            finally:
+                await admin.close()
+            assert dropped == 1
+            await anext(changes)  # woken by the reconnect: notifications may have been lost
+            await store.append_event("job_1", 1, b"after")
+            await anext(changes)
+            assert await store.events_after("job_1", 0) == [b"after"]
+    finally:
+        await database.close()

@@ -5,6 +5,7 @@ wrong, expired or tampered link is a 404 that says nothing more."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from grpc import aio
 from retouch.server.app import RunningServer, running
 from retouch.server.clock import ManualClock
 from retouch.server.config import DEV_TENANT, ServerConfig
+from retouch.server.policy import Plan, PlanBook
 from retouch.v1 import common_pb2, image_edit_pb2_grpc
 from retouch.v1 import image_edit_pb2 as pb
 from tests.conftest import OTHER_KEY, OTHER_TENANT
@@ -197,3 +199,26 @@ async def test_a_taken_default_result_port_falls_back_to_a_free_one(
             assert served.server.results_http_port not in (0, grpc_port + 1)
             done = (await completed(served.edit, photo_png, mask_png)).completed
             assert (await fetch(done.result_url))[0] == 200
+
+
+@pytest.mark.parametrize("backend", ["file", "s3"])
+async def test_retention_deletes_results_on_every_store_and_their_links_die(
+    tmp_path: Path, request: pytest.FixtureRequest, backend: str, photo_png: bytes, mask_png: bytes
+) -> None:
+    clock = ManualClock()
+    store = {"object_store": request.getfixturevalue("s3_url")} if backend == "s3" else {}
+    plans = PlanBook({"short": Plan("short", retention_days=2)})
+    tenants = (dataclasses.replace(DEV_TENANT, default_plan="short"),)
+    config = embedded(tmp_path, plans=plans, tenants=tenants, **store)
+    async with serve(config, clock) as served:
+        done = (await completed(served.edit, photo_png, mask_png)).completed
+        result = await served.server.store.get_result(done.result_id)
+        assert result is not None
+        assert await served.server.objects.exists(result.object_key)
+        clock.advance(2 * 86_400 + 1)
+        assert await served.server.retention.sweep() == 1
+        assert not await served.server.objects.exists(result.object_key)
+        if backend == "file":
+            assert (await fetch(done.result_url))[:2] == (404, b"not found\n")
+        else:
+            assert (await fetch(done.result_url))[0] == 404  # S3's own NoSuchKey

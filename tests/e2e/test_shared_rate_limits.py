@@ -14,9 +14,12 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc import aio
 
+from retouch.sdk import Health, HealthReport, Operation, ProviderRateLimited
+from retouch.sdk.testing import FakeProvider
 from retouch.server.app import running
 from retouch.server.config import DEV_TENANT, ServerConfig
 from retouch.server.policy import Plan, PlanBook
+from retouch.server.registry import LoadedProvider, ProviderRegistry
 from retouch.v1 import common_pb2, image_edit_pb2_grpc
 from retouch.v1 import image_edit_pb2 as pb
 from tests.engines.redis import started_redis
@@ -100,3 +103,41 @@ async def test_a_stopped_redis_fails_open_over_grpc(
         async with stub(config(tmp_path, url, rate_limiter_failure="open")) as edit:
             events = await read_all(edit.Inpaint(request(photo_png, mask_png), metadata=metadata()))
     assert events[-1].HasField("completed")
+
+
+async def test_a_429_seen_by_one_server_slows_the_other(
+    tmp_path: Path, redis_url: str, photo_png: bytes, mask_png: bytes
+) -> None:
+    limited = FakeProvider(
+        "limited",
+        [Operation.INPAINT],
+        requests_per_minute=60,
+        fail_with=ProviderRateLimited("429 too many requests", retry_after=2.0),
+    )
+    await limited.start({})
+    registry = ProviderRegistry()
+    registry.add(LoadedProvider(limited, limited.manifest, HealthReport(Health.HEALTHY)))
+    # The default plan: buckets roomy enough that only the provider's limit matters.
+    first_config = ServerConfig(
+        listen="127.0.0.1:0",
+        data_dir=tmp_path / "a",
+        environment="test",
+        rate_limiter=redis_url,
+        rate_limiter_timeout_s=2.0,
+    )
+    second_config = dataclasses.replace(first_config, data_dir=tmp_path / "b")
+    async with (
+        running(first_config, registry=registry) as first,
+        running(second_config, registry=registry) as second,
+        aio.insecure_channel(f"127.0.0.1:{first.port}") as channel,
+    ):
+        before = await second.upstream.snapshot("limited")
+        assert before is not None
+        assert before.rate == pytest.approx(1.0)
+        edit = image_edit_pb2_grpc.ImageEditStub(channel)
+        with pytest.raises(aio.AioRpcError) as throttled:
+            await read_all(edit.Inpaint(request(photo_png, mask_png), metadata=metadata()))
+        assert throttled.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        after = await second.upstream.snapshot("limited")
+        assert after is not None
+        assert after.rate == pytest.approx(0.5, abs=1e-3), "halved for the other server too"

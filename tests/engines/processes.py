@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from . import engine_missing
+
 STARTUP_LIMIT_S = 60.0
 """How long an engine may take to answer before the suite fails (not a timed assertion:
 a cap on waiting for a process that never comes up)."""
@@ -28,7 +30,7 @@ def venv_binary(name: str, install: str) -> Path:
         return beside
     found = shutil.which(name)
     if found is None:
-        pytest.fail(f"{name} is not installed: {install}", pytrace=False)
+        engine_missing(name, install)
     return Path(found)
 
 

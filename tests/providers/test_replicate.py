@@ -430,23 +430,48 @@ async def test_a_429_that_outlasts_the_retries_is_rate_limited_with_retry_after(
 
 
 @pytest.mark.parametrize("status", [500, 502, 503])
-async def test_server_errors_are_retried_with_backoff(
-    provider: ReplicateProvider, harness: Harness, api: FakeHttpServer, status: int
+async def test_server_errors_on_a_poll_are_retried_with_backoff(
+    provider: ReplicateProvider,
+    harness: Harness,
+    fake: FakeReplicate,
+    api: FakeHttpServer,
+    status: int,
 ) -> None:
-    api.queue("POST", CREATE, Reply.error(status))
+    fake.sync, fake.steps = False, 1
+    api.queue("GET", "/v1/predictions/p0001fake", Reply.error(status))
     request = job()
     result = await run(provider, harness, request)
     assert_kept_unmasked(request, result.image)
-    assert harness.clock.sleeps == [0.25]  # full jitter: 0.5 x base 0.5 s
+    # One poll wait of 1 s, then the retry's backoff: full jitter, 0.5 x base 0.5 s.
+    assert harness.clock.sleeps == [0.25]
+    assert len(api.requests_to("GET", "/v1/predictions/p0001fake")) == 2
 
 
-async def test_server_errors_that_persist_are_unavailable(
-    provider: ReplicateProvider, harness: Harness, api: FakeHttpServer
+@pytest.mark.parametrize(
+    "fault", [Reply.error(500), Reply.error(502), Reply.error(503), Reply.reset()]
+)
+async def test_a_create_is_never_retried_into_a_second_prediction(
+    provider: ReplicateProvider, harness: Harness, api: FakeHttpServer, fault: Reply
 ) -> None:
-    api.queue("POST", CREATE, *[Reply.error(503)] * 3)
+    """Replicate may have created the prediction before failing to answer: the job
+    fails at once, retryably, and the server falls back instead."""
+    api.queue("POST", CREATE, fault)
+    with pytest.raises(ProviderUnavailable) as caught:
+        await run(provider, harness, job())
+    assert caught.value.retryable
+    assert len(api.requests_to("POST", CREATE)) == 1
+    assert harness.clock.sleeps == []
+
+
+async def test_server_errors_that_persist_on_polls_are_unavailable(
+    provider: ReplicateProvider, harness: Harness, fake: FakeReplicate, api: FakeHttpServer
+) -> None:
+    fake.sync = False
+    api.queue("GET", "/v1/predictions/p0001fake", *[Reply.error(503)] * 3)
     with pytest.raises(ProviderUnavailable, match="503") as caught:
         await run(provider, harness, job())
     assert caught.value.retryable
+    assert fake.cancelled.is_set()  # the prediction still ran upstream
 
 
 async def test_a_connection_reset_is_retried(

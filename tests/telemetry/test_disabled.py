@@ -107,8 +107,8 @@ def test_each_signal_can_be_turned_off_or_sent_elsewhere() -> None:
     [
         ({"OTEL_TRACES_EXPORTER": "zipkin"}, "unknown exporter zipkin"),
         (
-            {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"},
-            "OTLP over gRPC only",
+            {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"},
+            "grpc or http/protobuf",
         ),
         (
             {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_METRIC_EXPORT_INTERVAL": "soon"},

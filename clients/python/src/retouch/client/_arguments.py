@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to save the result: a file, a directory, or - for stdout "
         "(default: IMAGE's name with the command added, in the current directory)",
     )
+    output.add_argument(
+        "-f",
+        "--force",
+        action="store_true",
+        help="overwrite the output file if it exists (default: refuse, before any work)",
+    )
     output.add_argument("--format", choices=sorted(EXTENSIONS), help="result format (default png)")
     output.add_argument(
         "--quality",
@@ -188,8 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="replay only events after SEQ",
     )
     watch.add_argument(
-        "--out", metavar="PATH", help="also save the result here when the job succeeds"
+        "-o", "--out", metavar="PATH", help="also save the result here when the job succeeds"
     )
+    watch.add_argument("-f", "--force", action="store_true", help="overwrite --out if it exists")
 
     cancel = command("cancel", "cancel a queued or running job")
     cancel.add_argument("job_id", metavar="JOB_ID")
@@ -197,12 +204,28 @@ def build_parser() -> argparse.ArgumentParser:
     download = command("download", "save a result")
     download.add_argument("result_id", metavar="RESULT_ID")
     download.add_argument(
+        "-o",
         "--out",
         metavar="PATH",
         default=".",
         help="a file, a directory (default: here, as RESULT_ID.ext), or - for stdout",
     )
+    download.add_argument("-f", "--force", action="store_true", help="overwrite --out if it exists")
 
+    batch = command(
+        "batch", "inpaint every image of a folder, N jobs at once, masks matched by name"
+    )
+    batch.add_argument("folder", metavar="FOLDER", help="the images (PNG, JPEG, WebP)")
+    batch.add_argument(
+        "--masks", metavar="FOLDER", help="masks with the images' names (default: alpha)"
+    )
+    batch.add_argument(
+        "-o", "--out", metavar="FOLDER", required=True, help="where results go, as NAME.inpaint.png"
+    )
+    batch.add_argument(
+        "-j", "--jobs", type=_int_range(1, 64), default=4, metavar="N", help="jobs at once (4)"
+    )
+    batch.add_argument("-f", "--force", action="store_true", help="overwrite existing results")
     command("usage", "your plan, quota, credits and rate limits")
     providers = command("providers", "the providers the server offers, with cost and health")
     providers.add_argument(

@@ -6,7 +6,8 @@ import base64
 import dataclasses
 import datetime as dt
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import IO, Any
 
@@ -76,27 +77,54 @@ def bar(fraction: float, width: int = BAR_WIDTH) -> str:
     return "[" + "#" * filled + "-" * (width - filled) + "]"
 
 
+def duration(seconds: float) -> str:
+    """``"7s"``, ``"2m05s"``: short and fixed in shape, for the bar."""
+    whole = max(0, round(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    return f"{whole // 60}m{whole % 60:02d}s"
+
+
+def timing(elapsed: float, fraction: float) -> str:
+    """``"12s elapsed, ETA 30s"``: the ETA assumes the rest goes as fast as the start."""
+    text = f"{duration(elapsed)} elapsed"
+    if 0.0 < fraction < 1.0:
+        text += f", ETA {duration(elapsed * (1.0 - fraction) / fraction)}"
+    return text
+
+
 class ProgressDisplay:
     """Shows a job's events on ``stream``: a bar redrawn in place on a terminal, one
-    plain line per event otherwise (a log file or a pipe)."""
+    plain line per event otherwise (a log file or a pipe). The bar shows the time since
+    the job was accepted and an estimate of the time left; ``clock`` is injected so the
+    tests hold those figures without waiting."""
 
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: IO[str], clock: Callable[[], float] = time.monotonic) -> None:
         self._stream = stream
         self._live = _isatty(stream)
         self._drawn = False
+        self._clock = clock
+        self._started: float | None = None
 
     def show(self, event: Event) -> None:
         """Show one event."""
+        if isinstance(event, Accepted) or self._started is None:
+            self._started = self._clock()
+        elapsed = self._clock() - self._started
         if not self._live:
             self._write(describe(event) + "\n")
             return
         if isinstance(event, Progress):
-            line = f"{bar(event.fraction)} {percent(event.fraction)} {event.stage}"
-            self._write("\r" + line.ljust(BAR_WIDTH + 24)[: BAR_WIDTH + 24])
+            line = (
+                f"{bar(event.fraction)} {percent(event.fraction)} "
+                f"{timing(elapsed, event.fraction)} {event.stage}"
+            )
+            self._write("\r" + line.ljust(BAR_WIDTH + 48)[: BAR_WIDTH + 48])
             self._drawn = True
             return
         if isinstance(event, Completed):
-            self._write("\r" + f"{bar(1.0)} {percent(1.0)}".ljust(BAR_WIDTH + 24) + "\n")
+            done = f"{bar(1.0)} {percent(1.0)} {timing(elapsed, 1.0)}"
+            self._write("\r" + done.ljust(BAR_WIDTH + 48) + "\n")
             self._drawn = False
         self._write(describe(event) + "\n")
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ._arguments import EXTENSIONS, build_parser
+from ._batch import run_batch
 from ._client import EDIT_TIMEOUT, UNARY_TIMEOUT, AsyncClient
 from ._errors import (
     InvalidArgument,
@@ -142,7 +143,8 @@ async def run(args: argparse.Namespace, console: Console) -> int:
         ) as client:
             return await COMMANDS[args.command](client, args, console)
     except RetouchError as error:
-        console.error(str(error), _error_lines(error, args.server), _error_json(error))
+        message = _which_input(error, args) + str(error)
+        console.error(message, _error_lines(error, args.server), _error_json(error))
         return exit_code(error)
     except (InputError, ValueError) as error:
         console.error(str(error), value={"code": "INVALID_ARGUMENT", "message": str(error)})
@@ -151,6 +153,18 @@ async def run(args: argparse.Namespace, console: Console) -> int:
         message = f"{error.filename}: {error.strerror}" if error.filename else str(error)
         console.error(message, value={"code": "INVALID_ARGUMENT", "message": message})
         return EXIT_BAD_INPUT
+
+
+def _which_input(error: RetouchError, args: argparse.Namespace) -> str:
+    """``"the mask (hole.png): "`` when the server refused that input, else ``""``."""
+    if not isinstance(error, InvalidArgument):
+        return ""
+    for violation in error.field_violations:
+        root = violation.field.split(".", 1)[0]
+        given = getattr(args, root, None) if root in ("image", "mask") else None
+        if given:
+            return f"the {root} ({given}): "
+    return ""
 
 
 def tls_options(args: argparse.Namespace) -> TLS | None:
@@ -227,11 +241,19 @@ def output_target(args: argparse.Namespace, default_name: str | None) -> Path | 
     if out is None:
         if default_name is None:
             return None
+        _refuse_overwrite(Path(default_name), args)
         return Path(default_name)
     path = Path(out)
     if not path.is_dir() and not path.parent.is_dir():
         raise InputError(f"{path.parent}: no such directory")
+    _refuse_overwrite(path, args)
     return path
+
+
+def _refuse_overwrite(path: Path, args: argparse.Namespace) -> None:
+    # Checked before the job runs, so a refusal costs nothing.
+    if path.is_file() and not args.force:
+        raise InputError(f"{path} exists; pass --force to overwrite it")
 
 
 def _default_name(args: argparse.Namespace) -> str:
@@ -440,7 +462,12 @@ async def providers(client: AsyncClient, args: argparse.Namespace, console: Cons
     return EXIT_OK
 
 
+async def batch(client: AsyncClient, args: argparse.Namespace, console: Console) -> int:
+    return await run_batch(client, args, console.stdout, console.stderr, exit_code)
+
+
 COMMANDS: dict[str, Command] = {
+    "batch": batch,
     "inpaint": inpaint,
     "outpaint": outpaint,
     "enhance": enhance,

@@ -25,6 +25,7 @@ from .ledger import (
 )
 
 _EntryOf = Callable[[Held], Entry]
+_INSERT_ENTRY = f"INSERT INTO ledger ({ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 
 class SqliteLedger:
@@ -166,10 +167,7 @@ class SqliteLedger:
         return Held(str(row[0]), str(row[1]), int(row[2])) if row else None
 
     def _apply(self, entry: Entry, now: float) -> None:
-        self._db.execute(
-            f"INSERT INTO ledger ({ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            entry.row(now),
-        )
+        self._db.execute(_INSERT_ENTRY, entry.row(now))
         # Updates first, inserts only for new rows: SQLite checks CHECK constraints on an
         # upsert's proposed row, so "INSERT -1 ON CONFLICT add" would fail on a decrement.
         if entry.available or entry.held:

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import inspect
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -35,10 +36,17 @@ from ..errors import RetouchError
 from ..interceptors._handlers import Handler, code_of, kind_of, replace_behaviour
 from ._hooks import SERVER_FAULTS, RpcScope, _current
 from ._names import (
+    CLIENT_ADDRESS,
+    CLIENT_PORT,
+    NETWORK_PEER_ADDRESS,
+    NETWORK_PEER_PORT,
+    NETWORK_TYPE,
     OUTCOME,
     REASON,
     RPC_GRPC_STATUS_CODE,
     RPC_METHOD,
+    RPC_RESPONSE_STATUS_CODE,
+    RPC_SYSTEM_NAME,
     STATUS_CODE,
     SUBJECT,
     TENANT,
@@ -88,6 +96,7 @@ class TelemetryInterceptor(aio.ServerInterceptor):
         inner: Any = getattr(handler, kind)
         telemetry = self._telemetry
         short_method = method.rsplit("/", 1)[-1]
+        full_method = method.lstrip("/")
 
         if kind.endswith("_unary"):
 
@@ -112,7 +121,7 @@ class TelemetryInterceptor(aio.ServerInterceptor):
                     code = grpc.StatusCode.UNKNOWN
                     raise
                 finally:
-                    _close(rpc, token, context, short_method, code, responded)
+                    _close(rpc, token, context, short_method, code, responded, full_method)
 
             return replace_behaviour(handler, kind, respond)
 
@@ -140,7 +149,7 @@ class TelemetryInterceptor(aio.ServerInterceptor):
                 code = grpc.StatusCode.UNKNOWN
                 raise
             finally:
-                _close(rpc, token, context, short_method, code, responded)
+                _close(rpc, token, context, short_method, code, responded, full_method)
 
         return replace_behaviour(handler, kind, stream)
 
@@ -163,6 +172,7 @@ def _close(
     method: str,
     code: grpc.StatusCode | None,
     responded: bool,
+    full_method: str,
 ) -> None:
     # A generator closed from another task (at garbage collection) cannot reset.
     with contextlib.suppress(ValueError):
@@ -175,10 +185,18 @@ def _close(
         rpc.instruments.refusals.add(
             1, {RPC_METHOD: method, STATUS_CODE: code.name, REASON: reason or code.name}
         )
+    conventions: dict[str, AttributeValue] = {
+        RPC_SYSTEM_NAME: "grpc",
+        RPC_METHOD: full_method,
+        RPC_RESPONSE_STATUS_CODE: code.name,
+    }
+    rpc.instruments.call_duration.record(time.perf_counter() - rpc.started, conventions)
     span = rpc.span
     if span is None or not span.is_recording():
         return
     attributes: dict[str, AttributeValue] = {
+        **conventions,
+        **_peer(context),
         RPC_GRPC_STATUS_CODE: code.value[0],
         STATUS_CODE: code.name,
     }
@@ -194,6 +212,28 @@ def _close(
     span.set_attributes(attributes)
     if code in SERVER_FAULTS:
         span.set_status(Status(StatusCode.ERROR, f"{code.name}: {_text(context.details())}"))
+
+
+def _peer(context: Any) -> dict[str, AttributeValue]:
+    """``network.peer.*`` and ``client.*`` from gRPC's ``ipv4:1.2.3.4:5678`` peer."""
+    try:
+        peer = str(context.peer())
+    except Exception:  # a context without a transport (in-process tests)
+        return {}
+    scheme, _, rest = peer.partition(":")
+    if scheme not in ("ipv4", "ipv6"):
+        return {}
+    host, _, port = rest.rpartition(":")
+    host = urllib.parse.unquote(host).strip("[]")
+    attributes: dict[str, AttributeValue] = {
+        NETWORK_PEER_ADDRESS: host,
+        CLIENT_ADDRESS: host,
+        NETWORK_TYPE: scheme,
+    }
+    if port.isdigit():
+        attributes[NETWORK_PEER_PORT] = int(port)
+        attributes[CLIENT_PORT] = int(port)
+    return attributes
 
 
 def _outcome(code: grpc.StatusCode, refused: bool) -> str:

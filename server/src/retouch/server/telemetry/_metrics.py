@@ -6,7 +6,14 @@ from dataclasses import dataclass
 
 from opentelemetry.metrics import Counter, Histogram, Meter, NoOpMeter
 
-from ._names import INSTRUMENTATION_SCOPE, JOBS, PROVIDER_ERRORS, REFUSALS, STAGE_DURATION
+from ._names import (
+    INSTRUMENTATION_SCOPE,
+    JOBS,
+    PROVIDER_ERRORS,
+    REFUSALS,
+    RPC_SERVER_CALL_DURATION,
+    STAGE_DURATION,
+)
 from ._names import STORED_BYTES as STORED_BYTES_NAME
 
 DURATION_BUCKETS_S = (
@@ -40,6 +47,7 @@ class Instruments:
     refusals: Counter
     provider_errors: Counter
     stored_bytes: Counter
+    call_duration: Histogram
 
     @classmethod
     def create(cls, meter: Meter) -> Instruments:
@@ -72,6 +80,13 @@ class Instruments:
                 STORED_BYTES_NAME,
                 unit="By",
                 description="Bytes of result images written to the object store, by retouch.format",
+            ),
+            call_duration=meter.create_histogram(
+                RPC_SERVER_CALL_DURATION,
+                unit="s",
+                description="Duration of each RPC the server handled, by rpc.system.name, "
+                "rpc.method and rpc.response.status_code (OpenTelemetry RPC conventions)",
+                explicit_bucket_boundaries_advisory=DURATION_BUCKETS_S,
             ),
         )
 

@@ -27,6 +27,15 @@ FORMAT: Final = "retouch.format"
 BYTES: Final = "retouch.bytes"
 RPC_METHOD: Final = "rpc.method"
 RPC_GRPC_STATUS_CODE: Final = "rpc.grpc.status_code"
+# The stable RPC semantic conventions: the fully qualified method ("retouch.v1.ImageEdit/
+# Inpaint"), the status code's name, and the peer.
+RPC_SYSTEM_NAME: Final = "rpc.system.name"
+RPC_RESPONSE_STATUS_CODE: Final = "rpc.response.status_code"
+NETWORK_PEER_ADDRESS: Final = "network.peer.address"
+NETWORK_PEER_PORT: Final = "network.peer.port"
+NETWORK_TYPE: Final = "network.type"
+CLIENT_ADDRESS: Final = "client.address"
+CLIENT_PORT: Final = "client.port"
 
 # Metric instruments.
 JOBS: Final = "retouch.jobs"
@@ -34,6 +43,7 @@ STAGE_DURATION: Final = "retouch.stage.duration"
 REFUSALS: Final = "retouch.refusals"
 PROVIDER_ERRORS: Final = "retouch.provider.errors"
 STORED_BYTES: Final = "retouch.storage.bytes"
+RPC_SERVER_CALL_DURATION: Final = "rpc.server.call.duration"
 
 StageName = Literal[
     "validation", "policy.admit", "policy.reserve", "routing", "provider", "storage"

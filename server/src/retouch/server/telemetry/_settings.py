@@ -4,8 +4,11 @@ Telemetry is off unless the environment asks for it: it is on when any of
 ``OTEL_TRACES_EXPORTER``, ``OTEL_METRICS_EXPORTER``, ``OTEL_EXPORTER_OTLP_ENDPOINT``,
 ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`` is set,
 and ``OTEL_SDK_DISABLED`` is not ``true``. Once on, each signal's exporter defaults to
-``otlp`` (OTLP over gRPC), as the OpenTelemetry specification says; ``none`` turns one
-signal off.
+``otlp``, as the OpenTelemetry specification says; ``none`` turns one signal off.
+``OTEL_EXPORTER_OTLP_PROTOCOL`` (or the per-signal ``..._TRACES_PROTOCOL`` and
+``..._METRICS_PROTOCOL``) picks OTLP over ``grpc`` (the default) or ``http/protobuf``;
+the http/protobuf exporters read their endpoint, headers, timeout and certificates from
+the process environment themselves, as the SDK documents.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from typing import Literal
 from ..config import ConfigError
 
 Exporter = Literal["otlp", "console"]
+Protocol = Literal["grpc", "http/protobuf"]
+PROTOCOLS: tuple[str, ...] = ("grpc", "http/protobuf")
 
 EXPORTERS: tuple[str, ...] = ("otlp", "console", "none")
 SWITCHES = (
@@ -57,6 +62,8 @@ class TelemetrySettings:
     insecure: bool | None = None
     """``OTEL_EXPORTER_OTLP_INSECURE``; None lets the endpoint's scheme decide."""
     metric_interval_ms: float | None = None
+    traces_protocol: Protocol = "grpc"
+    metrics_protocol: Protocol = "grpc"
     service_name: str = DEFAULT_SERVICE_NAME
     resource_attributes: Mapping[str, str] = field(default_factory=dict)
     excluded_services: frozenset[str] = DEFAULT_EXCLUDED_SERVICES
@@ -73,17 +80,7 @@ class TelemetrySettings:
             return cls()
         if not any(env.get(name, "").strip() for name in SWITCHES):
             return cls()
-        for name in (
-            "OTEL_EXPORTER_OTLP_PROTOCOL",
-            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-            "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
-        ):
-            protocol = env.get(name, "").strip()
-            if protocol and protocol != "grpc":
-                raise TelemetryError(
-                    f"{name}={protocol!r}: retouch exports OTLP over gRPC only; "
-                    "set it to 'grpc' or leave it unset"
-                )
+        general_protocol = _protocol(env, "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
         general = _text(env, "OTEL_EXPORTER_OTLP_ENDPOINT")
         insecure = _text(env, "OTEL_EXPORTER_OTLP_INSECURE")
         interval = _text(env, "OTEL_METRIC_EXPORT_INTERVAL")
@@ -107,10 +104,28 @@ class TelemetrySettings:
             metrics_endpoint=_text(env, "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") or general,
             insecure=None if insecure is None else insecure.lower() == "true",
             metric_interval_ms=interval_ms,
+            traces_protocol=_protocol(env, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", general_protocol),
+            metrics_protocol=_protocol(
+                env, "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", general_protocol
+            ),
             service_name=service_name,
             resource_attributes=attributes,
             excluded_services=DEFAULT_EXCLUDED_SERVICES | (excluded - {""}),
         )
+
+
+def _protocol(env: Mapping[str, str], name: str, default: Protocol) -> Protocol:
+    value = env.get(name, "").strip()
+    if not value:
+        return default
+    if value == "grpc":
+        return "grpc"
+    if value == "http/protobuf":
+        return "http/protobuf"
+    raise TelemetryError(
+        f"{name}={value!r}: retouch exports OTLP over grpc or http/protobuf; "
+        "set one of those or leave it unset"
+    )
 
 
 def _text(env: Mapping[str, str], name: str) -> str | None:

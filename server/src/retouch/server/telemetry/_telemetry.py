@@ -7,6 +7,8 @@ was built with. Nothing of the OpenTelemetry SDK is imported while telemetry is 
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
@@ -25,6 +27,12 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
+
+
+log = logging.getLogger("retouch.server.telemetry")
+
+SHUTDOWN_TIMEOUT_S = 2.0
+"""The longest a stopping server waits for its exporters."""
 
 
 def _server_version() -> str:
@@ -86,7 +94,13 @@ class Telemetry:
             return cls(settings)
         span_exporters: list[SpanExporter] = []
         for name in settings.traces:
-            if name == "otlp":
+            if name == "otlp" and settings.traces_protocol == "http/protobuf":
+                from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+                    OTLPSpanExporter as HttpSpanExporter,
+                )
+
+                span_exporters.append(HttpSpanExporter())
+            elif name == "otlp":
                 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
                     OTLPSpanExporter,
                 )
@@ -100,7 +114,13 @@ class Telemetry:
                 span_exporters.append(ConsoleSpanExporter())
         metric_exporters: list[MetricExporter] = []
         for name in settings.metrics:
-            if name == "otlp":
+            if name == "otlp" and settings.metrics_protocol == "http/protobuf":
+                from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+                    OTLPMetricExporter as HttpMetricExporter,
+                )
+
+                metric_exporters.append(HttpMetricExporter())
+            elif name == "otlp":
                 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
                     OTLPMetricExporter,
                 )
@@ -179,16 +199,32 @@ class Telemetry:
             flushed = self.meter_provider.force_flush(timeout_millis) and flushed
         return flushed
 
-    def shutdown(self) -> None:
-        """Flush and stop the exporters. Blocks for at most the exporters' timeouts."""
+    def shutdown(self, timeout_s: float = SHUTDOWN_TIMEOUT_S) -> bool:
+        """Flush and stop the exporters, waiting at most ``timeout_s``: an unreachable
+        collector must not hold up a stopping server (the exporters' own retries run
+        for up to a minute). Returns whether everything was flushed in time."""
         if not self._open:
-            return
+            return True
         self._open = False
         _disable()
-        if self.tracer_provider is not None:
-            self.tracer_provider.shutdown()
-        if self.meter_provider is not None:
-            self.meter_provider.shutdown()
+        providers = [p for p in (self.tracer_provider, self.meter_provider) if p is not None]
+
+        def stop() -> None:
+            for provider in providers:
+                provider.shutdown()
+
+        # A daemon thread: what it has not sent by the deadline is given up with it.
+        stopping = threading.Thread(target=stop, name="retouch-telemetry-shutdown", daemon=True)
+        stopping.start()
+        stopping.join(timeout_s)
+        if stopping.is_alive():
+            log.warning(
+                "telemetry: the collector did not take the last spans and metrics within "
+                "%.1f s; stopping without them",
+                timeout_s,
+            )
+            return False
+        return True
 
 
 def _resource(settings: TelemetrySettings) -> Resource:

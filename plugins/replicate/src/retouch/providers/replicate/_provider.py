@@ -152,8 +152,15 @@ class ReplicateProvider(RemoteProvider):
             path = f"models/{spec.model}/predictions"
         tracked = _Tracked()
         try:
+            # Replicate has no idempotency key: a create is retried only when it
+            # certainly did not arrive (a 429, no connection), never into a second
+            # paid prediction.
             answer = await client.post_json(
-                path, body, context=context, headers=self._create_headers(context)
+                path,
+                body,
+                context=context,
+                headers=self._create_headers(context),
+                idempotent=False,
             )
             tracked.prediction = parse_prediction(answer.json())
             if tracked.running:

@@ -198,6 +198,7 @@ class HttpClient:
         ok: Collection[int] = range(200, 300),
         max_bytes: int | None = None,
         retry: bool = True,
+        idempotent: bool = True,
         classify: Classifier | None = None,
     ) -> Response:
         """Send one request, retrying as the config's :class:`RetryPolicy` says.
@@ -219,7 +220,11 @@ class HttpClient:
           :class:`~retouch.sdk.ProviderBadResponse`.
 
         ``classify`` may map an answer to another error first. With ``retry=False``
-        nothing is retried (for calls that must not run twice upstream).
+        nothing is retried. With ``idempotent=False`` (a call that creates something
+        upstream, with no idempotency key to make a repeat harmless) only what certainly
+        did not reach the API is retried: a 429, and a connection that could not be
+        made; a 5xx, a reset or a timeout after sending raise at once, and the server
+        falls back to another provider instead of risking a second paid job.
         """
         target = self.url(path)
         if target.host != self._base.host:
@@ -235,6 +240,7 @@ class HttpClient:
             ok=ok,
             max_bytes=max_bytes,
             retry=retry,
+            idempotent=idempotent,
             classify=classify,
         )
 
@@ -246,9 +252,11 @@ class HttpClient:
         context: JobContext | None,
         headers: Mapping[str, str | Secret] | None = None,
         retry: bool = True,
+        idempotent: bool = True,
         classify: Classifier | None = None,
     ) -> Response:
-        """POST a JSON ``body``; the answer must be JSON."""
+        """POST a JSON ``body``; the answer must be JSON. See :meth:`request` for
+        ``retry`` and ``idempotent``."""
         return await self.request(
             "POST",
             path,
@@ -257,6 +265,7 @@ class HttpClient:
             headers=headers,
             expect="application/json",
             retry=retry,
+            idempotent=idempotent,
             classify=classify,
         )
 
@@ -414,6 +423,7 @@ class HttpClient:
         max_bytes: int | None,
         retry: bool,
         classify: Classifier | None,
+        idempotent: bool = True,
     ) -> Response:
         what = f"{method} {target.path}"
         policy = self.config.retry
@@ -439,6 +449,8 @@ class HttpClient:
                 )
             except _Transient as failure:
                 error: ProviderError = failure.error
+                if not idempotent and not failure.unsent:
+                    raise error from None
             else:
                 if response.status in ok:
                     if expect is not None:
@@ -447,6 +459,8 @@ class HttpClient:
                 error = self._status_error(response, classify)
                 retry_after = error.retry_after
                 if response.status not in policy.statuses or not error.retryable:
+                    raise error
+                if not idempotent and response.status != 429:
                     raise error
             if attempt >= attempts:
                 raise self._spent(error, attempt)
@@ -496,8 +510,13 @@ class HttpClient:
                         f"API could be sent"
                     )
                 total = min(total, left)
+        # sock_connect, not connect: aiohttp's connect timeout also counts the wait for
+        # a free pooled connection, which with many long hosted jobs in flight is the
+        # job's own business (bounded by total), not a sign the API is unreachable.
         timeout = aiohttp.ClientTimeout(
-            total=total, connect=self.config.connect_timeout, sock_read=self.config.read_timeout
+            total=total,
+            sock_connect=self.config.connect_timeout,
+            sock_read=self.config.read_timeout,
         )
         cap = self.config.max_response_bytes if max_bytes is None else max_bytes
         shown_url = self.redact(str(target.with_query(None).with_fragment(None)))
@@ -544,7 +563,9 @@ class HttpClient:
                             f"refused to fetch {shown_url} for the {self.provider} API: {refused}"
                         )
                     ) from None
-                raise _Transient(self._unavailable(what, f"cannot resolve {target.host}")) from None
+                raise _Transient(
+                    self._unavailable(what, f"cannot resolve {target.host}"), unsent=True
+                ) from None
             except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
                 kind = "connect" if isinstance(exc, aiohttp.ConnectionTimeoutError) else "answer"
                 limit = self.config.connect_timeout if kind == "connect" else None
@@ -554,7 +575,8 @@ class HttpClient:
                     else "did not answer in time"
                 )
                 raise _Transient(
-                    ProviderTimeout(self.redact(f"the {self.provider} API {detail} ({what})"))
+                    ProviderTimeout(self.redact(f"the {self.provider} API {detail} ({what})")),
+                    unsent=kind == "connect",
                 ) from None
             except aiohttp.ClientPayloadError as exc:
                 raise _Transient(
@@ -562,7 +584,8 @@ class HttpClient:
                 ) from None
             except aiohttp.ClientConnectionError as exc:
                 raise _Transient(
-                    self._unavailable(what, f"the connection failed ({_describe(exc)})")
+                    self._unavailable(what, f"the connection failed ({_describe(exc)})"),
+                    unsent=isinstance(exc, aiohttp.ClientConnectorError),
                 ) from None
             except aiohttp.ClientError as exc:
                 raise ProviderBadResponse(
@@ -686,11 +709,13 @@ class HttpClient:
 
 
 class _Transient(Exception):
-    """An attempt that failed in a way worth retrying; carries the error to raise."""
+    """An attempt that failed in a way worth retrying; carries the error to raise.
+    ``unsent``: the request certainly never reached the API (no connection was made)."""
 
-    def __init__(self, error: ProviderError) -> None:
+    def __init__(self, error: ProviderError, *, unsent: bool = False) -> None:
         super().__init__(error.message)
         self.error = error
+        self.unsent = unsent
 
 
 @dataclass(frozen=True, slots=True)

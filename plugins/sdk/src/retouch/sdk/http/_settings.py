@@ -54,7 +54,8 @@ class HttpConfig:
       (the operator chose it), so it may be private or loopback.
     - ``connect_timeout`` / ``read_timeout`` (per socket read) / ``total_timeout``
       (per attempt, further bounded by the job's time left), in seconds.
-    - ``max_connections`` (and per host): the session's connection pool.
+    - ``max_connections`` (and per host): the session's connection pool; a call
+      beyond it waits for a free connection within its total timeout.
     - ``max_response_bytes``: answers longer than this are cut off and refused.
     - ``download_hosts``: hosts output URLs may be downloaded from (exact, or
       ``*.example.com``); the API host itself is always allowed.
@@ -68,7 +69,7 @@ class HttpConfig:
     read_timeout: float = 60.0
     total_timeout: float = 300.0
     max_connections: int = 32
-    max_connections_per_host: int = 16
+    max_connections_per_host: int = 32
     max_response_bytes: int = 32 * MB
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     download_hosts: tuple[str, ...] = ()
