@@ -52,4 +52,3 @@ def test_order_predicts_pops_and_remove_takes_one_out() -> None:
 def test_weights_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         FairQueue[str]().push("x", tenant="t", subject="s", weight=0)
-
