@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping
 
 from retouch.sdk import (
+    CostModel,
     EditRequest,
     EnhanceKind,
     Event,
@@ -22,7 +23,7 @@ class GatedProvider:
     """Runs one job at a time (``capacity``); each call records its job, then waits
     for :meth:`finish_one` before it answers with its input."""
 
-    def __init__(self, name: str = "gated", *, capacity: int = 1) -> None:
+    def __init__(self, name: str = "gated", *, capacity: int = 1, credits_per_job: int = 0) -> None:
         self.name = name
         self.manifest = Manifest(
             name=name,
@@ -33,6 +34,7 @@ class GatedProvider:
             max_pixels=16_777_216,
             enhance_kinds=frozenset({EnhanceKind.DENOISE}),
             capacity=capacity,
+            cost=CostModel(credits_per_job=credits_per_job),
         )
         self.started: list[str] = []
         """Job ids, in the order their calls began."""

@@ -181,3 +181,21 @@ async def test_a_job_cancelled_while_queued_is_refunded_and_never_run(gated: Any
     after = await gated.usage(SUBJECT)
     assert after.quota_used - before.quota_used == 1  # the job that ran, only
     assert waiting.job_id not in provider.started
+
+
+async def test_a_full_queue_sends_the_job_to_another_capable_provider(
+    harness: Callable[..., Any],
+) -> None:
+    cheap, spare = GatedProvider("cheap"), GatedProvider("spare", credits_per_job=5)
+    limits = {"cheap": QueueLimits(max_queue=0)}
+    async with harness(plans=[PLAN], providers=[cheap, spare], queue_limits=limits) as h:
+        first = await start(h)
+        await cheap.until_started(1)
+        second = await start(h)
+        accepted = second.events[0].accepted
+        assert accepted.provider == "spare"
+        assert any("'cheap' is at capacity" in note for note in accepted.routing.notes)
+        await spare.until_started(1)
+        cheap.finish_one()
+        spare.finish_one()
+        await asyncio.gather(first.task, second.task)

@@ -117,9 +117,14 @@ class EditPipeline:
             route = self._scheduler.choose(await self.route(edit, plan))  # route
             time_limit = self._default_deadline_s if time_left is None else time_left
             job = self._new_job(caller, request_id, fingerprint, edit, route, time_limit)
-            waits = self._scheduler.must_wait(route.candidates[0])
-            if waits:
+            seed, input_size = edit.seed, (edit.route.width, edit.route.height)
+            kept: PreparedEdit | None = edit
+            if self._scheduler.must_wait(route.candidates[0]):
+                # A waiting job keeps its encoded request, not its pixels: let them go
+                # now, before the awaits below, so callers beyond capacity hold none.
                 job = dataclasses.replace(job, state=JobState.QUEUED)
+                kept = None
+            del edit
             balance = await self._reserve(job, caller, plan, route)  # reserve
             existing = await self._record(job)
             if existing is not None:
@@ -130,16 +135,15 @@ class EditPipeline:
                 job=job,
                 request=request,
                 caller=caller,
-                # A waiting job keeps its encoded request, not its pixels.
-                edit=None if waits else edit,
-                seed=edit.seed,
-                input_size=(edit.route.width, edit.route.height),
+                edit=kept,
+                seed=seed,
+                input_size=input_size,
                 route=route,
                 plan=plan,
                 balance=balance,
                 time_limit_s=time_limit,
             )
-            del edit
+            del kept
             live = self._jobs.track(job)
             self._jobs.launch(live, self._run(admission, live))
             claim.job_id = job.job_id

@@ -62,8 +62,15 @@ class ProviderQueue:
     """The slots of one provider and the jobs waiting for them."""
 
     def __init__(
-        self, name: str, capacity: int, limits: QueueLimits, times: ServiceTimes, clock: Clock
+        self,
+        name: str,
+        capacity: int,
+        limits: QueueLimits,
+        times: ServiceTimes,
+        clock: Clock,
+        on_idle: Callable[[], None] | None = None,
     ) -> None:
+        """``on_idle`` is called each time the last running job ends with none waiting."""
         if capacity < 1:
             raise ValueError(f"provider {name!r}: capacity must be at least 1")
         self.name = name
@@ -73,6 +80,7 @@ class ProviderQueue:
         self._clock = clock
         self._running = 0
         self._waiting: FairQueue[_Waiter] = FairQueue()
+        self._on_idle = on_idle
 
     @property
     def running(self) -> int:
@@ -142,6 +150,8 @@ class ProviderQueue:
             self._waiting.pop().granted.set_result(None)  # the slot passes on
         else:
             self._running -= 1
+            if not self._running and self._on_idle is not None:
+                self._on_idle()
         self._announce()
 
     def _announce(self) -> None:

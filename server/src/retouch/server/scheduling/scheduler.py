@@ -4,15 +4,23 @@ config), and the backpressure that refuses a job before anything is reserved for
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
+import logging
 import os
 from collections.abc import AsyncIterator, Mapping
 
 from ..clock import Clock
 from ..routing import Candidate, Route
+from . import memory
 from .eta import ServiceTimes
 from .queue import PlaceListener, ProviderQueue, QueueLimits
+
+log = logging.getLogger(__name__)
+
+TRIM_INTERVAL_S = 5.0
+"""Least time between two returns of freed memory to the system."""
 
 DEFAULT_REMOTE_CAPACITY = 8
 """Concurrent calls to a hosted provider whose manifest and config declare none."""
@@ -34,6 +42,8 @@ class Scheduler:
         self._limits = dict(limits or {})
         self._times = ServiceTimes()
         self._queues: dict[str, ProviderQueue] = {}
+        self._last_trim = -TRIM_INTERVAL_S
+        self._trimming: asyncio.Task[bool] | None = None
 
     def queue(self, candidate: Candidate) -> ProviderQueue:
         """The queue of ``candidate``'s provider."""
@@ -42,9 +52,29 @@ class Scheduler:
         if queue is None:
             limits = self._limits.get(name, QueueLimits())
             capacity = limits.max_concurrency or default_capacity(candidate)
-            queue = ProviderQueue(name, capacity, limits, self._times, self._clock)
+            queue = ProviderQueue(
+                name, capacity, limits, self._times, self._clock, on_idle=self._idle
+            )
             self._queues[name] = queue
         return queue
+
+    def _idle(self) -> None:
+        """A queue drained: once all have, hand the burst's freed memory back."""
+        if any(queue.running or queue.waiting for queue in self._queues.values()):
+            return
+        now = self._clock.monotonic()
+        if now - self._last_trim < TRIM_INTERVAL_S or self._trimming is not None:
+            return
+        self._last_trim = now
+        self._trimming = asyncio.get_running_loop().create_task(
+            asyncio.to_thread(memory.trim), name="return freed memory"
+        )
+        self._trimming.add_done_callback(self._trimmed)
+
+    def _trimmed(self, task: asyncio.Task[bool]) -> None:
+        self._trimming = None
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("returning freed memory failed", exc_info=task.exception())
 
     def choose(self, route: Route) -> Route:
         """``route`` with a provider whose queue has room first: the route's own first
