@@ -90,6 +90,31 @@ async def test_a_released_permit_is_taken_by_the_other_client(
     assert await first.try_acquire("other", "a", 1)  # each provider has its own
 
 
+async def test_a_job_cancelled_while_waiting_for_a_permit_holds_none(
+    two_clients: tuple[Permits, Permits],
+) -> None:
+    first, second = two_clients
+    assert await first.try_acquire("hosted", "a", 1)
+    waiting = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:
+        waiting.set()
+        await asyncio.Event().wait()  # until cancelled
+
+    async def call() -> None:
+        async with permit(second, "hosted", 1, sleep=sleep):
+            pytest.fail("the only permit is held")
+
+    task = asyncio.create_task(call())
+    await waiting.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await first.release("hosted", "a")
+    assert await first.try_acquire("hosted", "b", 1)
+    assert not await second.try_acquire("hosted", "c", 1)
+
+
 # --- Redis only: leases --------------------------------------------------------------
 
 

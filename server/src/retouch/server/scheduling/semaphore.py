@@ -138,6 +138,7 @@ class RedisPermits:
         except _Unreachable:
             self._fail()
             return await self._fallback.try_acquire(provider, holder, limit)
+        self._warned = False  # Redis answers again: warn again at its next outage
         return bool(int(reply))
 
     async def renew(self, provider: str, holder: str) -> bool:
@@ -204,9 +205,14 @@ async def permit(
     every third of ``lease_s`` while the body runs, give it back after."""
     holder = uuid.uuid4().hex
     pause = FIRST_PAUSE_S
-    while not await permits.try_acquire(provider, holder, limit):
-        await sleep(pause)
-        pause = min(LONGEST_PAUSE_S, pause * 2)
+    try:
+        while not await permits.try_acquire(provider, holder, limit):
+            await sleep(pause)
+            pause = min(LONGEST_PAUSE_S, pause * 2)
+    except asyncio.CancelledError:
+        # Cancelled while Redis was answering: the permit may have been taken.
+        await asyncio.shield(permits.release(provider, holder))
+        raise
     renewing = asyncio.create_task(
         _keep_renewing(permits, provider, holder, lease_s / 3, sleep),
         name=f"renew permit of {provider}",
