@@ -15,6 +15,7 @@ from .quality import run_quality_bench
 from .replicas import render_replicas, run_replicas_bench
 from .report import render, summary
 from .resilience import render_resilience, run_resilience_bench
+from .scheduling import render_scheduling, run_scheduling_bench
 from .speed import run_speed_bench
 from .telemetry import render_telemetry, run_telemetry_bench
 
@@ -38,6 +39,8 @@ def main() -> int:
     limits = asyncio.run(run_limits_bench())
     print("bench: replicas", file=sys.stderr, flush=True)
     replicas = asyncio.run(run_replicas_bench())
+    print("bench: scheduling", file=sys.stderr, flush=True)
+    scheduling = asyncio.run(run_scheduling_bench())
     print("bench: quality", file=sys.stderr, flush=True)
     quality = run_quality_bench()
     sections = "\n".join(
@@ -49,6 +52,7 @@ def main() -> int:
             render_hosted(hosted),
             render_limits(limits),
             render_replicas(replicas),
+            render_scheduling(scheduling),
         ]
     )
     RESULTS.write_text(render(machine, speed, sections, quality))
@@ -60,6 +64,7 @@ def main() -> int:
     print(render_resilience(resilience))
     print(render_hosted(hosted))
     print(render_limits(limits))
+    print(render_scheduling(scheduling))
     print(f"figures written to {RESULTS}")
     return 0
 

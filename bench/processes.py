@@ -41,11 +41,13 @@ burst = 1000000
 
 
 @contextmanager
-def retouch_server(data_dir: Path, settings: str = "") -> Iterator[int]:
+def retouch_server(
+    data_dir: Path, settings: str = "", pids: list[int] | None = None
+) -> Iterator[int]:
     """``python -m retouch.server`` with :data:`BENCH_CONFIG` and state in ``data_dir``;
     ``settings`` are top-level TOML lines put before it (``database = "…"``).
 
-    Yields the port it listens on.
+    Yields the port it listens on; its process id is appended to ``pids`` when given.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     config = data_dir / "bench.toml"
@@ -55,7 +57,7 @@ def retouch_server(data_dir: Path, settings: str = "") -> Iterator[int]:
         "RETOUCH_DATA_DIR": str(data_dir),
         "RETOUCH_LISTEN": "127.0.0.1:0",
     }
-    with _serving(["-m", "retouch.server"], env) as port:
+    with _serving(["-m", "retouch.server"], env, pids) as port:
         yield port
 
 
@@ -68,7 +70,9 @@ def echo_server(replies: int, last_reply_bytes: int) -> Iterator[int]:
 
 
 @contextmanager
-def _serving(args: list[str], env: Mapping[str, str]) -> Iterator[int]:
+def _serving(
+    args: list[str], env: Mapping[str, str], pids: list[int] | None = None
+) -> Iterator[int]:
     process = subprocess.Popen(
         [sys.executable, *args],
         cwd=ROOT,
@@ -78,6 +82,8 @@ def _serving(args: list[str], env: Mapping[str, str]) -> Iterator[int]:
         stderr=subprocess.PIPE,
         text=True,
     )
+    if pids is not None:
+        pids.append(process.pid)
     log: deque[str] = deque(maxlen=_LOG_LINES)
     try:
         yield _port_from_log(process, log)

@@ -2,8 +2,8 @@
 against one.
 
 Three ``retouch-server`` processes in one run: one on the embedded defaults (SQLite,
-files), two sharing one PostgreSQL database (started here, as the tests start it) and
-one object-store directory. Figures:
+files, token buckets in memory), two sharing PostgreSQL, Redis and an S3 bucket on
+SeaweedFS (started here as the tests start them). Figures:
 
 - p50 latency of a 1024x1024 and of a 64x64 inpaint (the fixed cost), embedded against
   shared, calls interleaved so both see the same machine;
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -24,7 +25,10 @@ from pathlib import Path
 from grpc import aio
 
 from retouch.v1 import image_edit_pb2_grpc
+from scripts.run_replicas import AWS, shared_settings
 from tests.engines.postgres import PostgresServer
+from tests.engines.redis import started_redis
+from tests.engines.seaweed import started_seaweedfs
 
 from . import client
 from .processes import retouch_server
@@ -51,17 +55,35 @@ class ReplicaFigures:
 
 @contextlib.contextmanager
 def _servers(root: Path) -> Iterator[tuple[int, int, int]]:
-    with PostgresServer.running() as postgres:
-        shared = (
-            f'database = "{postgres.new_database()}"\n'
-            f'object_store = "{(root / "objects").resolve().as_uri()}"'
-        )
+    with (
+        PostgresServer.running() as postgres,
+        started_redis() as redis,
+        started_seaweedfs() as seaweed,
+        _aws_credentials(),
+    ):
+        shared = shared_settings(postgres.new_database(), redis.url, seaweed.url("bench"))
+        # The replicas presign S3 URLs; none needs the HTTP results route on its default port.
+        shared += 'results_http_listen = "127.0.0.1:0"\n'
         with (
-            retouch_server(root / "embedded") as embedded,
+            retouch_server(root / "embedded", 'results_http_listen = "127.0.0.1:0"') as embedded,
             retouch_server(root / "first", shared) as first,
             retouch_server(root / "second", shared) as second,
         ):
             yield embedded, first, second
+
+
+@contextlib.contextmanager
+def _aws_credentials() -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in AWS}
+    os.environ.update(AWS)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 async def _latencies(
@@ -121,8 +143,8 @@ def render_replicas(figures: ReplicaFigures) -> str:
         [
             "## Embedded and shared engines, one replica and two",
             "",
-            "Embedded: SQLite and files. Shared: PostgreSQL and one object-store directory, "
-            "the servers in their own processes, the figures from one run.",
+            "Embedded: SQLite, files, buckets in memory. Shared: PostgreSQL, Redis and S3 "
+            "(SeaweedFS). The servers in their own processes, the figures from one run.",
             "",
             "| inpaint, end to end | embedded p50 / p90 (ms) | shared p50 / p90 (ms) |",
             "|---|---|---|",

@@ -4,9 +4,10 @@ cost it charges when a provider reports usage."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 
 from retouch.sdk import CostModel, EditRequest, Event, JobContext, Result, Usage
@@ -15,7 +16,8 @@ from retouch.server.edits import SourceFiles
 from retouch.server.jobs.context import InputLinks
 from retouch.server.policy import Plan
 from retouch.server.storage import MemoryObjectStore
-from retouch.v1 import image_edit_pb2
+from retouch.v1 import common_pb2, image_edit_pb2
+from tests.helpers import metadata
 from tests.policy.test_money import IMAGE, MASK, SUBJECT, grant, inpaint, outcome
 
 PAID = Plan("paid", credits=True, rate_per_s=1000, burst=1000)
@@ -130,3 +132,28 @@ async def test_no_links_without_presigning_or_when_signing_fails() -> None:
     assert not plain.available
     assert await plain.for_sources(sources) == (None, None)
     assert await InputLinks(PresigningStore(fail=True)).for_sources(sources) == (None, None)
+
+
+async def test_an_uploaded_input_on_s3_reaches_the_provider_as_a_presigned_url(
+    harness: Any, s3_url: str
+) -> None:
+    fake = FakeProvider("fake")
+    async with harness(plans=[PAID], providers=[fake], object_store=s3_url) as h:
+        await grant(h.account, 10)
+        upload = await h.edit.Upload(chunks(IMAGE), metadata=metadata(subject=SUBJECT))
+        request = image_edit_pb2.InpaintRequest(
+            image=common_pb2.ImageInput(upload_id=upload.upload_id),
+            mask=common_pb2.ImageInput(data=MASK),
+        )
+        events = await outcome(h.edit, request)
+        assert isinstance(events, list)
+        [context] = fake.contexts
+        assert context.image_url is not None
+        assert context.mask_url is None, "an inline mask has no object to link to"
+        async with aiohttp.ClientSession() as session, session.get(context.image_url) as got:
+            assert got.status == 200
+            assert await got.read() == IMAGE
+
+
+async def chunks(data: bytes) -> AsyncIterator[image_edit_pb2.UploadChunk]:
+    yield image_edit_pb2.UploadChunk(data=data, content_type="image/png")

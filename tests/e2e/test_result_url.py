@@ -190,10 +190,8 @@ def test_the_result_route_listens_beside_grpc_by_default(listen: str, tmp_path: 
 async def test_a_taken_default_result_port_falls_back_to_a_free_one(
     tmp_path: Path, photo_png: bytes, mask_png: bytes
 ) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        grpc_port = taken.getsockname()[1] - 1
+    grpc_port, taken = _free_port_with_next_taken()
+    with taken:
         config = embedded(tmp_path, listen=f"127.0.0.1:{grpc_port}")
         async with serve(config) as served:
             assert served.server.results_http_port not in (0, grpc_port + 1)
@@ -222,3 +220,21 @@ async def test_retention_deletes_results_on_every_store_and_their_links_die(
             assert (await fetch(done.result_url))[:2] == (404, b"not found\n")
         else:
             assert (await fetch(done.result_url))[0] == 404  # S3's own NoSuchKey
+
+
+def _free_port_with_next_taken() -> tuple[int, socket.socket]:
+    """A port that was free a moment ago, and a listening socket holding the one after it.
+
+    Both are probed, so the gRPC port is not one another test or engine holds."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        taken = socket.socket()
+        try:
+            taken.bind(("127.0.0.1", port + 1))
+        except (OSError, OverflowError):  # held by someone else, or past 65535
+            taken.close()
+            continue
+        taken.listen()
+        return port, taken

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import aiohttp
 import grpc
 import pytest
 from grpc import aio
@@ -117,7 +118,7 @@ async def test_watch_and_cancel_a_job_from_the_replica_that_did_not_start_it(
         assert (usage.credits_balance, usage.credits_reserved, usage.quota_used) == (10, 0, 0)
 
 
-async def test_a_result_written_through_one_replica_downloads_through_the_other(
+async def test_a_result_written_through_one_replica_downloads_and_links_through_the_other(
     replicas: Any,
 ) -> None:
     plan = Plan("free", rate_per_s=1e6, burst=10**6)
@@ -141,3 +142,8 @@ async def test_a_result_written_through_one_replica_downloads_through_the_other(
             pb.GetJobRequest(job_id=events[0].job_id), metadata=metadata(subject=SUBJECT)
         )
         assert job.result_id == completed.result_id
+        # Presigned by S3, the link works whichever replica handed it out.
+        for url in (completed.result_url, job.result_url):
+            async with aiohttp.ClientSession() as session, session.get(url) as answer:
+                assert answer.status == 200
+                assert await answer.read() == completed.data

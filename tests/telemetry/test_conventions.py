@@ -146,20 +146,24 @@ def test_an_unknown_protocol_is_refused() -> None:
 
 
 def test_shutdown_gives_up_on_an_unreachable_collector(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Short export attempts, so the abandoned exporter thread ends soon after the test.
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed = probe.getsockname()[1]
-    telemetry = Telemetry.from_environ(
-        {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{closed}",
-            "OTEL_METRIC_EXPORT_INTERVAL": "600000",
-        }
-    )
-    assert telemetry.tracer is not None
-    telemetry.tracer.start_span("pending").end()
-    # The exporters retry an unreachable collector with backoff for far longer than
-    # this; shutdown returns at its deadline, saying it gave up.
-    assert telemetry.shutdown(timeout_s=0.2) is False
-    assert telemetry.shutdown() is True  # already stopped
+    # A collector that takes the connection and never answers: every export hangs until
+    # its own timeout (5 s), far past shutdown's deadline, whatever the machine's load.
+    # (A refused port is no good here: the exporter can give up at once and shutdown
+    # then returns in time.)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "5")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        telemetry = Telemetry.from_environ(
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+                "OTEL_METRIC_EXPORT_INTERVAL": "600000",
+            }
+        )
+        assert telemetry.tracer is not None
+        telemetry.tracer.start_span("pending").end()
+        # The exporters wait on the silent collector; shutdown returns at its deadline,
+        # saying it gave up.
+        assert telemetry.shutdown(timeout_s=0.2) is False
+        assert telemetry.shutdown() is True  # already stopped

@@ -51,6 +51,7 @@ from .result_links import ResultLinks, ResultUrlSigner, load_or_create_key
 from .results_http import ResultsHttp
 from .retention import ResultRetention
 from .routing import Router
+from .scheduling import Scheduler
 from .services import AccountService, ImageEditService, ProvidersService
 from .storage import ObjectStore, PresigningStore, open_store
 from .telemetry import Telemetry
@@ -243,6 +244,7 @@ async def _start(
         settlement=settlement,
         clock=clock,
         default_deadline_s=config.job_deadline_s,
+        scheduler=Scheduler(clock, config.queue_limits),
     )
     image_edit_pb2_grpc.add_ImageEditServicer_to_server(
         ImageEditService(

@@ -22,6 +22,10 @@ Example file::
     [providers.replicate]
     api_key_env = "REPLICATE_API_TOKEN"   # the key itself never goes in this file
 
+    max_concurrency = 4   # upstream calls at once; jobs beyond it queue
+    max_queue = 64        # jobs that may wait; more are refused (RESOURCE_EXHAUSTED)
+    max_wait_s = 120      # refuse a job that would wait longer than this
+
     [providers.replicate.circuit_breaker]
     failures = 5        # provider-side failures within window_s open the breaker
     window_s = 30
@@ -48,6 +52,7 @@ from .breaker import BreakerSettings, BreakerSettingsError
 from .database.urls import DatabaseUrlError, default_url, dialect_of
 from .policy.plans import DEFAULT_PLAN, Plan, PlanBook, PlanError
 from .routing_rules import RoutingRule, RuleError, parse_rules
+from .scheduling import QueueLimits
 from .secrets import bad_variable_names, literal_secrets
 
 Environment = Literal["local", "test", "staging", "production"]
@@ -160,6 +165,9 @@ class ServerConfig:
     settings resolved from the environment as secrets)."""
     circuit_breakers: Mapping[str, BreakerSettings] = field(default_factory=dict)
     """Per-provider breaker settings, from ``[providers.<name>.circuit_breaker]``."""
+    queue_limits: Mapping[str, QueueLimits] = field(default_factory=dict)
+    """Per-provider queue settings (``max_concurrency``, ``max_queue``, ``max_wait_s``),
+    taken from ``[providers.<name>]``."""
     routing_rules: tuple[RoutingRule, ...] = ()
     """Ordered ``[[routing_rules]]``; the first that matches a job orders its providers."""
     disabled_providers: tuple[str, ...] = ()
@@ -293,6 +301,7 @@ TABLES = (
     "disabled_providers",
     "plans",
     "circuit_breakers",
+    "queue_limits",
     "routing_rules",
 )
 _SCALARS = {f.name: f for f in dataclasses.fields(ServerConfig) if f.name not in TABLES}
@@ -319,7 +328,7 @@ def load_config(
 def _build(raw: Mapping[str, Any], env: Mapping[str, str]) -> ServerConfig:
     values: dict[str, Any] = {}
     # Breaker settings live in their provider's table, not at the top level.
-    unknown = set(raw) - set(_SCALARS) - (set(TABLES) - {"circuit_breakers"})
+    unknown = set(raw) - set(_SCALARS) - (set(TABLES) - {"circuit_breakers", "queue_limits"})
     if unknown:
         raise ConfigError(f"unknown config settings: {', '.join(sorted(unknown))}")
     for name, spec in _SCALARS.items():
@@ -340,6 +349,7 @@ def _build(raw: Mapping[str, Any], env: Mapping[str, str]) -> ServerConfig:
         ):
             raise ConfigError("[providers.<name>] entries must be tables")
         values["providers"], values["circuit_breakers"] = _provider_tables(providers)
+        values["queue_limits"] = _queue_limits(values["providers"])
     if "plans" in raw:
         tables = raw["plans"]
         if not isinstance(tables, dict) or not all(isinstance(t, dict) for t in tables.values()):
@@ -390,6 +400,24 @@ def _provider_tables(
                 raise ConfigError(str(exc)) from exc
         providers[name] = own
     return providers, breakers
+
+
+QUEUE_SETTINGS = ("max_concurrency", "max_queue", "max_wait_s")
+
+
+def _queue_limits(providers: dict[str, dict[str, Any]]) -> dict[str, QueueLimits]:
+    """The queue settings taken out of each provider's table (the provider never sees
+    them: the server queues for it)."""
+    limits: dict[str, QueueLimits] = {}
+    for name, table in providers.items():
+        settings = {key: table.pop(key) for key in QUEUE_SETTINGS if key in table}
+        if not settings:
+            continue
+        try:
+            limits[name] = QueueLimits(**settings)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"[providers.{name}] {exc}") from exc
+    return limits
 
 
 def _coerce(name: str, value: object, annotation: object) -> object:

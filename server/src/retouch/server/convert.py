@@ -183,6 +183,14 @@ def routing_decision(route: Route) -> common_pb2.RoutingDecision:
     )
 
 
+def _progress(event: Progressed) -> image_edit_pb2.Progress:
+    progress = image_edit_pb2.Progress(fraction=event.fraction, stage=event.stage)
+    if event.queue is not None:
+        progress.queue_position = event.queue.position
+        progress.estimated_start.FromNanoseconds(int(event.queue.estimated_start * 1e9))
+    return progress
+
+
 def job_event(job_id: str, seq: int, event: JobEventData) -> image_edit_pb2.JobEvent:
     """The ``JobEvent`` numbered ``seq`` of a job."""
     if isinstance(event, Accepted):
@@ -207,7 +215,7 @@ def job_event(job_id: str, seq: int, event: JobEventData) -> image_edit_pb2.JobE
         return image_edit_pb2.JobEvent(
             job_id=job_id,
             seq=seq,
-            progress=image_edit_pb2.Progress(fraction=event.fraction, stage=event.stage),
+            progress=_progress(event),
         )
     return image_edit_pb2.JobEvent(
         job_id=job_id,

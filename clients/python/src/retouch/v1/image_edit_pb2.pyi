@@ -429,22 +429,34 @@ class Progress(_message.Message):
     FRACTION_FIELD_NUMBER: _builtins.int
     STAGE_FIELD_NUMBER: _builtins.int
     PREVIEW_FIELD_NUMBER: _builtins.int
+    QUEUE_POSITION_FIELD_NUMBER: _builtins.int
+    ESTIMATED_START_FIELD_NUMBER: _builtins.int
     fraction: _builtins.float
     """Fraction done, 0..1; never decreases within a job."""
     stage: _builtins.str
     """The stage the provider is in, for example "inpaint" or "encode"."""
     preview: _builtins.bytes
-    """Optional small JPEG preview of the work so far."""
+    """A small JPEG preview of the work so far, when OutputOptions.previews was set and
+    the provider made one (longest side at most 256 px); empty otherwise.
+    """
+    queue_position: _builtins.int
+    """While stage is "queued": how many jobs wait ahead of this one for the provider."""
+    @_builtins.property
+    def estimated_start(self) -> _timestamp_pb2.Timestamp:
+        """While stage is "queued": when the job is expected to start."""
+
     def __init__(
         self,
         *,
         fraction: _builtins.float = ...,
         stage: _builtins.str = ...,
         preview: _builtins.bytes = ...,
+        queue_position: _builtins.int = ...,
+        estimated_start: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["estimated_start", b"estimated_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fraction", b"fraction", "preview", b"preview", "stage", b"stage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["estimated_start", b"estimated_start", "fraction", b"fraction", "preview", b"preview", "queue_position", b"queue_position", "stage", b"stage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -589,6 +601,8 @@ class Job(_message.Message):
     SEED_FIELD_NUMBER: _builtins.int
     COST_CREDITS_FIELD_NUMBER: _builtins.int
     RESULT_URL_FIELD_NUMBER: _builtins.int
+    QUEUE_POSITION_FIELD_NUMBER: _builtins.int
+    ESTIMATED_START_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """Server-assigned id."""
     request_id: _builtins.str
@@ -619,6 +633,8 @@ class Job(_message.Message):
     """For a succeeded job whose result is still kept: a short-lived URL that downloads
     it, as in Completed.result_url, fresh for each GetJob.
     """
+    queue_position: _builtins.int
+    """While state is QUEUED: how many jobs wait ahead of this one for the provider."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When the job was created."""
@@ -630,6 +646,10 @@ class Job(_message.Message):
     @_builtins.property
     def result(self) -> _common_pb2.ImageInfo:
         """Dimensions and encoding of the result, once succeeded."""
+
+    @_builtins.property
+    def estimated_start(self) -> _timestamp_pb2.Timestamp:
+        """While state is QUEUED: when the job is expected to start."""
 
     def __init__(
         self,
@@ -651,10 +671,12 @@ class Job(_message.Message):
         seed: _builtins.int = ...,
         cost_credits: _builtins.int = ...,
         result_url: _builtins.str = ...,
+        queue_position: _builtins.int = ...,
+        estimated_start: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "result", b"result", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "estimated_start", b"estimated_start", "result", b"result", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_credits", b"cost_credits", "created_at", b"created_at", "error_code", b"error_code", "error_message", b"error_message", "job_id", b"job_id", "last_seq", b"last_seq", "model", b"model", "operation", b"operation", "provider", b"provider", "request_id", b"request_id", "result", b"result", "result_id", b"result_id", "result_url", b"result_url", "seed", b"seed", "state", b"state", "subject", b"subject", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_credits", b"cost_credits", "created_at", b"created_at", "error_code", b"error_code", "error_message", b"error_message", "estimated_start", b"estimated_start", "job_id", b"job_id", "last_seq", b"last_seq", "model", b"model", "operation", b"operation", "provider", b"provider", "queue_position", b"queue_position", "request_id", b"request_id", "result", b"result", "result_id", b"result_id", "result_url", b"result_url", "seed", b"seed", "state", b"state", "subject", b"subject", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

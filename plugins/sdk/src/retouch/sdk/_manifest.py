@@ -136,6 +136,10 @@ class Manifest:
     """Relative quality among providers, higher is better; used by quality routing."""
     requests_per_minute: float | None = None
     """The upstream API's request limit, if it has one; the server keeps under it."""
+    capacity: int | None = None
+    """Jobs the provider runs at once: a local provider's worker count, a hosted one's
+    upstream concurrency limit. The server queues jobs beyond it (``max_concurrency`` in
+    the provider's config overrides it); ``None`` leaves it to the server."""
     task_models: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
     """Models for a task where they differ from :attr:`models`, keyed by task
     (``"enhance"``, or one kind: ``"enhance.upscale"``); the first is the default. The
@@ -158,6 +162,8 @@ class Manifest:
             problems.append("a provider that outpaints must set supports_outpaint")
         if self.requests_per_minute is not None and self.requests_per_minute <= 0:
             problems.append("requests_per_minute must be positive")
+        if self.capacity is not None and self.capacity < 1:
+            problems.append("capacity must be at least 1")
         for task, task_models in self.task_models.items():
             if task not in TASKS:
                 problems.append(f"task_models key {task!r} must be one of {', '.join(TASKS)}")

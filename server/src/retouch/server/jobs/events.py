@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..routing import Route
+from ..scheduling import QueuePlace
 from .records import ResultRecord
 
 
@@ -28,6 +29,8 @@ class Progressed:
 
     fraction: float
     stage: str
+    queue: QueuePlace | None = None
+    """Where the job waits, while its stage is ``queued``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,9 +13,11 @@ outcome, the stored result, the final status.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from google.protobuf.message import Message
@@ -28,8 +30,9 @@ from ..ids import new_id
 from ..policy import Balance, Plan, Policy
 from ..policy.upstream import UpstreamLimits
 from ..routing import Route, RoutePolicy, Router
+from ..scheduling import PlaceReporter, Scheduler
 from ..telemetry import job_started, stage
-from .events import Accepted, Completed
+from .events import Accepted, Completed, Progressed
 from .live import LiveJob
 from .manager import JobManager, same_request
 from .records import JobRecord, JobState
@@ -46,7 +49,13 @@ class Admission:
     """What the stages before the run decided for a job."""
 
     job: JobRecord
-    edit: PreparedEdit
+    request: EditMessage
+    caller: Caller
+    edit: PreparedEdit | None
+    """The decoded edit; ``None`` for a job that waits for a slot, which holds only its
+    encoded request and decodes again once a slot is its own."""
+    seed: int
+    input_size: tuple[int, int]
     route: Route
     plan: Plan
     balance: Balance
@@ -72,6 +81,7 @@ class EditPipeline:
         settlement: Settlement,
         clock: Clock,
         default_deadline_s: float,
+        scheduler: Scheduler | None = None,
     ) -> None:
         self._edits = edits
         self._policy = policy
@@ -84,6 +94,7 @@ class EditPipeline:
         self._settlement = settlement
         self._clock = clock
         self._default_deadline_s = default_deadline_s
+        self._scheduler = scheduler or Scheduler(clock)
 
     async def submit(self, request: EditMessage, caller: Caller, *, time_left: float | None) -> str:
         """Start the job ``request`` asks for and return its id — or the id of the job
@@ -102,19 +113,39 @@ class EditPipeline:
             self._router.refuse_if_all_down(operation_of(request), request.provider.provider)
             plan = await self.admit(request, caller)  # admit
             edit = await self._edits.prepare(request, caller, plan)  # prepare
-            route = await self.route(edit, plan)  # route
+            # Refused here, when the provider's queue is full, before anything is held.
+            route = self._scheduler.choose(await self.route(edit, plan))  # route
             time_limit = self._default_deadline_s if time_left is None else time_left
             job = self._new_job(caller, request_id, fingerprint, edit, route, time_limit)
+            seed, input_size = edit.seed, (edit.route.width, edit.route.height)
+            kept: PreparedEdit | None = edit
+            if self._scheduler.must_wait(route.candidates[0]):
+                # A waiting job keeps its encoded request, not its pixels: let them go
+                # now, before the awaits below, so callers beyond capacity hold none.
+                job = dataclasses.replace(job, state=JobState.QUEUED)
+                kept = None
+            del edit
             balance = await self._reserve(job, caller, plan, route)  # reserve
             existing = await self._record(job)
             if existing is not None:
                 same_request(existing.fingerprint, fingerprint)
                 claim.job_id = existing.job_id
                 return existing.job_id
-            live = self._jobs.track(job)
-            self._jobs.launch(
-                live, self._run(Admission(job, edit, route, plan, balance, time_limit), live)
+            admission = Admission(
+                job=job,
+                request=request,
+                caller=caller,
+                edit=kept,
+                seed=seed,
+                input_size=input_size,
+                route=route,
+                plan=plan,
+                balance=balance,
+                time_limit_s=time_limit,
             )
+            del kept
+            live = self._jobs.track(job)
+            self._jobs.launch(live, self._run(admission, live))
             claim.job_id = job.job_id
             return job.job_id
 
@@ -123,7 +154,7 @@ class EditPipeline:
         raises), without taking a token or holding credits."""
         plan = await self.admit(request, caller, dry_run=True)
         edit = await self._edits.prepare(request, caller, plan)
-        route = await self.route(edit, plan)
+        route = self._scheduler.choose(await self.route(edit, plan))
         await self._policy.would_reserve(caller, plan, route.candidates[0].price)
         return route
 
@@ -207,19 +238,29 @@ class EditPipeline:
 
     async def _run(self, admission: Admission, live: LiveJob) -> None:
         """Run the job within its time limit and settle it, whatever happens."""
-        job, edit, route, plan = admission.job, admission.edit, admission.route, admission.plan
-        job_started(job, edit.route.width, edit.route.height)
+        job, route, plan = admission.job, admission.route, admission.plan
+        job_started(job, *admission.input_size)
         deadline = self._clock.monotonic() + admission.time_limit_s
         try:
             async with asyncio.timeout(admission.time_limit_s):
                 live.publish(_accepted(admission))
-                job, outcome = await self._runner.run(job, edit, route, live, deadline)  # run
-                with stage("storage"):  # store
-                    result = await self._results.write(
-                        job, edit, outcome, live, retention_days=plan.retention_days
-                    )
+                # Decoding, the provider call and encoding all hold the provider's slot,
+                # so pixel buffers are bounded by capacity, not by the callers.
+                async with self._slot(admission, live):
+                    if job.state is JobState.QUEUED:
+                        job = dataclasses.replace(
+                            job, state=JobState.RUNNING, lease_until=live.lease_until
+                        )
+                        await self._store.update_job(job)
+                    edit = admission.edit or await self._decode_again(admission)
+                    job, outcome = await self._runner.run(job, edit, route, live, deadline)  # run
+                    with stage("storage"):  # store
+                        result = await self._results.write(
+                            job, edit, outcome, live, retention_days=plan.retention_days
+                        )
+                    del edit
                 price = outcome.charge
-                live.publish(Completed(result, edit.seed, price, outcome.provider_ms))
+                live.publish(Completed(result, admission.seed, price, outcome.provider_ms))
                 await self._results.make_durable(result)
                 await live.recorded()
                 job = dataclasses.replace(job, result_id=result.result_id, cost_credits=price)
@@ -245,6 +286,34 @@ class EditPipeline:
         else:
             await self._settle(live, job, None)
 
+    @contextlib.asynccontextmanager
+    async def _slot(self, admission: Admission, live: LiveJob) -> AsyncIterator[None]:
+        """Hold a slot of the job's provider; while the job waits for it, its followers
+        hear its place in the queue."""
+        caller = admission.caller
+
+        reporter = PlaceReporter(lambda place: live.publish(Progressed(0.0, "queued", place)))
+        telling = asyncio.create_task(reporter.run(), name=f"queue place {admission.job.job_id}")
+        async with contextlib.AsyncExitStack() as held:
+            try:
+                await held.enter_async_context(
+                    self._scheduler.slot(
+                        admission.route.candidates[0],
+                        tenant=caller.owner,
+                        subject=caller.subject,
+                        weight=admission.plan.queue_weight,
+                        listener=reporter,
+                    )
+                )
+            finally:
+                reporter.stop()
+                await telling
+            yield
+
+    async def _decode_again(self, admission: Admission) -> PreparedEdit:
+        edit = await self._edits.prepare(admission.request, admission.caller, admission.plan)
+        return dataclasses.replace(edit, seed=admission.seed)
+
     async def _settle(self, live: LiveJob, job: JobRecord, error: RetouchError | None) -> None:
         """The settle stage: the job's end recorded once, then charged or refunded."""
         status = OK if error is None else error.to_status_proto()
@@ -260,11 +329,11 @@ class EditPipeline:
 
 
 def _accepted(admission: Admission) -> Accepted:
-    plan, balance, edit = admission.plan, admission.balance, admission.edit
+    plan, balance = admission.plan, admission.balance
     return Accepted(
         route=admission.route,
-        seed=edit.seed,
-        input_size=(edit.route.width, edit.route.height),
+        seed=admission.seed,
+        input_size=admission.input_size,
         quota_left=-1
         if plan.monthly_jobs is None
         else max(0, plan.monthly_jobs - balance.jobs_used),

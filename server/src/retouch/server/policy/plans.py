@@ -41,9 +41,14 @@ class Plan:
     """Whether paid remote providers are allowed (never in local/test environments)."""
     output_formats: tuple[str, ...] = FORMATS
     retention_days: int = 30
+    queue_weight: float = 1.0
+    """This plan's tenants' share of a busy provider, against other plans' (2 starts
+    twice as many of their waiting jobs per turn as 1)."""
 
     def __post_init__(self) -> None:
         problems = []
+        if self.queue_weight <= 0:
+            problems.append("queue_weight must be positive")
         if self.rate_per_s <= 0 or self.burst < 1:
             problems.append("rate_per_s must be positive and burst at least 1")
         if self.monthly_jobs is not None and self.monthly_jobs < 0:

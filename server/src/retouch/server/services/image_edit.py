@@ -18,6 +18,7 @@ from ..jobs import JobStore
 from ..jobs.live import LiveJob
 from ..jobs.manager import JobManager
 from ..jobs.pipeline import EditPipeline
+from ..jobs.records import JobState
 from ..result_links import ResultLinks
 from ..storage import ObjectNotFound, ObjectStore
 from ..uploads import Uploads
@@ -146,7 +147,26 @@ class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
         record = await self._jobs.get(request.job_id, current_caller())
         result = await self._store.get_result(record.result_id) if record.result_id else None
         url = await self._links.url(result) if result is not None and self._links else ""
-        return job(record, result, url)
+        message = job(record, result, url)
+        if record.state is JobState.QUEUED:
+            await self._add_queue_place(message)
+        return message
+
+    async def _add_queue_place(self, message: pb.Job) -> None:
+        """Copy a waiting job's latest place in its provider's queue from its events:
+        the live ones when it waits here, else those recorded, which every replica reads."""
+        live = self._jobs.live_job(message.job_id)
+        if live is not None:
+            events = list(live.events)
+        else:
+            recorded = await self._store.events_after(message.job_id, 0)
+            events = [pb.JobEvent.FromString(payload) for payload in recorded]
+        for event in reversed(events):
+            if event.HasField("progress"):
+                if event.progress.stage == "queued":
+                    message.queue_position = event.progress.queue_position
+                    message.estimated_start.CopyFrom(event.progress.estimated_start)
+                return
 
     @rpc
     async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:

@@ -26,7 +26,7 @@ from retouch.sdk import (
 )
 
 from . import _enhance
-from ._config import OpenCVConfig
+from ._config import DEFAULT_MAX_WORKERS, OpenCVConfig
 from ._inpaint import METHODS, inpaint
 from ._outpaint import outpaint
 
@@ -63,6 +63,7 @@ MANIFEST = Manifest(
         "enhance.sharpen": (SHARPEN_MODEL,),
     },
     max_pixels=MAX_PIXELS,
+    capacity=DEFAULT_MAX_WORKERS,
     supports_mask=True,
     supports_outpaint=True,
     upscale_factors=(2, 4),

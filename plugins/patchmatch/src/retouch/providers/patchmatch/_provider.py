@@ -22,7 +22,7 @@ from retouch.sdk import (
     WorkerPool,
 )
 
-from ._config import PatchMatchConfig
+from ._config import DEFAULT_MAX_WORKERS, PatchMatchConfig
 from ._inpaint import inpaint
 from ._patchmatch import Settings
 
@@ -52,6 +52,7 @@ MANIFEST = Manifest(
     operations=frozenset({Operation.INPAINT}),
     models=(MODEL,),
     max_pixels=MAX_PIXELS,
+    capacity=DEFAULT_MAX_WORKERS,
     supports_mask=True,
     cost=CostModel(credits_per_job=2),
     remote=False,

@@ -1,0 +1,117 @@
+"""The scheduler between admission and the providers: one :class:`ProviderQueue` per
+provider, sized by the capacity its manifest declares (or ``max_concurrency`` in its
+config), and the backpressure that refuses a job before anything is reserved for it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+from collections.abc import AsyncIterator, Mapping
+
+from ..clock import Clock
+from ..routing import Candidate, Route
+from . import memory
+from .eta import ServiceTimes
+from .queue import PlaceListener, ProviderQueue, QueueLimits
+
+log = logging.getLogger(__name__)
+
+TRIM_INTERVAL_S = 5.0
+"""Least time between two returns of freed memory to the system."""
+
+DEFAULT_REMOTE_CAPACITY = 8
+"""Concurrent calls to a hosted provider whose manifest and config declare none."""
+
+
+def default_capacity(candidate: Candidate) -> int:
+    """A provider's capacity: its manifest's, else the CPU count for a local one."""
+    manifest = candidate.loaded.manifest
+    if manifest.capacity is not None:
+        return manifest.capacity
+    return DEFAULT_REMOTE_CAPACITY if manifest.remote else os.cpu_count() or 1
+
+
+class Scheduler:
+    """Queues in front of every provider's capacity."""
+
+    def __init__(self, clock: Clock, limits: Mapping[str, QueueLimits] | None = None) -> None:
+        self._clock = clock
+        self._limits = dict(limits or {})
+        self._times = ServiceTimes()
+        self._queues: dict[str, ProviderQueue] = {}
+        self._last_trim = -TRIM_INTERVAL_S
+        self._trimming: asyncio.Task[bool] | None = None
+
+    def queue(self, candidate: Candidate) -> ProviderQueue:
+        """The queue of ``candidate``'s provider."""
+        name = candidate.name
+        queue = self._queues.get(name)
+        if queue is None:
+            limits = self._limits.get(name, QueueLimits())
+            capacity = limits.max_concurrency or default_capacity(candidate)
+            queue = ProviderQueue(
+                name, capacity, limits, self._times, self._clock, on_idle=self._idle
+            )
+            self._queues[name] = queue
+        return queue
+
+    def _idle(self) -> None:
+        """A queue drained: once all have, hand the burst's freed memory back."""
+        if any(queue.running or queue.waiting for queue in self._queues.values()):
+            return
+        now = self._clock.monotonic()
+        if now - self._last_trim < TRIM_INTERVAL_S or self._trimming is not None:
+            return
+        self._last_trim = now
+        self._trimming = asyncio.get_running_loop().create_task(
+            asyncio.to_thread(memory.trim), name="return freed memory"
+        )
+        self._trimming.add_done_callback(self._trimmed)
+
+    def _trimmed(self, task: asyncio.Task[bool]) -> None:
+        self._trimming = None
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("returning freed memory failed", exc_info=task.exception())
+
+    def choose(self, route: Route) -> Route:
+        """``route`` with a provider whose queue has room first: the route's own first
+        choice when it has room, else the next capable one that has (the route's notes
+        say why). Raises the first choice's RESOURCE_EXHAUSTED when none has room."""
+        first = route.candidates[0]
+        refusal = self.queue(first).refusal()
+        if refusal is None:
+            return route
+        for index, other in enumerate(route.candidates[1:], start=1):
+            if self.queue(other).refusal() is None:
+                rest = route.candidates[:index] + route.candidates[index + 1 :]
+                note = (
+                    f"chose {other.name!r} because {first.name!r} is at capacity: "
+                    f"{refusal.message.split(': ', 1)[-1]}"
+                )
+                return dataclasses.replace(
+                    route, candidates=[other, *rest], notes=[*route.notes, note]
+                )
+        raise refusal
+
+    def must_wait(self, candidate: Candidate) -> bool:
+        """Whether a job for ``candidate`` would wait for a slot now."""
+        return not self.queue(candidate).has_free_slot()
+
+    @contextlib.asynccontextmanager
+    async def slot(
+        self,
+        candidate: Candidate,
+        *,
+        tenant: str,
+        subject: str,
+        weight: float,
+        listener: PlaceListener,
+    ) -> AsyncIterator[None]:
+        """Hold a slot of ``candidate``'s provider for the body (see
+        :meth:`ProviderQueue.slot`)."""
+        queue = self.queue(candidate)
+        async with queue.slot(tenant=tenant, subject=subject, weight=weight, listener=listener):
+            yield
