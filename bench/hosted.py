@@ -101,6 +101,7 @@ async def run_hosted_bench() -> HostedFigures:
                 listen="127.0.0.1:0",
                 data_dir=Path(tmp),
                 environment="staging",
+                tls_terminated_upstream=True,  # loopback plaintext, as behind a TLS proxy
                 plans=PlanBook({PLAN.name: PLAN}),
                 tenants=(
                     dataclasses.replace(

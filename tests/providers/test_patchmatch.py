@@ -241,3 +241,31 @@ async def test_bad_config_fails_start_naming_every_bad_key(
 def test_a_bad_config_object_is_refused() -> None:
     with pytest.raises(ValueError, match="'patch_size' must be odd"):
         PatchMatchConfig(patch_size=6)
+
+
+@pytest.mark.parametrize(("height", "width"), [(96, 128), (300, 600)])
+async def test_each_pyramid_level_sends_one_preview_of_the_whole_image(
+    provider: PatchMatchProvider, height: int, width: int
+) -> None:
+    image = tiled(height, width)
+    mask = square_hole(height, width, top=height // 3, left=width // 3, side=height // 4)
+    progress, result = await run(provider, InpaintRequest(image, mask, "patchmatch", 3))
+
+    levels = {e.stage for e in progress if e.stage.startswith("level ")}
+    with_previews = [e for e in progress if e.preview is not None]
+    assert len(levels) > 1
+    assert sorted(e.stage for e in with_previews) == sorted(levels)
+    scale = min(1.0, 256 / max(height, width))
+    for event in with_previews:
+        assert event.preview is not None
+        assert event.preview.dtype == np.uint8
+        assert event.preview.shape == (round(height * scale), round(width * scale), 3)
+    finest = with_previews[-1].preview
+    assert finest is not None
+    if scale == 1.0:
+        # At full size the last level's preview is the result itself.
+        assert np.array_equal(finest, result.image)
+    keep = cv2.resize(mask, finest.shape[1::-1], interpolation=cv2.INTER_NEAREST) == 0
+    shrunk = cv2.resize(image, finest.shape[1::-1], interpolation=cv2.INTER_AREA)
+    # Outside the hole a preview shows the input.
+    assert np.abs(finest[keep].astype(int) - shrunk[keep].astype(int)).mean() < 8

@@ -82,6 +82,8 @@ class OutputSpec:
     format: str
     quality: int
     inline: bool
+    previews: bool = False
+    """Whether the job's progress events carry JPEG previews."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -472,6 +474,7 @@ def _output(options: common_pb2.OutputOptions) -> OutputSpec:
         format=FORMATS_FROM_PROTO.get(options.format, "PNG"),
         quality=options.quality or DEFAULT_QUALITY,
         inline=options.inline,
+        previews=options.previews,
     )
 
 

@@ -107,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="idempotency key: a rerun with the same ID returns the same job and is never "
         "charged twice (default: a new uuid)",
     )
+    output.add_argument(
+        "--preview-out",
+        metavar="PATH",
+        help="ask for previews while the job runs and save the last one received here (JPEG)",
+    )
     generation = argparse.ArgumentParser(add_help=False)
     generation.add_argument("--prompt", default="", help="what to paint, for generative providers")
     generation.add_argument("--negative-prompt", default="", metavar="TEXT", help="what to avoid")

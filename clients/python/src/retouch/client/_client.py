@@ -191,6 +191,7 @@ class AsyncClient:
         format: Format | None = None,
         quality: int = 0,
         inline: bool = False,
+        previews: bool = False,
         provider: str = "",
         model: str = "",
         prefer: Preference | None = None,
@@ -205,9 +206,10 @@ class AsyncClient:
         ``invert`` swaps replace and keep, ``grow`` widens the region and ``feather``
         blends its edge (pixels). Iterate the returned job for events or await it for
         the :class:`Result`. ``request_id`` (a new uuid4 when omitted) is the
-        idempotency key every retry reuses.
+        idempotency key every retry reuses. ``previews`` asks for small JPEG previews
+        on the progress events (:attr:`Progress.preview`).
         """
-        output = output_options(format, quality, inline)
+        output = output_options(format, quality, inline, previews)
         choice = provider_choice(provider, model, prefer, max_cost_credits)
         params = generation_params(prompt, negative_prompt, strength, guidance_scale, steps, seed)
         request_id = request_id or str(uuid.uuid4())
@@ -243,6 +245,7 @@ class AsyncClient:
         format: Format | None = None,
         quality: int = 0,
         inline: bool = False,
+        previews: bool = False,
         provider: str = "",
         model: str = "",
         prefer: Preference | None = None,
@@ -253,7 +256,7 @@ class AsyncClient:
     ) -> EditJob:
         """Extend ``image`` by ``left``/``right``/``top``/``bottom`` pixels and fill the new
         area, blending over ``feather`` pixels. Otherwise like :meth:`inpaint`."""
-        output = output_options(format, quality, inline)
+        output = output_options(format, quality, inline, previews)
         choice = provider_choice(provider, model, prefer, max_cost_credits)
         params = generation_params(prompt, negative_prompt, strength, guidance_scale, steps, seed)
         request_id = request_id or str(uuid.uuid4())
@@ -285,6 +288,7 @@ class AsyncClient:
         format: Format | None = None,
         quality: int = 0,
         inline: bool = False,
+        previews: bool = False,
         provider: str = "",
         model: str = "",
         prefer: Preference | None = None,
@@ -305,7 +309,7 @@ class AsyncClient:
             kind = pb.ENHANCE_KIND_DENOISE
         else:
             kind = pb.ENHANCE_KIND_SHARPEN
-        output = output_options(format, quality, inline)
+        output = output_options(format, quality, inline, previews)
         choice = provider_choice(provider, model, prefer, max_cost_credits)
         request_id = request_id or str(uuid.uuid4())
 

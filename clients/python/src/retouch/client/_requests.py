@@ -7,14 +7,18 @@ from retouch.v1 import common_pb2
 from ._events import FORMATS, PREFERENCES, Format, Preference
 
 
-def output_options(format: Format | None, quality: int, inline: bool) -> common_pb2.OutputOptions:
-    """The result encoding and delivery options of an edit."""
+def output_options(
+    format: Format | None, quality: int, inline: bool, previews: bool = False
+) -> common_pb2.OutputOptions:
+    """The result encoding and delivery options of an edit, and whether its progress
+    events carry previews."""
     if format is not None and format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {format!r}")
     return common_pb2.OutputOptions(
         format=FORMATS[format] if format else common_pb2.IMAGE_FORMAT_UNSPECIFIED,
         quality=quality,
         inline=inline,
+        previews=previews,
     )
 
 

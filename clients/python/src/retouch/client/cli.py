@@ -33,7 +33,7 @@ from ._errors import (
     Unauthenticated,
     Unavailable,
 )
-from ._events import Event
+from ._events import Event, Progress
 from ._inputs import ImageRef, ImageSource
 from ._jobs import Job
 from ._results import Result
@@ -271,6 +271,7 @@ def _edit_options(args: argparse.Namespace) -> dict[str, Any]:
         "model": args.model,
         "prefer": args.prefer,
         "request_id": args.request_id,
+        "previews": args.preview_out is not None,
     }
 
 
@@ -291,7 +292,7 @@ async def inpaint(client: AsyncClient, args: argparse.Namespace, console: Consol
         **_generation(args),
         **_edit_options(args),
     )
-    await _save(await _follow(client, job, console), target, console)
+    await _save(await _follow(client, job, console, preview_out=args.preview_out), target, console)
     return EXIT_OK
 
 
@@ -308,7 +309,7 @@ async def outpaint(client: AsyncClient, args: argparse.Namespace, console: Conso
         **_generation(args),
         **_edit_options(args),
     )
-    await _save(await _follow(client, job, console), target, console)
+    await _save(await _follow(client, job, console, preview_out=args.preview_out), target, console)
     return EXIT_OK
 
 
@@ -323,7 +324,7 @@ async def enhance(client: AsyncClient, args: argparse.Namespace, console: Consol
         strength=args.strength,
         **_edit_options(args),
     )
-    await _save(await _follow(client, job, console), target, console)
+    await _save(await _follow(client, job, console, preview_out=args.preview_out), target, console)
     return EXIT_OK
 
 
@@ -339,12 +340,21 @@ async def watch(client: AsyncClient, args: argparse.Namespace, console: Console)
 
 
 async def _follow(
-    client: AsyncClient, job: Job, console: Console, *, cancel: bool = True
+    client: AsyncClient,
+    job: Job,
+    console: Console,
+    *,
+    cancel: bool = True,
+    preview_out: str | None = None,
 ) -> Result:
     """Show the job's events as they come and return its result. On Ctrl-C, cancel the
-    job when ``cancel``, else leave it running."""
+    job when ``cancel``, else leave it running. With ``preview_out``, the last preview
+    received is saved there when the stream ends, however it ends."""
+    preview = b""
     try:
         async for event in job:
+            if isinstance(event, Progress) and event.preview:
+                preview = event.preview
             console.event(event)
     except asyncio.CancelledError:
         if job.job_id is None:
@@ -359,6 +369,9 @@ async def _follow(
         else:
             console.note(f"stopped watching job {job.job_id}; it goes on")
         raise
+    finally:
+        if preview_out is not None and preview:
+            await asyncio.to_thread(Path(preview_out).write_bytes, preview)
     return await job
 
 

@@ -25,35 +25,35 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17retouch/v1/common.proto\x12\nretouch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"P\n\nImageInput\x12\x0e\n\x04\x64\x61ta\x18\x01 \x01(\x0cH\x00\x12\x13\n\tupload_id\x18\x02 \x01(\tH\x00\x12\x13\n\tresult_id\x18\x03 \x01(\tH\x00\x42\x08\n\x06source\"Y\n\rOutputOptions\x12\'\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x17.retouch.v1.ImageFormat\x12\x0f\n\x07quality\x18\x02 \x01(\r\x12\x0e\n\x06inline\x18\x03 \x01(\x08\"\xc9\x01\n\x10GenerationParams\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x17\n\x0fnegative_prompt\x18\x02 \x01(\t\x12\x15\n\x08strength\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x1b\n\x0eguidance_scale\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05steps\x18\x05 \x01(\rH\x02\x88\x01\x01\x12\x11\n\x04seed\x18\x06 \x01(\x04H\x03\x88\x01\x01\x42\x0b\n\t_strengthB\x11\n\x0f_guidance_scaleB\x08\n\x06_stepsB\x07\n\x05_seed\"\x92\x01\n\x0eProviderChoice\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12+\n\x06prefer\x18\x03 \x01(\x0e\x32\x1b.retouch.v1.RoutePreference\x12\x1d\n\x10max_cost_credits\x18\x04 \x01(\x03H\x00\x88\x01\x01\x42\x13\n\x11_max_cost_credits\"4\n\x10\x45xcludedProvider\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xdd\x01\n\x0fRoutingDecision\x12\x0e\n\x06\x63hosen\x18\x01 \x01(\t\x12\x12\n\ncandidates\x18\x02 \x03(\t\x12.\n\x08\x65xcluded\x18\x03 \x03(\x0b\x32\x1c.retouch.v1.ExcludedProvider\x12+\n\x06prefer\x18\x04 \x01(\x0e\x32\x1b.retouch.v1.RoutePreference\x12\x0c\n\x04rule\x18\x05 \x01(\t\x12\r\n\x05notes\x18\x06 \x03(\t\x12,\n\x08\x62reakers\x18\x07 \x03(\x0b\x32\x1a.retouch.v1.CircuitBreaker\"\xa5\x01\n\x0e\x43ircuitBreaker\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.retouch.v1.CircuitState\x12.\n\nreprobe_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0frecent_failures\x18\x04 \x01(\r\x12\x0f\n\x07probing\x18\x05 \x01(\x08\"}\n\tImageInfo\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\'\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x17.retouch.v1.ImageFormat\x12\x12\n\nsize_bytes\x18\x04 \x01(\x04\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t*l\n\tOperation\x12\x19\n\x15OPERATION_UNSPECIFIED\x10\x00\x12\x15\n\x11OPERATION_INPAINT\x10\x01\x12\x16\n\x12OPERATION_OUTPAINT\x10\x02\x12\x15\n\x11OPERATION_ENHANCE\x10\x03*o\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x14\n\x10IMAGE_FORMAT_PNG\x10\x01\x12\x15\n\x11IMAGE_FORMAT_JPEG\x10\x02\x12\x15\n\x11IMAGE_FORMAT_WEBP\x10\x03*\x88\x01\n\x0fRoutePreference\x12 \n\x1cROUTE_PREFERENCE_UNSPECIFIED\x10\x00\x12\x19\n\x15ROUTE_PREFERENCE_COST\x10\x01\x12\x1a\n\x16ROUTE_PREFERENCE_SPEED\x10\x02\x12\x1c\n\x18ROUTE_PREFERENCE_QUALITY\x10\x03*|\n\x0c\x43ircuitState\x12\x1d\n\x19\x43IRCUIT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43IRCUIT_STATE_CLOSED\x10\x01\x12\x16\n\x12\x43IRCUIT_STATE_OPEN\x10\x02\x12\x1b\n\x17\x43IRCUIT_STATE_HALF_OPEN\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17retouch/v1/common.proto\x12\nretouch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"P\n\nImageInput\x12\x0e\n\x04\x64\x61ta\x18\x01 \x01(\x0cH\x00\x12\x13\n\tupload_id\x18\x02 \x01(\tH\x00\x12\x13\n\tresult_id\x18\x03 \x01(\tH\x00\x42\x08\n\x06source\"k\n\rOutputOptions\x12\'\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x17.retouch.v1.ImageFormat\x12\x0f\n\x07quality\x18\x02 \x01(\r\x12\x0e\n\x06inline\x18\x03 \x01(\x08\x12\x10\n\x08previews\x18\x04 \x01(\x08\"\xc9\x01\n\x10GenerationParams\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x17\n\x0fnegative_prompt\x18\x02 \x01(\t\x12\x15\n\x08strength\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x1b\n\x0eguidance_scale\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05steps\x18\x05 \x01(\rH\x02\x88\x01\x01\x12\x11\n\x04seed\x18\x06 \x01(\x04H\x03\x88\x01\x01\x42\x0b\n\t_strengthB\x11\n\x0f_guidance_scaleB\x08\n\x06_stepsB\x07\n\x05_seed\"\x92\x01\n\x0eProviderChoice\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12+\n\x06prefer\x18\x03 \x01(\x0e\x32\x1b.retouch.v1.RoutePreference\x12\x1d\n\x10max_cost_credits\x18\x04 \x01(\x03H\x00\x88\x01\x01\x42\x13\n\x11_max_cost_credits\"4\n\x10\x45xcludedProvider\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xdd\x01\n\x0fRoutingDecision\x12\x0e\n\x06\x63hosen\x18\x01 \x01(\t\x12\x12\n\ncandidates\x18\x02 \x03(\t\x12.\n\x08\x65xcluded\x18\x03 \x03(\x0b\x32\x1c.retouch.v1.ExcludedProvider\x12+\n\x06prefer\x18\x04 \x01(\x0e\x32\x1b.retouch.v1.RoutePreference\x12\x0c\n\x04rule\x18\x05 \x01(\t\x12\r\n\x05notes\x18\x06 \x03(\t\x12,\n\x08\x62reakers\x18\x07 \x03(\x0b\x32\x1a.retouch.v1.CircuitBreaker\"\xa5\x01\n\x0e\x43ircuitBreaker\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.retouch.v1.CircuitState\x12.\n\nreprobe_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0frecent_failures\x18\x04 \x01(\r\x12\x0f\n\x07probing\x18\x05 \x01(\x08\"}\n\tImageInfo\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\'\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x17.retouch.v1.ImageFormat\x12\x12\n\nsize_bytes\x18\x04 \x01(\x04\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t*l\n\tOperation\x12\x19\n\x15OPERATION_UNSPECIFIED\x10\x00\x12\x15\n\x11OPERATION_INPAINT\x10\x01\x12\x16\n\x12OPERATION_OUTPAINT\x10\x02\x12\x15\n\x11OPERATION_ENHANCE\x10\x03*o\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x14\n\x10IMAGE_FORMAT_PNG\x10\x01\x12\x15\n\x11IMAGE_FORMAT_JPEG\x10\x02\x12\x15\n\x11IMAGE_FORMAT_WEBP\x10\x03*\x88\x01\n\x0fRoutePreference\x12 \n\x1cROUTE_PREFERENCE_UNSPECIFIED\x10\x00\x12\x19\n\x15ROUTE_PREFERENCE_COST\x10\x01\x12\x1a\n\x16ROUTE_PREFERENCE_SPEED\x10\x02\x12\x1c\n\x18ROUTE_PREFERENCE_QUALITY\x10\x03*|\n\x0c\x43ircuitState\x12\x1d\n\x19\x43IRCUIT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43IRCUIT_STATE_CLOSED\x10\x01\x12\x16\n\x12\x43IRCUIT_STATE_OPEN\x10\x02\x12\x1b\n\x17\x43IRCUIT_STATE_HALF_OPEN\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'retouch.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OPERATION']._serialized_start=1171
-  _globals['_OPERATION']._serialized_end=1279
-  _globals['_IMAGEFORMAT']._serialized_start=1281
-  _globals['_IMAGEFORMAT']._serialized_end=1392
-  _globals['_ROUTEPREFERENCE']._serialized_start=1395
-  _globals['_ROUTEPREFERENCE']._serialized_end=1531
-  _globals['_CIRCUITSTATE']._serialized_start=1533
-  _globals['_CIRCUITSTATE']._serialized_end=1657
+  _globals['_OPERATION']._serialized_start=1189
+  _globals['_OPERATION']._serialized_end=1297
+  _globals['_IMAGEFORMAT']._serialized_start=1299
+  _globals['_IMAGEFORMAT']._serialized_end=1410
+  _globals['_ROUTEPREFERENCE']._serialized_start=1413
+  _globals['_ROUTEPREFERENCE']._serialized_end=1549
+  _globals['_CIRCUITSTATE']._serialized_start=1551
+  _globals['_CIRCUITSTATE']._serialized_end=1675
   _globals['_IMAGEINPUT']._serialized_start=72
   _globals['_IMAGEINPUT']._serialized_end=152
   _globals['_OUTPUTOPTIONS']._serialized_start=154
-  _globals['_OUTPUTOPTIONS']._serialized_end=243
-  _globals['_GENERATIONPARAMS']._serialized_start=246
-  _globals['_GENERATIONPARAMS']._serialized_end=447
-  _globals['_PROVIDERCHOICE']._serialized_start=450
-  _globals['_PROVIDERCHOICE']._serialized_end=596
-  _globals['_EXCLUDEDPROVIDER']._serialized_start=598
-  _globals['_EXCLUDEDPROVIDER']._serialized_end=650
-  _globals['_ROUTINGDECISION']._serialized_start=653
-  _globals['_ROUTINGDECISION']._serialized_end=874
-  _globals['_CIRCUITBREAKER']._serialized_start=877
-  _globals['_CIRCUITBREAKER']._serialized_end=1042
-  _globals['_IMAGEINFO']._serialized_start=1044
-  _globals['_IMAGEINFO']._serialized_end=1169
+  _globals['_OUTPUTOPTIONS']._serialized_end=261
+  _globals['_GENERATIONPARAMS']._serialized_start=264
+  _globals['_GENERATIONPARAMS']._serialized_end=465
+  _globals['_PROVIDERCHOICE']._serialized_start=468
+  _globals['_PROVIDERCHOICE']._serialized_end=614
+  _globals['_EXCLUDEDPROVIDER']._serialized_start=616
+  _globals['_EXCLUDEDPROVIDER']._serialized_end=668
+  _globals['_ROUTINGDECISION']._serialized_start=671
+  _globals['_ROUTINGDECISION']._serialized_end=892
+  _globals['_CIRCUITBREAKER']._serialized_start=895
+  _globals['_CIRCUITBREAKER']._serialized_end=1060
+  _globals['_IMAGEINFO']._serialized_start=1062
+  _globals['_IMAGEINFO']._serialized_end=1187
 # @@protoc_insertion_point(module_scope)

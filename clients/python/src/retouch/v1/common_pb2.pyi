@@ -181,6 +181,7 @@ class OutputOptions(_message.Message):
     FORMAT_FIELD_NUMBER: _builtins.int
     QUALITY_FIELD_NUMBER: _builtins.int
     INLINE_FIELD_NUMBER: _builtins.int
+    PREVIEWS_FIELD_NUMBER: _builtins.int
     format: Global___ImageFormat.ValueType
     """Result format; PNG when unspecified."""
     quality: _builtins.int
@@ -189,16 +190,22 @@ class OutputOptions(_message.Message):
     """When true the Completed event also carries the encoded bytes, saving a
     DownloadResult round trip. The result is stored either way.
     """
+    previews: _builtins.bool
+    """When true, Progress events carry small JPEG previews of the work so far (longest
+    side at most 256 px, a few per second at most; a reader that falls behind gets
+    only the latest). Not every provider makes previews; none are sent when false.
+    """
     def __init__(
         self,
         *,
         format: Global___ImageFormat.ValueType = ...,
         quality: _builtins.int = ...,
         inline: _builtins.bool = ...,
+        previews: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "inline", b"inline", "quality", b"quality"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "inline", b"inline", "previews", b"previews", "quality", b"quality"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -436,7 +436,9 @@ class Progress(_message.Message):
     stage: _builtins.str
     """The stage the provider is in, for example "inpaint" or "encode"."""
     preview: _builtins.bytes
-    """Optional small JPEG preview of the work so far."""
+    """A small JPEG preview of the work so far, when OutputOptions.previews was set and
+    the provider made one (longest side at most 256 px); empty otherwise.
+    """
     queue_position: _builtins.int
     """While stage is "queued": how many jobs wait ahead of this one for the provider."""
     @_builtins.property

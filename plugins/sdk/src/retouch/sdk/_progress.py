@@ -7,8 +7,12 @@ import contextlib
 import threading
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from ._events import Event, Progress, Result
+
+if TYPE_CHECKING:
+    from ._requests import RGBImage
 
 
 class JobCancelled(Exception):
@@ -44,12 +48,13 @@ class ProgressReporter:
         if self._cancelled.is_set():
             raise JobCancelled
 
-    def report(self, fraction: float, stage: str) -> None:
-        """Record that ``fraction`` (0..1) of the work is done, now in ``stage``."""
+    def report(self, fraction: float, stage: str, *, preview: RGBImage | None = None) -> None:
+        """Record that ``fraction`` (0..1) of the work is done, now in ``stage``, with an
+        optional RGB ``preview`` of the work so far (the server shrinks it)."""
         self.check()
         with self._lock:
             self._last = max(self._last, min(max(fraction, 0.0), 1.0))
-            progress = Progress(self._last, stage)
+            progress = Progress(self._last, stage, preview)
         self._loop.call_soon_threadsafe(self._queue.put_nowait, progress)
 
 

@@ -33,6 +33,8 @@ class LiveJob:
         self.events: list[pb.JobEvent] = []
         self.final_status: status_pb2.Status | None = None
         self.inline_data: bytes | None = None
+        self.preview: tuple[int, bytes] | None = None
+        """The latest preview: the seq of the progress event it belongs to, and its JPEG."""
         self.task: asyncio.Task[None] | None = None
         self.cancel_reason: RetouchError | None = None
         self.followers = 0
@@ -61,6 +63,22 @@ class LiveJob:
         if self._recorder is None or self._recorder.done():
             self._recorder = asyncio.create_task(self._record(), name=f"events of {self.job_id}")
         self._wake()
+
+    def publish_preview(self, event: JobEventData, jpeg: bytes) -> None:
+        """Publish ``event`` carrying the preview ``jpeg``. Only the latest preview's
+        bytes are kept, in memory and not in the store: a follower that falls behind
+        gets the progress events in between without theirs."""
+        self.publish(event)
+        self.preview = (self.last_seq, jpeg)
+
+    def _with_preview(self, message: pb.JobEvent) -> pb.JobEvent:
+        preview = self.preview
+        if preview is None or preview[0] != message.seq:
+            return message
+        with_preview = pb.JobEvent()
+        with_preview.CopyFrom(message)
+        with_preview.progress.preview = preview[1]
+        return with_preview
 
     async def _record(self) -> None:
         # Whatever piled up while the last write ran goes in the next one: a job never
@@ -99,7 +117,7 @@ class LiveJob:
         try:
             while True:
                 while index < len(self.events):
-                    yield self.events[index]
+                    yield self._with_preview(self.events[index])
                     index += 1
                 if self.finished:
                     return

@@ -44,6 +44,7 @@ from ..telemetry import provider_call
 from .context import InputLinks, actual_price
 from .events import Progressed
 from .live import LiveJob
+from .previews import PreviewGate
 from .records import JobRecord
 from .store import JobStore
 
@@ -102,6 +103,7 @@ class ProviderRunner:
         progress = 0.0
         held = route.candidates[0].price
         failed = FailedAttempts(self._breakers)
+        previews = PreviewGate(self._clock) if edit.output.previews else None
         for attempt, candidate in enumerate(route.candidates):
             fallbacks_left = attempt + 1 < len(route.candidates)
             if attempt:
@@ -167,7 +169,14 @@ class ProviderRunner:
                                         break
                                     if isinstance(event, Progress):
                                         progress = max(progress, event.fraction * PROVIDER_SHARE)
-                                        live.publish(Progressed(progress, event.stage))
+                                        update = Progressed(progress, event.stage)
+                                        jpeg = None
+                                        if previews and event.preview is not None:
+                                            jpeg = await previews.offer(event.preview)
+                                        if jpeg is None:
+                                            live.publish(update)
+                                        else:
+                                            live.publish_preview(update, jpeg)
             except ProviderError as error:
                 if isinstance(error, ProviderRateLimited):
                     await self._upstream.throttled(candidate.name)

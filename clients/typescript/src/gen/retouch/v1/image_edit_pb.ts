@@ -447,7 +447,8 @@ export type Progress = Message<"retouch.v1.Progress"> & {
   stage: string;
 
   /**
-   * Optional small JPEG preview of the work so far.
+   * A small JPEG preview of the work so far, when OutputOptions.previews was set and
+   * the provider made one (longest side at most 256 px); empty otherwise.
    *
    * @generated from field: bytes preview = 3;
    */

@@ -36,13 +36,14 @@ seeds give equal outputs.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from retouch.sdk import ProgressReporter
+from retouch.sdk import ProgressReporter, RGBImage
 
 FloatImage = NDArray[np.float32]
 BoolMap = NDArray[np.bool_]
@@ -100,11 +101,13 @@ def fill(
     reporter: ProgressReporter,
     settings: Settings,
     progress: tuple[float, float] = (0.0, 1.0),
+    preview: Callable[[FloatImage], RGBImage] | None = None,
 ) -> FloatImage:
     """Return ``image`` (float32 RGB) with the pixels where ``hole`` is true filled.
 
     Known pixels come back unchanged. Progress is reported within ``progress``
-    (start, end), once per estimate/vote round.
+    (start, end), once per estimate/vote round; the last report of each pyramid level
+    carries ``preview`` of that level's estimate, when given.
     """
     r = settings.patch_radius
     if not hole.any():
@@ -121,10 +124,11 @@ def fill(
     start, end = progress
     done = 0
 
-    def step(stage: str) -> None:
+    def step(stage: str, level: _Level | None = None) -> None:
         nonlocal done
         done += 1
-        reporter.report(start + (end - start) * done / total, stage)
+        shown = preview(level.image) if preview is not None and level is not None else None
+        reporter.report(start + (end - start) * done / total, stage, preview=shown)
 
     coarsest = levels[-1]
     coarsest.image = _smooth_init(coarsest.image, coarsest.hole)
@@ -141,8 +145,8 @@ def fill(
             # fill, and let finer levels (which have more room) start afresh.
             level.image = _smooth_init(level.image, level.hole)
             nnf, weight = None, None
-            for _ in range(plan[depth]):
-                step(stage)
+            for round_ in range(plan[depth]):
+                step(stage, level if round_ == plan[depth] - 1 else None)
             continue
         fresh = nnf is None
         if nnf is None:
@@ -156,14 +160,14 @@ def fill(
             level.image = _vote(level.image, level.hole, nnf, weight, r, reporter)
         if fresh or _searchable(targets, settings):
             search = _Search(level, targets, valid, nnf, rng, settings)
-            for _ in range(plan[depth]):
+            for round_ in range(plan[depth]):
                 search.improve()
                 level.image = _vote(level.image, level.hole, search.nnf, search.weight, r, reporter)
                 search.refresh(level.image)
-                step(stage)
+                step(stage, level if round_ == plan[depth] - 1 else None)
             nnf, weight = search.nnf, search.weight
         else:
-            step(stage)
+            step(stage, level)
     return levels[0].image
 
 
