@@ -52,7 +52,8 @@ def previews_of(events: list[pb.JobEvent]) -> list[bytes]:
 
 class PreviewingProvider(FakeProvider):
     """Yields ``count`` previews (a distinct grey level each), moving ``clock`` on by
-    ``step_s`` after each, then waits for ``release`` and returns the fake's result."""
+    ``step_s`` after each, then a progress event without one; then waits for ``go_on``
+    and returns the fake's result."""
 
     def __init__(self, clock: ManualClock, *, count: int, step_s: float) -> None:
         super().__init__("previewing", models=("previewing",))
@@ -67,6 +68,8 @@ class PreviewingProvider(FakeProvider):
             shade = np.full((600, 800, 3), index * 20, np.uint8)
             yield Progress((index + 1) / (self.count + 1), f"step {index}", preview=shade)
             self.clock.advance(self.step_s)
+        # One more report, without a preview of its own.
+        yield Progress(self.count / (self.count + 1), "after")
         self.all_yielded.set()
         await self.go_on.wait()
         async for event in super().run(request, context):
@@ -114,10 +117,26 @@ async def test_previews_are_rate_limited_on_the_servers_clock(harness: Any) -> N
 
     stages = [e.progress.stage for e in events if e.HasField("progress")]
     assert [s for s in stages if s.startswith("step")] == [f"step {i}" for i in range(10)]
-    # Sent at 0, 0.25, 0.5, 0.75 and 1.0 s: every other one.
-    assert [grey_level(p) for p in previews_of(events)] == [0, 40, 80, 120, 160]
+    # Sent at 0, 0.25, 0.5, 0.75 and 1.0 s: every other one; the last, too soon at
+    # 1.125 s, goes out with the next event, at 1.25 s.
+    assert [grey_level(p) for p in previews_of(events)] == [0, 40, 80, 120, 160, 180]
     for jpeg in previews_of(events):
         assert decode_jpeg(jpeg).shape[:2] == (192, 256)
+
+
+async def test_a_preview_that_came_too_soon_goes_out_with_a_later_event(harness: Any) -> None:
+    clock = ManualClock()
+    provider = PreviewingProvider(clock, count=2, step_s=PREVIEW_INTERVAL_S / 2)
+    provider.go_on.set()
+    async with harness(plans=[PLAN], providers=[provider], clock=clock) as h:
+        events = await read_all(
+            h.edit.Inpaint(inpaint(previews=True, provider="previewing"), metadata=metadata())
+        )
+
+    carrying = [
+        (e.progress.stage, grey_level(e.progress.preview)) for e in events if e.progress.preview
+    ]
+    assert carrying == [("step 0", 0), ("after", 20)]
 
 
 async def test_a_reader_that_falls_behind_gets_only_the_latest_preview(harness: Any) -> None:
@@ -131,7 +150,7 @@ async def test_a_reader_that_falls_behind_gets_only_the_latest_preview(harness: 
         await provider.all_yielded.wait()
         watch = h.edit.WatchJob(pb.WatchJobRequest(job_id=accepted.job_id), metadata=metadata())
         replayed: list[pb.JobEvent] = []
-        while len(replayed) < 1 + 6:
+        while len(replayed) < 1 + 6 + 1:
             replayed.append(await watch.read())
         provider.go_on.set()
         replayed.extend(await read_all(watch))

@@ -52,6 +52,7 @@ from .results_http import ResultsHttp
 from .retention import ResultRetention
 from .routing import Router
 from .scheduling import Scheduler
+from .scheduling.semaphore import Permits, open_permits
 from .services import AccountService, ImageEditService, ProvidersService
 from .storage import ObjectStore, PresigningStore, open_store
 from .telemetry import Telemetry
@@ -85,6 +86,7 @@ class RunningServer:
     config: ServerConfig
     ledger: Ledger
     limiter: RateLimiter
+    permits: Permits
     database: Database
     _background: list[asyncio.Task[None]]
     telemetry: Telemetry = field(default_factory=Telemetry.disabled)
@@ -108,6 +110,7 @@ class RunningServer:
         await self.registry.aclose()
         await self.objects.aclose()
         await self.limiter.aclose()
+        await self.permits.aclose()
         await self.database.close()
         await asyncio.to_thread(self.telemetry.shutdown)
 
@@ -150,6 +153,11 @@ async def start_server(
             if telemetry.meter_provider is not None
             else None
         ),
+    )
+    permits = open_permits(
+        config.rate_limiter,
+        failure="closed" if config.rate_limiter_failure == "closed" else "open",
+        timeout_s=config.rate_limiter_timeout_s,
     )
     breakers = Breakers(clock, config.circuit_breakers)
     router = Router(registry, breakers=breakers, rules=config.routing_rules)
@@ -210,7 +218,7 @@ async def start_server(
         settlement=settlement,
         clock=clock,
         default_deadline_s=config.job_deadline_s,
-        scheduler=Scheduler(clock, config.queue_limits),
+        scheduler=Scheduler(clock, config.queue_limits, permits),
     )
     image_edit_pb2_grpc.add_ImageEditServicer_to_server(
         ImageEditService(
@@ -278,6 +286,7 @@ async def start_server(
         config=config,
         ledger=ledger,
         limiter=limiter,
+        permits=permits,
         database=database,
         _background=background,
         telemetry=telemetry,

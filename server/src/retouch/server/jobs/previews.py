@@ -1,8 +1,9 @@
 """Previews of a running job: the provider's RGB previews, few and small, as JPEG.
 
 A job that asked for previews (``OutputOptions.previews``) gets at most one every
-:data:`PREVIEW_INTERVAL_S` on the injected clock; the provider's previews in between are
-dropped (their progress fractions still go out). Each is shrunk to at most
+:data:`PREVIEW_INTERVAL_S` on the injected clock; of the provider's previews in between
+only the latest is kept, to ride on the first progress event once the interval is over
+(every progress fraction still goes out). Each is shrunk to at most
 :data:`PREVIEW_MAX_SIDE` pixels on its longest side and encoded off the event loop
 unless it is tiny. Coalescing for slow readers happens in :class:`~.live.LiveJob`,
 which keeps only the latest preview's bytes.
@@ -36,11 +37,20 @@ class PreviewGate:
         self._clock = clock
         self._interval_s = interval_s
         self._last_sent: float | None = None
+        self._pending: object | None = None
 
-    async def offer(self, pixels: object) -> bytes | None:
-        """The JPEG to send for the provider's preview ``pixels``, or ``None`` when it
-        comes too soon after the last one or is not an image."""
-        return await self.encode(pixels) if self._due() else None
+    async def offer(self, pixels: object | None) -> bytes | None:
+        """The JPEG to send with the provider's next progress event, whose preview is
+        ``pixels`` (``None`` for none): the latest preview not yet sent, once the interval
+        since the last one has passed; ``None`` until then or when it is not an image.
+        A preview that came too soon thus goes out with a later event, unless a newer
+        one replaced it."""
+        if pixels is not None:
+            self._pending = pixels
+        if self._pending is None or not self._due():
+            return None
+        pending, self._pending = self._pending, None
+        return await self.encode(pending)
 
     def _due(self) -> bool:
         now = self._clock.monotonic()

@@ -171,7 +171,7 @@ class ProviderRunner:
                                         progress = max(progress, event.fraction * PROVIDER_SHARE)
                                         update = Progressed(progress, event.stage)
                                         jpeg = None
-                                        if previews and event.preview is not None:
+                                        if previews is not None:
                                             jpeg = await previews.offer(event.preview)
                                         if jpeg is None:
                                             live.publish(update)

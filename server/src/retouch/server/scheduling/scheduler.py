@@ -16,6 +16,7 @@ from ..routing import Candidate, Route
 from . import memory
 from .eta import ServiceTimes
 from .queue import PlaceListener, ProviderQueue, QueueLimits
+from .semaphore import LocalPermits, Permits, permit
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,16 @@ def default_capacity(candidate: Candidate) -> int:
 class Scheduler:
     """Queues in front of every provider's capacity."""
 
-    def __init__(self, clock: Clock, limits: Mapping[str, QueueLimits] | None = None) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        limits: Mapping[str, QueueLimits] | None = None,
+        permits: Permits | None = None,
+    ) -> None:
+        """``permits`` limit a hosted provider's calls across replicas (see
+        :mod:`.semaphore`); in this process alone when None."""
         self._clock = clock
+        self._permits = permits or LocalPermits()
         self._limits = dict(limits or {})
         self._times = ServiceTimes()
         self._queues: dict[str, ProviderQueue] = {}
@@ -111,7 +120,13 @@ class Scheduler:
         listener: PlaceListener,
     ) -> AsyncIterator[None]:
         """Hold a slot of ``candidate``'s provider for the body (see
-        :meth:`ProviderQueue.slot`)."""
+        :meth:`ProviderQueue.slot`); for a hosted provider, also one of the permits all
+        replicas share, waited for at the head of this replica's queue."""
         queue = self.queue(candidate)
-        async with queue.slot(tenant=tenant, subject=subject, weight=weight, listener=listener):
+        async with contextlib.AsyncExitStack() as held:
+            await held.enter_async_context(
+                queue.slot(tenant=tenant, subject=subject, weight=weight, listener=listener)
+            )
+            if candidate.loaded.manifest.remote:
+                await held.enter_async_context(permit(self._permits, queue.name, queue.capacity))
             yield
