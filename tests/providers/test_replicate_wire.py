@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import base64
 import io
+import re
+import tomllib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +29,7 @@ from retouch.sdk import (
 )
 from retouch.sdk.testing import sample_context, sample_image, sample_mask
 
+README = Path(__file__).resolve().parents[2] / "plugins" / "replicate" / "README.md"
 SD = DEFAULT_MODELS[0]
 LAMA = ModelSpec(
     name="lama",
@@ -238,6 +242,21 @@ def test_models_come_from_the_config_in_order() -> None:
     assert lama.field_for("prompt") == ""
     assert lama.field_for("image") == "image"
     assert settings.models[1].version is None
+
+
+def test_the_readme_example_configures_real_pinned_models() -> None:
+    (example,) = re.findall(r"^```toml\n(.*?)^```$", README.read_text(), re.MULTILINE | re.DOTALL)
+    table = dict(tomllib.loads(example)["providers"]["replicate"])
+    # The server turns api_key_env into the secret; the plugin sees only the secret.
+    assert table.pop("api_key_env") == "REPLICATE_API_TOKEN"
+    settings = read(table)
+    assert [spec.name for spec in settings.models] == ["sd-inpaint", "lama"]
+    sd, lama = settings.models
+    assert (sd.model, sd.version) == (SD.model, SD.version)
+    assert lama.model == "twn39/lama"
+    assert lama.version is not None, "a community model runs only at a pinned version"
+    assert lama.field_for("prompt") == ""
+    assert lama.mask_replaces_white
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import asyncio
 import os
 import socket
 from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from pathlib import Path
 
 import aiohttp
@@ -422,12 +423,11 @@ def test_open_store_refuses_what_it_cannot_open(url: str, says: str) -> None:
 
 
 async def test_s3_presigned_url_downloads_over_plain_http(s3_url: str) -> None:
-    store = open_store(s3_url)
-    assert isinstance(store, PresigningStore)
-    await store.put("results/t/s/job.png", b"\x89PNG result", content_type="image/png")
-    url = await store.presigned_url("results/t/s/job.png", 60)
+    async with aclosing(open_store(s3_url)) as store:
+        assert isinstance(store, PresigningStore)
+        await store.put("results/t/s/job.png", b"\x89PNG result", content_type="image/png")
+        url = await store.presigned_url("results/t/s/job.png", 60)
     assert url.startswith("http://127.0.0.1:")
-    await store.aclose()
     # SeaweedFS without configured identities accepts any signature, so only the
     # download is checked here; the signing itself is botocore's.
     assert "X-Amz-Signature=" in url
@@ -444,14 +444,13 @@ def test_only_s3_presigns(tmp_path: Path) -> None:
 
 
 async def test_s3_throttling_is_unavailable_with_retry_after(failing_s3: FailingS3) -> None:
-    store = open_store(failing_s3.url)
-    with pytest.raises(StorageUnavailable) as put:
-        await store.put("results/x.png", b"x", content_type="image/png")
-    with pytest.raises(StorageUnavailable):
-        await store.get("results/x.png")
-    with pytest.raises(StorageUnavailable):
-        await store.put_stream("uploads/u", pieces(b"abc", 1), content_type="x")
-    await store.aclose()
+    async with aclosing(open_store(failing_s3.url)) as store:
+        with pytest.raises(StorageUnavailable) as put:
+            await store.put("results/x.png", b"x", content_type="image/png")
+        with pytest.raises(StorageUnavailable):
+            await store.get("results/x.png")
+        with pytest.raises(StorageUnavailable):
+            await store.put_stream("uploads/u", pieces(b"abc", 1), content_type="x")
     status = put.value.to_status()
     assert status.code == grpc.StatusCode.UNAVAILABLE
     assert put.value.retry_after == 7.0
@@ -468,9 +467,17 @@ async def test_s3_unreachable_is_unavailable() -> None:
     )
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "k")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "s")
-    with pytest.raises(StorageUnavailable, match="unreachable"):
-        await store.get("k")
+    async with aclosing(store):
+        with pytest.raises(StorageUnavailable, match="unreachable"):
+            await store.get("k")
+
+
+async def test_a_closed_s3_store_refuses_work_instead_of_reopening(s3_url: str) -> None:
+    store = open_store(s3_url)
+    await store.put("results/x.png", b"x", content_type="image/png")
     await store.aclose()
+    with pytest.raises(StorageUnavailable, match="closed"):
+        await store.get("results/x.png")
 
 
 def test_s3_url_parts() -> None:

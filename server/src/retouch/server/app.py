@@ -128,8 +128,36 @@ async def start_server(
     """Build and start a server for ``config``. ``listen`` may use port 0.
 
     ``telemetry`` defaults to what the ``OTEL_*`` environment variables ask for (off
-    when they ask for nothing).
+    when they ask for nothing). A start that fails half-way closes what it had opened
+    (object store, database, rate limiter, permits, providers), so nothing is left unclosed.
     """
+    async with contextlib.AsyncExitStack() as opened:
+        started = await _start(
+            config,
+            opened,
+            clock=clock,
+            registry=registry,
+            entries=entries,
+            objects=objects,
+            rng=rng,
+            telemetry=telemetry,
+        )
+        # Started: from here on RunningServer.stop closes everything.
+        opened.pop_all()
+        return started
+
+
+async def _start(
+    config: ServerConfig,
+    opened: contextlib.AsyncExitStack,
+    *,
+    clock: Clock | None,
+    registry: ProviderRegistry | None,
+    entries: Iterable[EntryPoint] | None,
+    objects: ObjectStore | None,
+    rng: random.Random | None,
+    telemetry: Telemetry | None,
+) -> RunningServer:
     # Before anything else: a taken port is refused before any state is touched.
     check_address_free(config.listen)
     credentials = server_credentials(config)
@@ -140,9 +168,12 @@ async def start_server(
         registry = await ProviderRegistry.discover(
             configs=config.providers, disabled=config.disabled_providers, entries=entries
         )
+        opened.push_async_callback(registry.aclose)
     database = await open_database(config.database_url, pool_size=config.database_pool_size)
+    opened.push_async_callback(database.close)
     store = database.jobs
     objects = objects or open_store(config.object_store_url)
+    opened.push_async_callback(objects.aclose)
     limiter = open_rate_limiter(
         config.rate_limiter,
         clock=clock,
@@ -154,11 +185,13 @@ async def start_server(
             else None
         ),
     )
+    opened.push_async_callback(limiter.aclose)
     permits = open_permits(
         config.rate_limiter,
         failure="closed" if config.rate_limiter_failure == "closed" else "open",
         timeout_s=config.rate_limiter_timeout_s,
     )
+    opened.push_async_callback(permits.aclose)
     breakers = Breakers(clock, config.circuit_breakers)
     router = Router(registry, breakers=breakers, rules=config.routing_rules)
     upstream = UpstreamLimits(limiter, registry)
@@ -198,6 +231,8 @@ async def start_server(
         ],
     )
     results_http, results_http_port, links = await _result_links(config, store, objects, clock)
+    if results_http is not None:
+        opened.push_async_callback(results_http.stop)
     pipeline = EditPipeline(
         edits=EditPreparer(InputResolver(store, objects, clock), config, rng),
         policy=policy,

@@ -99,7 +99,8 @@ class S3ObjectStore:
     """Objects in one S3 bucket, under an optional key prefix.
 
     The client is opened on first use (``open_store`` is synchronous) and closed by
-    :meth:`aclose`. ``put`` is atomic in S3 itself; ``durable`` is ignored, since an
+    :meth:`aclose`, after which the store refuses work rather than open a client
+    nobody would close. ``put`` is atomic in S3 itself; ``durable`` is ignored, since an
     acknowledged S3 write is already durable.
     """
 
@@ -122,6 +123,7 @@ class S3ObjectStore:
         self._exit = contextlib.AsyncExitStack()
         self._client: S3Client | None = None
         self._opening = asyncio.Lock()
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"S3ObjectStore(bucket={self._location.bucket!r}, prefix={self._location.prefix!r})"
@@ -202,8 +204,9 @@ class S3ObjectStore:
         return {"PartNumber": number, "ETag": answer["ETag"]}
 
     async def _abort(self, name: str, upload_id: str) -> None:
-        client = await self._open()
-        with contextlib.suppress(BotoCoreError, ClientError, *_UNREACHABLE):
+        # Best effort: parts left by a failed abort are found again by ``delete``.
+        with contextlib.suppress(StorageError, BotoCoreError, ClientError, *_UNREACHABLE):
+            client = await self._open()
             await client.abort_multipart_upload(
                 Bucket=self._location.bucket, Key=name, UploadId=upload_id
             )
@@ -286,7 +289,8 @@ class S3ObjectStore:
             )
 
     async def aclose(self) -> None:
-        """Close the client's connections."""
+        """Close the client's connections; the store takes no more work."""
+        self._closed = True
         self._client = None
         await self._exit.aclose()
 
@@ -297,6 +301,8 @@ class S3ObjectStore:
         if self._client is not None:
             return self._client
         async with self._opening:
+            if self._closed:
+                raise StorageUnavailable("the object store is closed: the server is stopping")
             if self._client is None:
                 session = get_session()
                 self._client = await self._exit.enter_async_context(
