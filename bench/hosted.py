@@ -32,6 +32,7 @@ from retouch.server.app import running
 from retouch.server.config import DEV_API_KEY, DEV_TENANT, ServerConfig
 from retouch.server.policy import Plan, PlanBook
 from retouch.server.registry import LoadedProvider, ProviderRegistry
+from retouch.server.scheduling import QueueLimits
 from retouch.v1 import common_pb2, image_edit_pb2_grpc
 from retouch.v1 import image_edit_pb2 as pb
 
@@ -102,6 +103,9 @@ async def run_hosted_bench() -> HostedFigures:
                 data_dir=Path(tmp),
                 environment="staging",
                 tls_terminated_upstream=True,  # loopback plaintext, as behind a TLS proxy
+                # Every held job upstream at once, as the figure asks, not queued behind
+                # the default capacity of a hosted provider.
+                queue_limits={"rest": QueueLimits(max_concurrency=CONCURRENT)},
                 plans=PlanBook({PLAN.name: PLAN}),
                 tenants=(
                     dataclasses.replace(

@@ -134,8 +134,10 @@ class ProviderQueue:
             try:
                 await waiter.granted
             except BaseException:
-                if not self._waiting.remove(waiter):
+                if _was_granted(waiter.granted):
                     self._release()  # the slot was passed on just as the wait ended
+                else:
+                    self._waiting.remove(waiter)
                 self._announce()
                 raise
         started = self._clock.monotonic()
@@ -146,12 +148,17 @@ class ProviderQueue:
             self._release()
 
     def _release(self) -> None:
-        if self._waiting:
-            self._waiting.pop().granted.set_result(None)  # the slot passes on
-        else:
-            self._running -= 1
-            if not self._running and self._on_idle is not None:
-                self._on_idle()
+        while self._waiting:
+            waiter = self._waiting.pop()
+            # A waiter cancelled a moment ago may still be queued: its future is done,
+            # and the slot goes to the next one.
+            if not waiter.granted.done():
+                waiter.granted.set_result(None)  # the slot passes on
+                self._announce()
+                return
+        self._running -= 1
+        if not self._running and self._on_idle is not None:
+            self._on_idle()
         self._announce()
 
     def _announce(self) -> None:
@@ -161,3 +168,7 @@ class ProviderQueue:
                 waiter.position = position
                 start = now + self._times.wait(self.name, position, self.capacity)
                 waiter.listener(QueuePlace(position, start))
+
+
+def _was_granted(granted: asyncio.Future[None]) -> bool:
+    return granted.done() and not granted.cancelled()
