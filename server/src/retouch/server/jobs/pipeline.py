@@ -25,7 +25,14 @@ from google.protobuf.message import Message
 from ..auth import Caller
 from ..clock import Clock
 from ..edits import EditMessage, EditPreparer, PreparedEdit, off_loop, operation_of
-from ..errors import Cancelled, DeadlineExceeded, Internal, RetouchError, Unavailable
+from ..errors import (
+    Cancelled,
+    DeadlineExceeded,
+    Internal,
+    ResourceExhausted,
+    RetouchError,
+    Unavailable,
+)
 from ..ids import new_id
 from ..policy import Balance, Plan, Policy
 from ..policy.upstream import UpstreamLimits
@@ -111,10 +118,13 @@ class EditPipeline:
                 raise Unavailable("the server is shutting down; retry on another replica or later")
             # Before a token is taken or a byte decoded: nothing can run it anyway.
             self._router.refuse_if_all_down(operation_of(request), request.provider.provider)
-            plan = await self.admit(request, caller)  # admit
+            # Only a look at the caller's buckets: a rate-limited caller is refused
+            # before decoding, and the tokens are taken once the provider is known.
+            plan = await self.admit(request, caller, dry_run=True)  # admit
             edit = await self._edits.prepare(request, caller, plan)  # prepare
             # Refused here, when the provider's queue is full, before anything is held.
             route = self._scheduler.choose(await self.route(edit, plan))  # route
+            route = await self._take_tokens(caller, plan, route)
             time_limit = self._default_deadline_s if time_left is None else time_left
             job = self._new_job(caller, request_id, fingerprint, edit, route, time_limit)
             seed, input_size = edit.seed, (edit.route.width, edit.route.height)
@@ -185,6 +195,36 @@ class EditPipeline:
                     plan=plan.name,
                 ),
             )
+
+    async def _take_tokens(self, caller: Caller, plan: Plan, route: Route) -> Route:
+        """The subject's, the tenant's and the first candidate's upstream tokens, in
+        one atomic acquire; returns the route whose first candidate's token was taken.
+
+        Routing only looked at the upstream buckets, so another replica may have taken
+        a provider's last token since: then nothing is taken and the next capable
+        candidate is tried the same way. Raises the last refusal when none is left.
+        """
+        with stage("policy.admit"):
+            while True:
+                first = route.candidates[0]
+                bucket = self._upstream.bucket(first.name)
+                try:
+                    await self._policy.take_tokens(
+                        caller, plan, also=() if bucket is None else (bucket,)
+                    )
+                    return route
+                except ResourceExhausted as refusal:
+                    by_provider = bucket is not None and any(
+                        v.subject == bucket.key for v in refusal.violations
+                    )
+                    if not by_provider or len(route.candidates) == 1:
+                        raise
+                note = f"skipped {first.name!r}: its upstream rate limit took its last token"
+                route = self._scheduler.choose(
+                    dataclasses.replace(
+                        route, candidates=route.candidates[1:], notes=[*route.notes, note]
+                    )
+                )
 
     async def _reserve(self, job: JobRecord, caller: Caller, plan: Plan, route: Route) -> Balance:
         """The reserve stage: one job of quota and the first candidate's price held for

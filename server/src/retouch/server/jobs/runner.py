@@ -124,7 +124,8 @@ class ProviderRunner:
                 )
                 await self._store.update_job(job)
                 live.publish(Progressed(progress, f"retrying on {candidate.name}"))
-            wait = await self._upstream.acquire(candidate.name)
+            # The first candidate's token was taken with the caller's, when it was admitted.
+            wait = await self._upstream.acquire(candidate.name) if attempt else 0.0
             if wait > 0:
                 failed.add(
                     candidate.name, _rate_limited(candidate.name, "its upstream rate limit", wait)

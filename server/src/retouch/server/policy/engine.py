@@ -98,6 +98,20 @@ class Policy:
                 f"provider {intent.provider!r}",
                 ", ".join(plan.allowed_providers or ()),
             )
+        await self.take_tokens(caller, plan, also=also, dry_run=dry_run)
+
+    async def take_tokens(
+        self,
+        caller: Caller,
+        plan: Plan,
+        *,
+        also: Sequence[Bucket] = (),
+        dry_run: bool = False,
+    ) -> None:
+        """One token from each of the caller's buckets and from ``also``, in one atomic
+        acquire: all of them or none, so a refusal by any bucket spends no other's
+        token. Raises RESOURCE_EXHAUSTED (QuotaFailure naming the refusing bucket's
+        key, RetryInfo) when one is short."""
         buckets = [*self._caller_buckets(caller, plan), *also]
         decision = await self._limiter.acquire(buckets, dry_run=dry_run)
         if not decision.allowed:
