@@ -62,6 +62,7 @@ async def test_jobs_stages_refusals_and_bytes_are_counted(
         "policy.admit",
         "validation",
         "routing",
+        "policy.tokens",
         "policy.reserve",
         "provider",
         "storage",
@@ -72,6 +73,7 @@ async def test_jobs_stages_refusals_and_bytes_are_counted(
     assert stages["provider"].count == JOBS
     assert attributes(stages["provider"])["retouch.provider"] == "fake"
     assert stages["policy.admit"].count == JOBS + 1  # the refusal is timed where it happened
+    assert stages["policy.tokens"].count == JOBS
     assert stages["total"].sum >= stages["provider"].sum > 0
     assert list(stages["total"].explicit_bounds)[:3] == [0.001, 0.0025, 0.005]
 

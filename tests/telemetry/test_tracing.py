@@ -26,6 +26,7 @@ CHILDREN = [
     "retouch.policy.admit",
     "retouch.validation",
     "retouch.routing",
+    "retouch.policy.tokens",
     "retouch.policy.reserve",
     "retouch.provider",
     "retouch.storage",

@@ -204,7 +204,7 @@ class EditPipeline:
         a provider's last token since: then nothing is taken and the next capable
         candidate is tried the same way. Raises the last refusal when none is left.
         """
-        with stage("policy.admit"):
+        with stage("policy.tokens"):
             while True:
                 first = route.candidates[0]
                 bucket = self._upstream.bucket(first.name)

@@ -62,7 +62,7 @@ class Instruments:
                 STAGE_DURATION,
                 unit="s",
                 description="Time an edit spent in each retouch.stage (validation, "
-                "policy.admit, policy.reserve, routing, provider, storage, total)",
+                "policy.admit, policy.tokens, policy.reserve, routing, provider, storage, total)",
                 explicit_bucket_boundaries_advisory=DURATION_BUCKETS_S,
             ),
             refusals=meter.create_counter(

@@ -46,7 +46,13 @@ STORED_BYTES: Final = "retouch.storage.bytes"
 RPC_SERVER_CALL_DURATION: Final = "rpc.server.call.duration"
 
 StageName = Literal[
-    "validation", "policy.admit", "policy.reserve", "routing", "provider", "storage"
+    "validation",
+    "policy.admit",
+    "policy.tokens",
+    "policy.reserve",
+    "routing",
+    "provider",
+    "storage",
 ]
 """A step of an edit, timed by ``retouch.stage.duration`` and traced as ``retouch.<stage>``."""
 
