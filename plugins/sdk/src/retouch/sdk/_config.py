@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import TypeVar
+from typing import Literal, TypeVar, overload
 
 from ._secrets import Secret
 
@@ -108,6 +108,12 @@ class ConfigReader:
         if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
             raise self._error(key, f"must be a table, got {_show(value)}")
         return value
+
+    @overload
+    def secret(self, key: str = ..., *, required: Literal[True] = ...) -> Secret: ...
+
+    @overload
+    def secret(self, key: str = ..., *, required: bool) -> Secret | None: ...
 
     def secret(self, key: str = "api_key", *, required: bool = True) -> Secret | None:
         """A :class:`~retouch.sdk.Secret` the server resolved from an environment

@@ -96,7 +96,6 @@ class OpenAIProvider(RemoteProvider):
     def configure(self, read: ConfigReader) -> None:
         """Read the API key and the keys of :class:`OpenAIConfig`."""
         api_key = read.secret("api_key")
-        assert api_key is not None  # a required secret raises when missing
         self._api_key = api_key
         self._settings = OpenAIConfig.read(read)
 

@@ -48,7 +48,6 @@ class WorkersAIConfig:
                 f"hex id shown in the Cloudflare dashboard"
             )
         api_key = read.secret("api_key")
-        assert api_key is not None  # required
         model_id = read.string("model_id", MODEL_ID)
         if not _MODEL_ID.fullmatch(model_id):
             raise ValueError(
