@@ -62,6 +62,27 @@ class Stream:
             await self._changed.wait_for(lambda: test(self))
 
 
+class Decodes:
+    """Counts the server's image decodes."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from retouch.server import edits
+
+        self.count = 0
+        real = edits.decode_image
+
+        def counting(data: bytes, **kwargs: Any) -> Any:
+            self.count += 1
+            return real(data, **kwargs)
+
+        monkeypatch.setattr(edits, "decode_image", counting)
+
+
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> Decodes:
+    return Decodes(monkeypatch)
+
+
 @pytest.fixture
 async def gated(harness: Callable[..., Any]) -> AsyncIterator[Any]:
     provider = GatedProvider()
@@ -85,13 +106,16 @@ def has_positions(seen: list[int]) -> Callable[[Stream], bool]:
     return lambda stream: stream.positions() == seen
 
 
-async def test_positions_count_down_then_the_job_runs(gated: Any) -> None:
+async def test_positions_count_down_then_the_job_runs(gated: Any, decodes: Decodes) -> None:
     provider: GatedProvider = gated.fakes["gated"]
     running = await start(gated)
     await provider.until_started(1)
+    # It took the free slot: told it is at the head and starting now.
+    await running.until(lambda s: s.positions() == [0])
     ahead = [await start(gated) for _ in range(3)]
     last = await start(gated)
     await last.until(lambda s: s.positions() == [3])
+    assert decodes.count == 1  # waiting jobs hold only their encoded input
     job = await gated.edit.GetJob(
         pb.GetJobRequest(job_id=last.job_id), metadata=metadata(subject=SUBJECT)
     )
@@ -113,6 +137,7 @@ async def test_positions_count_down_then_the_job_runs(gated: Any) -> None:
     await asyncio.gather(running.task, *(s.task for s in ahead), last.task)
     assert last.events[-1].HasField("completed")
     assert provider.most_in_flight == 1
+    assert decodes.count == 5  # once a job, when its slot came
 
 
 async def test_one_tenants_burst_does_not_starve_anothers_single_job(gated: Any) -> None:
@@ -120,6 +145,25 @@ async def test_one_tenants_burst_does_not_starve_anothers_single_job(gated: Any)
     burst = [await start(gated) for _ in range(50)]
     await provider.until_started(1)
     single = await start(gated, OTHER_KEY)
+    await single.until(lambda s: bool(s.positions()))
+    provider.finish_one()
+    await provider.until_started(2)
+    provider.finish_one()
+    await provider.until_started(3)
+    assert single.job_id in provider.started[:3]
+    for stream in burst:
+        stream.call.cancel()
+    provider.finish_one()
+    await single.task
+
+
+async def test_within_a_tenant_one_subjects_burst_does_not_starve_anothers_job(
+    gated: Any,
+) -> None:
+    provider: GatedProvider = gated.fakes["gated"]
+    burst = [await start(gated) for _ in range(10)]
+    await provider.until_started(1)
+    single = await start(gated, subject="user:bob")
     await single.until(lambda s: bool(s.positions()))
     provider.finish_one()
     await provider.until_started(2)
@@ -162,7 +206,9 @@ async def test_a_full_queue_refuses_with_retry_info_and_holds_nothing(
         await asyncio.gather(running.task, waiting.task)
 
 
-async def test_a_job_cancelled_while_queued_is_refunded_and_never_run(gated: Any) -> None:
+async def test_a_job_cancelled_while_queued_is_refunded_and_never_decoded(
+    gated: Any, decodes: Decodes
+) -> None:
     provider: GatedProvider = gated.fakes["gated"]
     before = await gated.usage(SUBJECT)
     running = await start(gated)
@@ -181,6 +227,53 @@ async def test_a_job_cancelled_while_queued_is_refunded_and_never_run(gated: Any
     after = await gated.usage(SUBJECT)
     assert after.quota_used - before.quota_used == 1  # the job that ran, only
     assert waiting.job_id not in provider.started
+    assert decodes.count == 1  # the running job's
+
+
+async def test_a_queued_job_whose_pixels_are_corrupt_fails_when_its_turn_comes_and_is_refunded(
+    gated: Any,
+) -> None:
+    provider: GatedProvider = gated.fakes["gated"]
+    before = await gated.usage(SUBJECT)
+    running = await start(gated)
+    await provider.until_started(1)
+    whole = png(photo((64, 64)))
+    truncated = whole[: len(whole) // 2]  # the header is intact, the pixels are not
+    request = pb.EnhanceRequest(
+        image=common_pb2.ImageInput(data=truncated), kind=pb.ENHANCE_KIND_DENOISE
+    )
+    waiting = Stream(gated.edit.Enhance(request, metadata=metadata(subject=SUBJECT)))
+    await waiting.until(lambda s: s.positions() == [0])
+    provider.finish_one()
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await waiting.task
+    assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "truncated or corrupt" in (failed.value.details() or "")
+    await running.task
+    after = await gated.usage(SUBJECT)
+    assert after.quota_used - before.quota_used == 1
+    assert len(provider.started) == 1
+
+
+async def test_corrupt_pixels_with_a_free_slot_are_refused_before_anything_is_held(
+    gated: Any,
+) -> None:
+    before = await gated.usage(SUBJECT)
+    whole = png(photo((64, 64)))
+    request = pb.EnhanceRequest(
+        image=common_pb2.ImageInput(data=whole[: len(whole) // 2]), kind=pb.ENHANCE_KIND_DENOISE
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        async for _ in gated.edit.Enhance(request, metadata=metadata(subject=SUBJECT)):
+            pass
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (await gated.usage(SUBJECT)).quota_used == before.quota_used
+    # The slot it took while decoding went back: the next job runs at once.
+    provider: GatedProvider = gated.fakes["gated"]
+    stream = await start(gated)
+    await provider.until_started(1)
+    provider.finish_one()
+    await stream.task
 
 
 async def test_a_full_queue_sends_the_job_to_another_capable_provider(

@@ -22,6 +22,7 @@ from .config import ConfigError, ServerConfig, load_config
 from .database.backends import open_database
 from .database.migrations import MigrationError
 from .listen import AddressInUse
+from .scheduling.memory import tune_allocator
 from .telemetry import configure_logging
 from .tls import server_credentials
 
@@ -122,6 +123,7 @@ async def _migrate(config: ServerConfig) -> None:
 
 
 async def _serve(config: ServerConfig) -> None:
+    tune_allocator()
     server = await start_server(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -2,8 +2,10 @@
 
 :meth:`EditPreparer.check` runs the cheap checks on a request's fields, all reported
 together, and says what the edit asks of the caller's plan (:class:`EditIntent`).
-:meth:`EditPreparer.prepare` then reads and decodes the inputs once, off the event
-loop, into a :class:`PreparedEdit`: plain data that the later stages read —
+:meth:`EditPreparer.inspect` then reads the inputs and checks them from their headers
+into an :class:`InspectedEdit` (enough to route and queue the job), and
+:meth:`EditPreparer.decode` decodes them once, off the event loop, into a
+:class:`PreparedEdit`: plain data that the later stages read —
 :func:`provider_request` builds what the provider gets, :func:`keep_unedited` puts the
 pixels outside the edit back after it ran.
 """
@@ -43,8 +45,10 @@ from .errors import FieldViolation, InvalidArgument
 from .imaging import (
     CONTENT_TYPES,
     DecodedImage,
+    Header,
     decode_image,
     decode_mask_levels,
+    inspect_image,
     mask_from_alpha,
     prepare_mask,
 )
@@ -150,6 +154,56 @@ class PreparedEdit:
     spec: EditSpec
 
 
+MASK_REQUIRED = (
+    "a mask is required: send one (white = replace) or an image whose transparent "
+    "pixels mark the region to replace"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class InpaintMask:
+    """An inpaint's mask, prepared: what to replace, how to blend, and the content type
+    the caller's mask file may be forwarded under (None when it must not be)."""
+
+    binary: Mask
+    blend: Mask
+    content_type: str | None
+
+    @property
+    def fraction(self) -> float:
+        """The share of the image to replace."""
+        return np.count_nonzero(self.binary) / self.binary.size
+
+
+@dataclass(frozen=True, slots=True)
+class InspectedEdit:
+    """An edit whose fields, inputs and headers passed: enough to route, price and
+    queue it.
+
+    It holds the encoded inputs (``request`` still carries inline bytes) and, until
+    :meth:`encoded_only`, what inspecting it had to decode: an inpaint's prepared
+    ``mask``, or the whole ``decoded`` edit when the mask was the image's alpha.
+    :meth:`EditPreparer.decode` makes the :class:`PreparedEdit`.
+    """
+
+    operation: Operation
+    route: RouteRequest
+    output_size: tuple[int, int]
+    output: OutputSpec
+    seed: int
+    request: EditMessage
+    image: InputFile
+    mask_file: InputFile | None = None
+    mask: InpaintMask | None = None
+    decoded: PreparedEdit | None = None
+
+    def encoded_only(self) -> InspectedEdit:
+        """This edit without any pixels: what a job waiting for a slot keeps."""
+        if self.mask is None and self.decoded is None:
+            return self
+        return dataclasses.replace(self, mask=None, decoded=None)
+
+
 def provider_request(edit: PreparedEdit, model: str) -> EditRequest:
     """What the provider gets for ``edit`` on ``model``."""
     spec, image, seed = edit.spec, edit.image, edit.seed
@@ -251,144 +305,191 @@ class EditPreparer:
         _raise_if(violations)
         return _intent(request.output, request.provider, None, _enhance_strength(request))
 
-    async def prepare(self, request: EditMessage, caller: Caller, plan: Plan) -> PreparedEdit:
-        """The prepare stage, for a request :meth:`check` passed: read the inputs the
-        caller may use, decode them once, and hold them to the plan's pixel cap."""
-        if isinstance(request, pb.InpaintRequest):
-            return await self._inpaint(request, caller, plan)
-        if isinstance(request, pb.OutpaintRequest):
-            return await self._outpaint(request, caller, plan)
-        return await self._enhance(request, caller, plan)
-
-    async def _inpaint(
-        self, request: pb.InpaintRequest, caller: Caller, plan: Plan
-    ) -> PreparedEdit:
-        image_file = await self._inputs.fetch(request.image, caller, field="image")
-        mask_file = (
-            await self._inputs.fetch(request.mask, caller, field="mask")
-            if request.HasField("mask")
-            else None
-        )
-        image_bytes = image_file.data
-        options = request.mask_options
-        max_pixels = self._config.max_pixels
-
-        def decode() -> tuple[DecodedImage, Mask, Mask, float, str | None]:
-            image = decode_image(image_bytes, field="image", max_pixels=max_pixels)
-            check_pixels(plan, image.width, image.height)
-            size = (image.width, image.height)
-            levels = None
-            if mask_file is not None:
-                levels = decode_mask_levels(
-                    mask_file.data, field="mask", size=size, max_pixels=max_pixels
-                )
-                raw = levels.levels
-            elif image.alpha is not None:
-                raw = mask_from_alpha(image.alpha)
-            else:
-                raise InvalidArgument(
-                    "mask",
-                    "a mask is required: send one (white = replace) or an image whose "
-                    "transparent pixels mark the region to replace",
-                )
-            mask = prepare_mask(
-                raw, invert=options.invert, grow_px=options.grow_px, feather_px=options.feather_px
-            )
-            masked = np.count_nonzero(mask.binary) / mask.binary.size
-            verbatim = (
-                levels is not None
-                and not options.invert
-                and not options.grow_px
-                and levels.forwardable(mask.binary)
-            )
-            mask_type = CONTENT_TYPES[levels.format] if verbatim and levels else None
-            return image, mask.binary, mask.alpha, masked, mask_type
-
-        with stage("validation"):
-            decoded, binary, blend, mask_fraction, mask_type = await off_loop(
-                decode, size=len(image_bytes)
-            )
-        pixels = decoded.pixels
-        height, width = pixels.shape[:2]
-        sources = _sources(image_file, decoded)
-        if mask_type is not None and mask_file is not None:
-            sources = dataclasses.replace(
-                sources,
-                mask=EncodedImage(mask_file.data, mask_type),
-                mask_key=mask_file.object_key,
-            )
-        return PreparedEdit(
-            operation=Operation.INPAINT,
-            route=_route(
-                Operation.INPAINT,
-                width,
-                height,
-                request.provider,
-                mask_fraction=mask_fraction,
-                prompt=bool(request.params.prompt.strip()),
-            ),
-            output_size=(width, height),
-            output=_output(request.output),
-            seed=self._seed(request.params),
-            image=pixels,
-            sources=sources,
-            spec=InpaintSpec(binary, blend, generation_params(request.params)),
-        )
-
-    async def _outpaint(
-        self, request: pb.OutpaintRequest, caller: Caller, plan: Plan
-    ) -> PreparedEdit:
-        image_file = await self._inputs.fetch(request.image, caller, field="image")
-        decoded = await self._decode(image_file.data)
-        pixels = decoded.pixels
-        height, width = pixels.shape[:2]
+    async def inspect(self, request: EditMessage, caller: Caller, plan: Plan) -> InspectedEdit:
+        """The prepare stage's first half, for a request :meth:`check` passed: read the
+        inputs the caller may use and check them from their headers — format, size, the
+        plan's pixel cap, the output's size — decoding no image pixels. An inpaint's
+        mask is prepared too (it decides the share routing rules match on, and an empty
+        or mis-sized mask is refused here); when the mask is the image's own alpha, the
+        image is decoded for it."""
+        image = await self._inputs.fetch(request.image, caller, field="image")
+        header = self._header(image)
+        width, height = header.display_size
         check_pixels(plan, width, height)
-        padding = _padding(request)
-        out_w, out_h = width + padding.left + padding.right, height + padding.top + padding.bottom
-        self._check_output(out_w, out_h)
-        return PreparedEdit(
-            operation=Operation.OUTPAINT,
-            route=_route(
+        output = _output(request.output)
+        if isinstance(request, pb.InpaintRequest):
+            return await self._inspect_inpaint(request, caller, image, header, output)
+        if isinstance(request, pb.OutpaintRequest):
+            padding = _padding(request)
+            out_w, out_h = (
+                width + padding.left + padding.right,
+                height + padding.top + padding.bottom,
+            )
+            self._check_output(out_w, out_h)
+            route = _route(
                 Operation.OUTPAINT,
                 width,
                 height,
                 request.provider,
                 mask_fraction=1 - (width * height) / (out_w * out_h),
                 prompt=bool(request.params.prompt.strip()),
-            ),
-            output_size=(out_w, out_h),
-            output=_output(request.output),
-            seed=self._seed(request.params),
-            image=pixels,
-            sources=_sources(image_file, decoded),
-            spec=OutpaintSpec(padding, request.feather_px, generation_params(request.params)),
-        )
-
-    async def _enhance(
-        self, request: pb.EnhanceRequest, caller: Caller, plan: Plan
-    ) -> PreparedEdit:
-        kind = ENHANCE_KINDS[request.kind]
-        image_file = await self._inputs.fetch(request.image, caller, field="image")
-        decoded = await self._decode(image_file.data)
-        pixels = decoded.pixels
-        height, width = pixels.shape[:2]
-        check_pixels(plan, width, height)
-        scale = request.scale if kind is EnhanceKind.UPSCALE else 1
+            )
+            return InspectedEdit(
+                Operation.OUTPAINT,
+                route,
+                (out_w, out_h),
+                output,
+                self._seed(request.params),
+                request,
+                image,
+            )
+        kind, scale = ENHANCE_KINDS[request.kind], _scale(request)
         self._check_output(width * scale, height * scale)
         route = _route(Operation.ENHANCE, width, height, request.provider)
         route = dataclasses.replace(route, enhance_kind=kind.value)
         if kind is EnhanceKind.UPSCALE:
             route = dataclasses.replace(route, upscale=scale)
-        return PreparedEdit(
-            operation=Operation.ENHANCE,
-            route=route,
-            output_size=(width * scale, height * scale),
-            output=_output(request.output),
-            seed=self._rng.randrange(2**32),
-            image=pixels,
-            sources=_sources(image_file, decoded),
-            spec=EnhanceSpec(kind, scale, _enhance_strength(request)),
+        return InspectedEdit(
+            Operation.ENHANCE,
+            route,
+            (width * scale, height * scale),
+            output,
+            self._rng.randrange(2**32),
+            request,
+            image,
         )
+
+    async def decode(self, edit: InspectedEdit) -> PreparedEdit:
+        """The prepare stage's second half: the inputs decoded, once, off the event
+        loop. Run it once the job holds its provider's slot, so pixel buffers are
+        bounded by capacity; raises INVALID_ARGUMENT for pixels the headers hid (a
+        truncated or corrupt file)."""
+        if edit.decoded is not None:
+            return edit.decoded
+        request = edit.request
+        if isinstance(request, pb.InpaintRequest):
+            mask = edit.mask or await self._prepare_mask(request, edit.mask_file, edit.output_size)
+            decoded = await self._decode(edit.image.data)
+            return self._inpaint(edit, request, decoded, mask)
+        decoded = await self._decode(edit.image.data)
+        if isinstance(request, pb.OutpaintRequest):
+            spec: EditSpec = OutpaintSpec(
+                _padding(request), request.feather_px, generation_params(request.params)
+            )
+        else:
+            kind = ENHANCE_KINDS[request.kind]
+            spec = EnhanceSpec(kind, _scale(request), _enhance_strength(request))
+        return _prepared(edit, decoded, _sources(edit.image, decoded), spec)
+
+    async def _inspect_inpaint(
+        self,
+        request: pb.InpaintRequest,
+        caller: Caller,
+        image: InputFile,
+        header: Header,
+        output: OutputSpec,
+    ) -> InspectedEdit:
+        size = header.display_size
+        mask_file = (
+            await self._inputs.fetch(request.mask, caller, field="mask")
+            if request.HasField("mask")
+            else None
+        )
+        inspected = InspectedEdit(
+            Operation.INPAINT,
+            _route(
+                Operation.INPAINT,
+                *size,
+                request.provider,
+                prompt=bool(request.params.prompt.strip()),
+            ),
+            size,
+            output,
+            self._seed(request.params),
+            request,
+            image,
+            mask_file,
+        )
+        if mask_file is not None:
+            mask = await self._prepare_mask(request, mask_file, size)
+            inspected = dataclasses.replace(inspected, mask=mask)
+        else:
+            decoded, mask = await self._decode_with_alpha_mask(request, image.data)
+            inspected = dataclasses.replace(
+                inspected, decoded=self._inpaint(inspected, request, decoded, mask)
+            )
+        return dataclasses.replace(
+            inspected,
+            route=dataclasses.replace(inspected.route, mask_fraction=mask.fraction),
+        )
+
+    def _inpaint(
+        self,
+        edit: InspectedEdit,
+        request: pb.InpaintRequest,
+        decoded: DecodedImage,
+        mask: InpaintMask,
+    ) -> PreparedEdit:
+        sources = _sources(edit.image, decoded)
+        if mask.content_type is not None and edit.mask_file is not None:
+            sources = dataclasses.replace(
+                sources,
+                mask=EncodedImage(edit.mask_file.data, mask.content_type),
+                mask_key=edit.mask_file.object_key,
+            )
+        spec = InpaintSpec(mask.binary, mask.blend, generation_params(request.params))
+        return _prepared(edit, decoded, sources, spec)
+
+    async def _prepare_mask(
+        self, request: pb.InpaintRequest, mask_file: InputFile | None, size: tuple[int, int]
+    ) -> InpaintMask:
+        if mask_file is None:
+            raise InvalidArgument("mask", MASK_REQUIRED)
+        data = mask_file.data
+        options = request.mask_options
+        max_pixels = self._config.max_pixels
+
+        def prepare() -> InpaintMask:
+            levels = decode_mask_levels(data, field="mask", size=size, max_pixels=max_pixels)
+            mask = prepare_mask(
+                levels.levels,
+                invert=options.invert,
+                grow_px=options.grow_px,
+                feather_px=options.feather_px,
+            )
+            verbatim = (
+                not options.invert and not options.grow_px and levels.forwardable(mask.binary)
+            )
+            content_type = CONTENT_TYPES[levels.format] if verbatim else None
+            return InpaintMask(mask.binary, mask.alpha, content_type)
+
+        with stage("validation"):
+            return await off_loop(prepare, size=len(data))
+
+    async def _decode_with_alpha_mask(
+        self, request: pb.InpaintRequest, data: bytes
+    ) -> tuple[DecodedImage, InpaintMask]:
+        options = request.mask_options
+        max_pixels = self._config.max_pixels
+
+        def decode() -> tuple[DecodedImage, InpaintMask]:
+            decoded = decode_image(data, field="image", max_pixels=max_pixels)
+            if decoded.alpha is None:
+                raise InvalidArgument("mask", MASK_REQUIRED)
+            mask = prepare_mask(
+                mask_from_alpha(decoded.alpha),
+                invert=options.invert,
+                grow_px=options.grow_px,
+                feather_px=options.feather_px,
+            )
+            return decoded, InpaintMask(mask.binary, mask.alpha, None)
+
+        with stage("validation"):
+            return await off_loop(decode, size=len(data))
+
+    def _header(self, image: InputFile) -> Header:
+        # Reads a few chunks' lengths at most: no pixels, so cheap enough inline.
+        return inspect_image(image.data, field="image", max_pixels=self._config.max_pixels)
 
     async def _decode(self, image_bytes: bytes) -> DecodedImage:
         max_pixels = self._config.max_pixels
@@ -454,6 +555,25 @@ def _sources(image: InputFile, decoded: DecodedImage) -> SourceFiles:
         return SourceFiles(None)
     encoded = EncodedImage(image.data, CONTENT_TYPES[decoded.format])
     return SourceFiles(encoded, image_key=image.object_key)
+
+
+def _prepared(
+    edit: InspectedEdit, decoded: DecodedImage, sources: SourceFiles, spec: EditSpec
+) -> PreparedEdit:
+    return PreparedEdit(
+        operation=edit.operation,
+        route=edit.route,
+        output_size=edit.output_size,
+        output=edit.output,
+        seed=edit.seed,
+        image=decoded.pixels,
+        sources=sources,
+        spec=spec,
+    )
+
+
+def _scale(request: pb.EnhanceRequest) -> int:
+    return request.scale if ENHANCE_KINDS[request.kind] is EnhanceKind.UPSCALE else 1
 
 
 def _raise_if(violations: list[FieldViolation]) -> None:

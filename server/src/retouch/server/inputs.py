@@ -16,10 +16,22 @@ from .storage import ObjectNotFound, ObjectStore
 
 @dataclass(frozen=True, slots=True)
 class InputFile:
-    """An input's encoded bytes, and its object key when it came from the object store."""
+    """An input's encoded bytes, and its object key when it came from the object store.
 
-    data: bytes = dataclasses.field(repr=False)
+    Inline bytes are left in the request message, which gRPC keeps for the whole call;
+    every read of :attr:`data` copies them out. So a job waiting for a slot holds its
+    input once, not twice, and a reader should keep what it read only while it needs it.
+    """
+
+    source: common_pb2.ImageInput | bytes = dataclasses.field(repr=False)
+    """The request's ``ImageInput`` for inline bytes, else the bytes read from the store."""
     object_key: str | None = None
+
+    @property
+    def data(self) -> bytes:
+        if isinstance(self.source, bytes):
+            return self.source
+        return self.source.data
 
 
 class InputResolver:
@@ -40,7 +52,7 @@ class InputResolver:
         if source == "data":
             if not image.data:
                 raise InvalidArgument(f"{field}.data", "the image data is empty")
-            return InputFile(image.data)
+            return InputFile(image)
         if source == "upload_id":
             upload = await self._store.get_upload(image.upload_id)
             if (
@@ -52,13 +64,13 @@ class InputResolver:
                     f"upload {echo(image.upload_id)} not found: it may have expired; upload again"
                 )
             data = await self._get(upload.object_key, f"upload {echo(image.upload_id)}")
-            return InputFile(data, upload.object_key)
+            return InputFile(data, object_key=upload.object_key)
         if source == "result_id":
             result = await self._store.get_result(image.result_id)
             if result is None or result.owner != caller.owner:
                 raise NotFound(f"result {echo(image.result_id)} not found")
             data = await self._get(result.object_key, f"result {echo(image.result_id)}")
-            return InputFile(data, result.object_key)
+            return InputFile(data, object_key=result.object_key)
         raise InvalidArgument(field, f"{field} is required: set data, upload_id or result_id")
 
     async def _get(self, key: str, what: str) -> bytes:

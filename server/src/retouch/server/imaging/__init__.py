@@ -7,7 +7,8 @@ the request field; no decoder exception escapes. All functions are CPU-bound and
 release the GIL in OpenCV and Pillow, so callers run them with ``asyncio.to_thread``.
 """
 
-from .decode import DecodedImage, decode_image
+from ._formats import Header
+from .decode import DecodedImage, decode_image, inspect_image
 from .encode import CONTENT_TYPES, DEFAULT_QUALITY, encode_image
 from .mask import (
     MAX_MASK_ADJUST_PX,
@@ -24,12 +25,14 @@ __all__ = [
     "DEFAULT_QUALITY",
     "MAX_MASK_ADJUST_PX",
     "DecodedImage",
+    "Header",
     "MaskLevels",
     "PreparedMask",
     "decode_image",
     "decode_mask",
     "decode_mask_levels",
     "encode_image",
+    "inspect_image",
     "mask_from_alpha",
     "prepare_mask",
 ]

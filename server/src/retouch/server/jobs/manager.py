@@ -131,9 +131,11 @@ class JobManager:
         self._live[job.job_id] = live
         return live
 
-    def launch(self, live: LiveJob, work: Coroutine[object, object, None]) -> None:
+    def launch(self, live: LiveJob, work: Coroutine[object, object, None]) -> asyncio.Task[None]:
         """Run the job's ``work`` in its own task, apart from the call that started it."""
-        live.task = asyncio.create_task(self._run(live, work), name=f"job {live.job_id}")
+        task = asyncio.create_task(self._run(live, work), name=f"job {live.job_id}")
+        live.task = task
+        return task
 
     async def _run(self, live: LiveJob, work: Coroutine[object, object, None]) -> None:
         try:

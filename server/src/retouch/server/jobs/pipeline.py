@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import logging
 from collections.abc import AsyncIterator
@@ -24,7 +25,14 @@ from google.protobuf.message import Message
 
 from ..auth import Caller
 from ..clock import Clock
-from ..edits import EditMessage, EditPreparer, PreparedEdit, off_loop, operation_of
+from ..edits import (
+    EditMessage,
+    EditPreparer,
+    InspectedEdit,
+    PreparedEdit,
+    off_loop,
+    operation_of,
+)
 from ..errors import (
     Cancelled,
     DeadlineExceeded,
@@ -37,7 +45,7 @@ from ..ids import new_id
 from ..policy import Balance, Plan, Policy
 from ..policy.upstream import UpstreamLimits
 from ..routing import Route, RoutePolicy, Router
-from ..scheduling import PlaceReporter, Scheduler
+from ..scheduling import PlaceReporter, QueuePlace, Scheduler, Slot
 from ..telemetry import job_started, stage
 from .events import Accepted, Completed, Progressed
 from .live import LiveJob
@@ -56,13 +64,14 @@ class Admission:
     """What the stages before the run decided for a job."""
 
     job: JobRecord
-    request: EditMessage
+    inspected: InspectedEdit
+    """The edit as checked from its headers, holding only encoded inputs."""
     caller: Caller
     edit: PreparedEdit | None
-    """The decoded edit; ``None`` for a job that waits for a slot, which holds only its
-    encoded request and decodes again once a slot is its own."""
-    seed: int
-    input_size: tuple[int, int]
+    """The decoded edit; ``None`` for a job that waits for a slot, which decodes once
+    the slot is its own."""
+    slot: Slot | None
+    """The free slot of its provider the job took when it was admitted, if there was one."""
     route: Route
     plan: Plan
     balance: Balance
@@ -121,49 +130,77 @@ class EditPipeline:
             # Only a look at the caller's buckets: a rate-limited caller is refused
             # before decoding, and the tokens are taken once the provider is known.
             plan = await self.admit(request, caller, dry_run=True)  # admit
-            edit = await self._edits.prepare(request, caller, plan)  # prepare
+            inspected = await self._edits.inspect(request, caller, plan)  # prepare: headers
             # Refused here, when the provider's queue is full, before anything is held.
-            route = self._scheduler.choose(await self.route(edit, plan))  # route
+            route = self._scheduler.choose(await self.route(inspected, plan))  # route
             route = await self._take_tokens(caller, plan, route)
+            # Taken before any await, so callers arriving together cannot all see it free.
+            slot = self._scheduler.claim(route.candidates[0])
+            claim.job_id = await self._admit_job(
+                request, caller, plan, inspected, route, fingerprint, time_left, slot=slot
+            )
+            return claim.job_id
+
+    async def _admit_job(
+        self,
+        request: EditMessage,
+        caller: Caller,
+        plan: Plan,
+        inspected: InspectedEdit,
+        route: Route,
+        fingerprint: str,
+        time_left: float | None,
+        *,
+        slot: Slot | None,
+    ) -> str:
+        """Decode (when the job has a ``slot``), reserve, record and launch the job;
+        returns its id, or the id of the job its request_id already names. The slot
+        goes back unless the job was launched with it."""
+        launched = False
+        try:
+            # A job holding a slot decodes now, so corrupt pixels are refused before
+            # any credit is held; a waiting job keeps only its encoded input.
+            edit = None if slot is None else await self._edits.decode(inspected)  # prepare: pixels
+            inspected = inspected.encoded_only()
             time_limit = self._default_deadline_s if time_left is None else time_left
-            job = self._new_job(caller, request_id, fingerprint, edit, route, time_limit)
-            seed, input_size = edit.seed, (edit.route.width, edit.route.height)
-            kept: PreparedEdit | None = edit
-            if self._scheduler.must_wait(route.candidates[0]):
-                # A waiting job keeps its encoded request, not its pixels: let them go
-                # now, before the awaits below, so callers beyond capacity hold none.
+            job = self._new_job(
+                caller, request.request_id, fingerprint, inspected, route, time_limit
+            )
+            if slot is None:
                 job = dataclasses.replace(job, state=JobState.QUEUED)
-                kept = None
-            del edit
             balance = await self._reserve(job, caller, plan, route)  # reserve
             existing = await self._record(job)
             if existing is not None:
                 same_request(existing.fingerprint, fingerprint)
-                claim.job_id = existing.job_id
                 return existing.job_id
             admission = Admission(
                 job=job,
-                request=request,
+                inspected=inspected,
                 caller=caller,
-                edit=kept,
-                seed=seed,
-                input_size=input_size,
+                edit=edit,
+                slot=slot,
                 route=route,
                 plan=plan,
                 balance=balance,
                 time_limit_s=time_limit,
             )
-            del kept
+            del edit
             live = self._jobs.track(job)
-            self._jobs.launch(live, self._run(admission, live))
-            claim.job_id = job.job_id
+            task = self._jobs.launch(live, self._run(admission, live))
+            launched = True
+            if slot is not None:
+                # A task cancelled before its first step never runs its body.
+                task.add_done_callback(lambda _: slot.release())
             return job.job_id
+        finally:
+            if slot is not None and not launched:
+                slot.release()
 
     async def quote(self, request: EditMessage, caller: Caller) -> Route:
         """What :meth:`submit` would decide for ``request`` (the route, or the refusal it
         raises), without taking a token or holding credits."""
         plan = await self.admit(request, caller, dry_run=True)
-        edit = await self._edits.prepare(request, caller, plan)
+        edit = await self._edits.inspect(request, caller, plan)
         route = self._scheduler.choose(await self.route(edit, plan))
         await self._policy.would_reserve(caller, plan, route.candidates[0].price)
         return route
@@ -179,7 +216,7 @@ class EditPipeline:
             await self._policy.admit(caller, plan, intent, dry_run=dry_run)
         return plan
 
-    async def route(self, edit: PreparedEdit, plan: Plan) -> Route:
+    async def route(self, edit: InspectedEdit, plan: Plan) -> Route:
         """The route stage: the providers that may take ``edit`` under ``plan``, best
         first; raises when none may."""
         policy = self._policy
@@ -237,7 +274,7 @@ class EditPipeline:
         caller: Caller,
         request_id: str,
         fingerprint: str,
-        edit: PreparedEdit,
+        edit: InspectedEdit,
         route: Route,
         time_limit_s: float,
     ) -> JobRecord:
@@ -279,7 +316,8 @@ class EditPipeline:
     async def _run(self, admission: Admission, live: LiveJob) -> None:
         """Run the job within its time limit and settle it, whatever happens."""
         job, route, plan = admission.job, admission.route, admission.plan
-        job_started(job, *admission.input_size)
+        job_started(job, admission.inspected.route.width, admission.inspected.route.height)
+        edit_seed = admission.inspected.seed
         deadline = self._clock.monotonic() + admission.time_limit_s
         try:
             async with asyncio.timeout(admission.time_limit_s):
@@ -292,7 +330,7 @@ class EditPipeline:
                             job, state=JobState.RUNNING, lease_until=live.lease_until
                         )
                         await self._store.update_job(job)
-                    edit = admission.edit or await self._decode_again(admission)
+                    edit = admission.edit or await self._edits.decode(admission.inspected)
                     job, outcome = await self._runner.run(job, edit, route, live, deadline)  # run
                     with stage("storage"):  # store
                         result = await self._results.write(
@@ -300,7 +338,7 @@ class EditPipeline:
                         )
                     del edit
                 price = outcome.charge
-                live.publish(Completed(result, admission.seed, price, outcome.provider_ms))
+                live.publish(Completed(result, edit_seed, price, outcome.provider_ms))
                 await self._results.make_durable(result)
                 await live.recorded()
                 job = dataclasses.replace(job, result_id=result.result_id, cost_credits=price)
@@ -328,31 +366,31 @@ class EditPipeline:
 
     @contextlib.asynccontextmanager
     async def _slot(self, admission: Admission, live: LiveJob) -> AsyncIterator[None]:
-        """Hold a slot of the job's provider; while the job waits for it, its followers
-        hear its place in the queue."""
+        """Hold the job's slot of its provider: the one it took when it was admitted,
+        or one it waits for while its followers hear its place in the queue."""
         caller = admission.caller
-
+        slot = functools.partial(
+            self._scheduler.slot,
+            admission.route.candidates[0],
+            tenant=caller.tenant,
+            subject=caller.subject,
+            weight=admission.plan.queue_weight,
+        )
+        if admission.slot is not None:
+            # At the head of the queue and starting now: every stream hears its place.
+            live.publish(Progressed(0.0, "queued", QueuePlace(0, self._clock.now())))
+            async with slot(listener=_ignore_place, held=admission.slot):
+                yield
+            return
         reporter = PlaceReporter(lambda place: live.publish(Progressed(0.0, "queued", place)))
         telling = asyncio.create_task(reporter.run(), name=f"queue place {admission.job.job_id}")
         async with contextlib.AsyncExitStack() as held:
             try:
-                await held.enter_async_context(
-                    self._scheduler.slot(
-                        admission.route.candidates[0],
-                        tenant=caller.owner,
-                        subject=caller.subject,
-                        weight=admission.plan.queue_weight,
-                        listener=reporter,
-                    )
-                )
+                await held.enter_async_context(slot(listener=reporter))
             finally:
                 reporter.stop()
                 await telling
             yield
-
-    async def _decode_again(self, admission: Admission) -> PreparedEdit:
-        edit = await self._edits.prepare(admission.request, admission.caller, admission.plan)
-        return dataclasses.replace(edit, seed=admission.seed)
 
     async def _settle(self, live: LiveJob, job: JobRecord, error: RetouchError | None) -> None:
         """The settle stage: the job's end recorded once, then charged or refunded."""
@@ -368,12 +406,16 @@ class EditPipeline:
             live.finish(status)
 
 
+def _ignore_place(place: QueuePlace) -> None:
+    """A job that holds its slot already is never told a place."""
+
+
 def _accepted(admission: Admission) -> Accepted:
     plan, balance = admission.plan, admission.balance
     return Accepted(
         route=admission.route,
-        seed=admission.seed,
-        input_size=admission.input_size,
+        seed=admission.inspected.seed,
+        input_size=(admission.inspected.route.width, admission.inspected.route.height),
         quota_left=-1
         if plan.monthly_jobs is None
         else max(0, plan.monthly_jobs - balance.jobs_used),

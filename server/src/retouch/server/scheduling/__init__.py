@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .eta import ServiceTimes
 from .fairness import FairQueue
-from .queue import PlaceListener, ProviderQueue, QueueLimits, QueuePlace
+from .queue import PlaceListener, ProviderQueue, QueueLimits, QueuePlace, Slot
 from .reporting import PlaceReporter
 from .scheduler import Scheduler
 
@@ -17,4 +17,5 @@ __all__ = [
     "QueuePlace",
     "Scheduler",
     "ServiceTimes",
+    "Slot",
 ]

@@ -118,34 +118,60 @@ class ProviderQueue:
             reason="PROVIDER_QUEUE_FULL",
         )
 
+    def claim(self) -> Slot | None:
+        """A free slot, taken now without waiting; None when none is free or jobs are
+        already waiting for one."""
+        if not self.has_free_slot():
+            return None
+        self._running += 1
+        return Slot(self, self._clock.monotonic())
+
+    async def acquire(
+        self, *, tenant: str, subject: str, weight: float, listener: PlaceListener
+    ) -> Slot:
+        """A slot: a free one at once, else the next one freed once the job's turn
+        comes in fair order, telling ``listener`` each new place meanwhile. Cancelled
+        while waiting, the job leaves the queue at once."""
+        free = self.claim()
+        if free is not None:
+            return free
+        waiter = _Waiter(asyncio.get_running_loop().create_future(), listener)
+        self._waiting.push(waiter, tenant=tenant, subject=subject, weight=weight)
+        self._announce()
+        try:
+            await waiter.granted
+        except BaseException:
+            if _was_granted(waiter.granted):
+                self._release()  # the slot was passed on just as the wait ended
+            else:
+                self._waiting.remove(waiter)
+            self._announce()
+            raise
+        return Slot(self, self._clock.monotonic())
+
     @contextlib.asynccontextmanager
     async def slot(
-        self, *, tenant: str, subject: str, weight: float, listener: PlaceListener
+        self,
+        *,
+        tenant: str,
+        subject: str,
+        weight: float,
+        listener: PlaceListener,
+        held: Slot | None = None,
     ) -> AsyncIterator[None]:
-        """Hold one slot for the body; wait for it in fair order when none is free,
-        telling ``listener`` each new place. Cancelled while waiting, the job leaves the
-        queue at once."""
-        if self.has_free_slot():
-            self._running += 1
-        else:
-            waiter = _Waiter(asyncio.get_running_loop().create_future(), listener)
-            self._waiting.push(waiter, tenant=tenant, subject=subject, weight=weight)
-            self._announce()
-            try:
-                await waiter.granted
-            except BaseException:
-                if _was_granted(waiter.granted):
-                    self._release()  # the slot was passed on just as the wait ended
-                else:
-                    self._waiting.remove(waiter)
-                self._announce()
-                raise
-        started = self._clock.monotonic()
+        """Hold a slot for the body: ``held`` (one :meth:`claim` took) or one
+        :meth:`acquire` waits for."""
+        slot = held or await self.acquire(
+            tenant=tenant, subject=subject, weight=weight, listener=listener
+        )
         try:
             yield
         finally:
-            self._times.record(self.name, self._clock.monotonic() - started)
-            self._release()
+            slot.release()
+
+    def _give_back(self, started: float) -> None:
+        self._times.record(self.name, self._clock.monotonic() - started)
+        self._release()
 
     def _release(self) -> None:
         while self._waiting:
@@ -168,6 +194,23 @@ class ProviderQueue:
                 waiter.position = position
                 start = now + self._times.wait(self.name, position, self.capacity)
                 waiter.listener(QueuePlace(position, start))
+
+
+class Slot:
+    """One slot of a provider, held until :meth:`release`; releasing it again does
+    nothing, so every path that may end a job can release it safely."""
+
+    __slots__ = ("_queue", "_released", "_started")
+
+    def __init__(self, queue: ProviderQueue, started: float) -> None:
+        self._queue = queue
+        self._started = started
+        self._released = False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._queue._give_back(self._started)
 
 
 def _was_granted(granted: asyncio.Future[None]) -> bool:

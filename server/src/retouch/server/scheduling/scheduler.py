@@ -15,7 +15,7 @@ from ..clock import Clock
 from ..routing import Candidate, Route
 from . import memory
 from .eta import ServiceTimes
-from .queue import PlaceListener, ProviderQueue, QueueLimits
+from .queue import PlaceListener, ProviderQueue, QueueLimits, Slot
 from .semaphore import LocalPermits, Permits, permit
 
 log = logging.getLogger(__name__)
@@ -105,9 +105,10 @@ class Scheduler:
                 )
         raise refusal
 
-    def must_wait(self, candidate: Candidate) -> bool:
-        """Whether a job for ``candidate`` would wait for a slot now."""
-        return not self.queue(candidate).has_free_slot()
+    def claim(self, candidate: Candidate) -> Slot | None:
+        """A free slot of ``candidate``'s provider taken now, or None when a job for
+        it would wait (see :meth:`ProviderQueue.claim`)."""
+        return self.queue(candidate).claim()
 
     @contextlib.asynccontextmanager
     async def slot(
@@ -118,15 +119,18 @@ class Scheduler:
         subject: str,
         weight: float,
         listener: PlaceListener,
+        held: Slot | None = None,
     ) -> AsyncIterator[None]:
-        """Hold a slot of ``candidate``'s provider for the body (see
-        :meth:`ProviderQueue.slot`); for a hosted provider, also one of the permits all
-        replicas share, waited for at the head of this replica's queue."""
+        """Hold a slot of ``candidate``'s provider for the body, ``held`` or waited for
+        (see :meth:`ProviderQueue.slot`); for a hosted provider, also one of the permits
+        all replicas share, waited for at the head of this replica's queue."""
         queue = self.queue(candidate)
-        async with contextlib.AsyncExitStack() as held:
-            await held.enter_async_context(
-                queue.slot(tenant=tenant, subject=subject, weight=weight, listener=listener)
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(
+                queue.slot(
+                    tenant=tenant, subject=subject, weight=weight, listener=listener, held=held
+                )
             )
             if candidate.loaded.manifest.remote:
-                await held.enter_async_context(permit(self._permits, queue.name, queue.capacity))
+                await stack.enter_async_context(permit(self._permits, queue.name, queue.capacity))
             yield
