@@ -42,22 +42,27 @@ burst = 1000000
 
 @contextmanager
 def retouch_server(
-    data_dir: Path, settings: str = "", pids: list[int] | None = None
+    data_dir: Path,
+    settings: str = "",
+    pids: list[int] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[int]:
     """``python -m retouch.server`` with :data:`BENCH_CONFIG` and state in ``data_dir``;
-    ``settings`` are top-level TOML lines put before it (``database = "…"``).
+    ``settings`` are top-level TOML lines put before it (``database = "…"``), ``env``
+    variables added to its environment.
 
     Yields the port it listens on; its process id is appended to ``pids`` when given.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     config = data_dir / "bench.toml"
     config.write_text(f"{settings}\n{BENCH_CONFIG}")
-    env = {
+    server_env = {
+        **(env or {}),
         "RETOUCH_CONFIG": str(config),
         "RETOUCH_DATA_DIR": str(data_dir),
         "RETOUCH_LISTEN": "127.0.0.1:0",
     }
-    with _serving(["-m", "retouch.server"], env, pids) as port:
+    with _serving(["-m", "retouch.server"], server_env, pids) as port:
         yield port
 
 
