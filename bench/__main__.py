@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 from .database import render_database, run_database_bench
+from .embedded_baseline import render_embedded_baseline, run_embedded_baseline_bench
+from .fairness import render_fairness, run_fairness_bench
 from .hosted import render_hosted, run_hosted_bench
 from .limits import render_limits, run_limits_bench
 from .machine import describe_machine
@@ -16,6 +18,7 @@ from .replicas import render_replicas, run_replicas_bench
 from .report import render, summary
 from .resilience import render_resilience, run_resilience_bench
 from .scheduling import render_scheduling, run_scheduling_bench
+from .server_cpu import render_server_cpu, run_server_cpu_bench
 from .speed import run_speed_bench
 from .telemetry import render_telemetry, run_telemetry_bench
 
@@ -25,6 +28,8 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 def main() -> int:
     machine = describe_machine()
     speed = asyncio.run(run_speed_bench())
+    print("bench: embedded figures beside issue 8's baseline", file=sys.stderr, flush=True)
+    embedded_baseline = asyncio.run(run_embedded_baseline_bench())
     print("bench: policy", file=sys.stderr, flush=True)
     policy = asyncio.run(run_policy_bench())
     print("bench: database", file=sys.stderr, flush=True)
@@ -41,6 +46,10 @@ def main() -> int:
     replicas = asyncio.run(run_replicas_bench())
     print("bench: scheduling", file=sys.stderr, flush=True)
     scheduling = asyncio.run(run_scheduling_bench())
+    print("bench: fairness", file=sys.stderr, flush=True)
+    fairness = asyncio.run(run_fairness_bench())
+    print("bench: server CPU per job", file=sys.stderr, flush=True)
+    server_cpu = asyncio.run(run_server_cpu_bench())
     print("bench: quality", file=sys.stderr, flush=True)
     quality = run_quality_bench()
     sections = "\n".join(
@@ -53,10 +62,14 @@ def main() -> int:
             render_limits(limits),
             render_replicas(replicas),
             render_scheduling(scheduling),
+            render_fairness(fairness),
+            render_server_cpu(server_cpu),
         ]
     )
-    RESULTS.write_text(render(machine, speed, sections, quality))
+    baseline = render_embedded_baseline(embedded_baseline)
+    RESULTS.write_text(render(machine, speed, sections, quality, speed_baseline=baseline))
     print(summary(speed))
+    print(baseline)
     print(render_policy(policy))
     print(render_database(database))
     print(render_telemetry(telemetry))
@@ -65,6 +78,8 @@ def main() -> int:
     print(render_hosted(hosted))
     print(render_limits(limits))
     print(render_scheduling(scheduling))
+    print(render_fairness(fairness))
+    print(render_server_cpu(server_cpu))
     print(f"figures written to {RESULTS}")
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 from grpc import aio
@@ -62,15 +63,18 @@ class CallTrace:
 
 
 async def inpaint(
-    stub: image_edit_pb2_grpc.ImageEditAsyncStub, request: pb.InpaintRequest
+    stub: image_edit_pb2_grpc.ImageEditAsyncStub,
+    request: pb.InpaintRequest,
+    metadata: tuple[tuple[str, str], ...] = METADATA,
 ) -> CallTrace:
-    """One Inpaint call up to its Completed event, which must carry the inline result."""
+    """One Inpaint call up to its Completed event, which must carry the inline result;
+    ``metadata`` names the caller (by default the development tenant)."""
     arrivals: list[float] = []
     kinds: list[str] = []
     completed: pb.JobEvent | None = None
     route = ""
     started = time.perf_counter()
-    async for event in stub.Inpaint(request, metadata=METADATA):
+    async for event in stub.Inpaint(request, metadata=metadata):
         arrivals.append(time.perf_counter())
         kinds.append(str(event.WhichOneof("event")))
         if event.HasField("accepted"):
@@ -92,6 +96,11 @@ async def inpaint(
         completed.completed.provider_ms,
         route,
     )
+
+
+async def total_ms(call: Awaitable[CallTrace]) -> float:
+    """The end-to-end milliseconds of ``call``, once it has ended."""
+    return (await call).total_ms
 
 
 class Echo:

@@ -69,9 +69,10 @@ class InProcessPipeline:
         if result is None:
             raise RuntimeError("the OpenCV provider ended without a result")
         inpainted = time.perf_counter()
-        out = composite(image.pixels, result.image, mask.alpha)
+        # As the server does it: into the decoded input, then encoded in place.
+        out = composite(image.pixels, result.image, mask.alpha, out=image.pixels)
         composited = time.perf_counter()
-        encode_image(out, "PNG", DEFAULT_QUALITY)
+        encode_image(out, "PNG", DEFAULT_QUALITY, in_place=True)
         encoded = time.perf_counter()
         return StageTimes(
             decode=1000 * (decoded - started),

@@ -10,6 +10,7 @@ import threading
 from collections import deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from retouch.server.config import DEV_API_KEY, hash_key
@@ -18,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 METADATA = (("authorization", f"Bearer {DEV_API_KEY}"), ("x-retouch-subject", "user:bench"))
 """Call metadata for the retouch server: the development key and a subject."""
 _LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
+_IMPORTED = re.compile(r"^bench\.launch: (\S+) from (.+)$")
 _STOP_TIMEOUT_S = 10.0
 _LOG_LINES = 40
 
@@ -40,24 +42,56 @@ burst = 1000000
 """
 
 
+@dataclass(frozen=True, slots=True)
+class Source:
+    """The code a bench server runs: the working tree, or an earlier revision's
+    extracted under ``root`` (:func:`bench.baseline.checkout`)."""
+
+    label: str
+    root: Path
+    """Every ``retouch.*`` module the server imports must come from under here."""
+    src_dirs: tuple[Path, ...] = ()
+    """Put first on ``PYTHONPATH``; the working tree needs none, the venv installs it."""
+    disabled_providers: tuple[str, ...] = ()
+    """Plugins the venv registers that this code does not have."""
+
+
 @contextmanager
 def retouch_server(
-    data_dir: Path, settings: str = "", pids: list[int] | None = None
+    data_dir: Path,
+    settings: str = "",
+    pids: list[int] | None = None,
+    *,
+    source: Source | None = None,
+    tables: str = "",
 ) -> Iterator[int]:
     """``python -m retouch.server`` with :data:`BENCH_CONFIG` and state in ``data_dir``;
-    ``settings`` are top-level TOML lines put before it (``database = "…"``).
+    ``settings`` are top-level TOML lines put before it (``database = "…"``), ``tables``
+    more TOML tables put after it (another ``[[tenants]]``).
+
+    With a ``source`` the server runs that code, through :mod:`bench.launch`, and is
+    refused unless its modules were imported from under ``source.root``.
 
     Yields the port it listens on; its process id is appended to ``pids`` when given.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     config = data_dir / "bench.toml"
-    config.write_text(f"{settings}\n{BENCH_CONFIG}")
     env = {
         "RETOUCH_CONFIG": str(config),
         "RETOUCH_DATA_DIR": str(data_dir),
         "RETOUCH_LISTEN": "127.0.0.1:0",
     }
-    with _serving(["-m", "retouch.server"], env, pids) as port:
+    args = ["-m", "retouch.server"]
+    if source is not None:
+        args = ["-m", "bench.launch"]
+        if source.disabled_providers:
+            settings += f"\ndisabled_providers = {list(source.disabled_providers)!r}\n"
+        if source.src_dirs:
+            inherited = [os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []
+            env["PYTHONPATH"] = os.pathsep.join([*map(str, source.src_dirs), *inherited])
+    config.write_text(f"{settings}\n{BENCH_CONFIG}\n{tables}")
+    expected_root = None if source is None else source.root
+    with _serving(args, env, pids, expected_root) as port:
         yield port
 
 
@@ -71,7 +105,10 @@ def echo_server(replies: int, last_reply_bytes: int) -> Iterator[int]:
 
 @contextmanager
 def _serving(
-    args: list[str], env: Mapping[str, str], pids: list[int] | None = None
+    args: list[str],
+    env: Mapping[str, str],
+    pids: list[int] | None = None,
+    expected_root: Path | None = None,
 ) -> Iterator[int]:
     process = subprocess.Popen(
         [sys.executable, *args],
@@ -85,8 +122,12 @@ def _serving(
     if pids is not None:
         pids.append(process.pid)
     log: deque[str] = deque(maxlen=_LOG_LINES)
+    imported: dict[str, Path] = {}
     try:
-        yield _port_from_log(process, log)
+        port = _port_from_log(process, log, imported)
+        if expected_root is not None:
+            _check_imported(imported, expected_root)
+        yield port
     except BaseException:
         # A failed call usually means the server logged why: show it with the error.
         sys.stderr.write(f"last lines logged by {' '.join(args)}:\n{''.join(log)}")
@@ -100,11 +141,16 @@ def _serving(
             process.wait()
 
 
-def _port_from_log(process: subprocess.Popen[str], log: deque[str]) -> int:
+def _port_from_log(
+    process: subprocess.Popen[str], log: deque[str], imported: dict[str, Path]
+) -> int:
     stderr = process.stderr
     assert stderr is not None
     for line in stderr:
         log.append(line)
+        said = _IMPORTED.match(line.rstrip("\n"))
+        if said:
+            imported[said.group(1)] = Path(said.group(2))
         found = _LISTENING.search(line)
         if found:
             # Keep draining the log so the server never blocks on a full pipe.
@@ -113,3 +159,11 @@ def _port_from_log(process: subprocess.Popen[str], log: deque[str]) -> int:
     raise RuntimeError(
         f"{process.args!r} exited with {process.wait()} before listening:\n{''.join(log)}"
     )
+
+
+def _check_imported(imported: Mapping[str, Path], root: Path) -> None:
+    if not imported:
+        raise RuntimeError("the server did not say where its modules were imported from")
+    strays = {name: path for name, path in imported.items() if not path.is_relative_to(root)}
+    if strays:
+        raise RuntimeError(f"the server was to run the code under {root}, but imported {strays}")

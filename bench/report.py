@@ -14,8 +14,10 @@ REFERENCE = (
 )
 
 
-def render(machine: Machine, speed: SpeedResults, sections: str, quality: str) -> str:
-    """The whole RESULTS.md."""
+def render(
+    machine: Machine, speed: SpeedResults, sections: str, quality: str, *, speed_baseline: str = ""
+) -> str:
+    """The whole RESULTS.md; ``speed_baseline`` ends the speed section."""
     lines = [
         "# retouch benchmarks",
         "",
@@ -27,6 +29,7 @@ def render(machine: Machine, speed: SpeedResults, sections: str, quality: str) -
         "",
         *_speed(speed),
         "",
+        *([speed_baseline.rstrip(), ""] if speed_baseline else []),
         sections.rstrip(),
         "",
         "## Quality",

@@ -27,8 +27,8 @@ from grpc import aio
 from retouch.providers.opencv import OpenCVProvider
 from retouch.v1 import image_edit_pb2_grpc
 
-from . import client
-from .inprocess import STAGES, InProcessPipeline, StageTimes
+from . import client, interleave
+from .inprocess import STAGES, InProcessPipeline
 from .processes import echo_server, retouch_server
 from .stats import Figure, Summary
 from .workload import Workload, make_workload
@@ -162,9 +162,11 @@ async def _measure(
             await client.inpaint(stub, big.request())
             await pipeline.run(big)
         _say(f"{config.samples} sequential 1024x1024 jobs, interleaved with in-process runs")
-        traces, stage_times = await _sequential(stub, pipeline, big, config.samples)
+        traces, stage_times = await interleave.pairs(
+            config.samples, lambda: client.inpaint(stub, big.request()), lambda: pipeline.run(big)
+        )
         _say(f"{config.clients} clients x {config.jobs_per_client} jobs")
-        concurrency = await _concurrent(port, big, config)
+        concurrency = await concurrent_jobs(port, big, config.clients, config.jobs_per_client)
         _say(f"{config.tiny_samples} 64x64 jobs, interleaved with bare gRPC echo calls")
         shape = await client.inpaint(stub, tiny.request())
         with echo_server(len(shape.arrivals), shape.last_bytes) as echo_port:
@@ -193,33 +195,19 @@ async def _measure(
     )
 
 
-async def _sequential(
-    stub: image_edit_pb2_grpc.ImageEditAsyncStub, pipeline: InProcessPipeline, big: Workload, n: int
-) -> tuple[list[client.CallTrace], list[StageTimes]]:
-    traces: list[client.CallTrace] = []
-    stage_times: list[StageTimes] = []
-    for i in range(n):
-        # Alternate which goes first, so neither always runs on a just-warmed cache.
-        if i % 2:
-            stage_times.append(await pipeline.run(big))
-            traces.append(await client.inpaint(stub, big.request()))
-        else:
-            traces.append(await client.inpaint(stub, big.request()))
-            stage_times.append(await pipeline.run(big))
-    return traces, stage_times
-
-
-async def _concurrent(port: int, big: Workload, config: SpeedConfig) -> Concurrency:
-    channels = [client.channel(port) for _ in range(config.clients)]
+async def concurrent_jobs(
+    port: int, workload: Workload, clients: int, jobs_per_client: int
+) -> Concurrency:
+    """``clients`` clients, each on its own channel, each running ``jobs_per_client``
+    jobs one after another."""
+    channels = [client.channel(port) for _ in range(clients)]
     try:
         for channel in channels:
             await asyncio.wait_for(channel.channel_ready(), timeout=10)
 
         async def one_client(channel: aio.Channel) -> list[client.CallTrace]:
             stub = image_edit_pb2_grpc.ImageEditStub(channel)
-            return [
-                await client.inpaint(stub, big.request()) for _ in range(config.jobs_per_client)
-            ]
+            return [await client.inpaint(stub, workload.request()) for _ in range(jobs_per_client)]
 
         started = time.perf_counter()
         per_client = await asyncio.gather(*(one_client(channel) for channel in channels))
@@ -229,8 +217,8 @@ async def _concurrent(port: int, big: Workload, config: SpeedConfig) -> Concurre
     traces = [trace for traces in per_client for trace in traces]
     gap_ms, gap_between = max(trace.max_gap for trace in traces)
     return Concurrency(
-        clients=config.clients,
-        jobs_per_client=config.jobs_per_client,
+        clients=clients,
+        jobs_per_client=jobs_per_client,
         seconds=seconds,
         latency=Summary.of([t.total_ms for t in traces]),
         min_progress_events=min(t.progress_events for t in traces),
@@ -251,16 +239,11 @@ async def _fixed_cost(
         for _ in range(config.warmup * 3):
             await echo(payload)
             await client.inpaint(stub, tiny.request())
-        tiny_ms: list[float] = []
-        echo_ms: list[float] = []
-        for i in range(config.tiny_samples):
-            if i % 2:
-                echo_ms.append((await echo(payload)).total_ms)
-                tiny_ms.append((await client.inpaint(stub, tiny.request())).total_ms)
-            else:
-                tiny_ms.append((await client.inpaint(stub, tiny.request())).total_ms)
-                echo_ms.append((await echo(payload)).total_ms)
-    return tiny_ms, echo_ms
+        return await interleave.pairs(
+            config.tiny_samples,
+            lambda: client.total_ms(client.inpaint(stub, tiny.request())),
+            lambda: client.total_ms(echo(payload)),
+        )
 
 
 def _say(message: str) -> None:

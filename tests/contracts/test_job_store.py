@@ -6,14 +6,13 @@ import asyncio
 import contextlib
 import dataclasses
 
-import asyncpg
 import pytest
 
 from retouch.server.database.backends import open_database
 from retouch.server.jobs import JobRecord, JobState, ResultRecord, UploadRecord
-from retouch.server.jobs.store import JobStore
+from retouch.server.jobs.store import JobStore, LeaseRenewal
 from tests.contracts.conftest import Backend
-from tests.engines.postgres import PostgresServer
+from tests.engines.postgres import PostgresServer, drop_listeners, listeners_cut
 
 OWNER = "dev/user:1"
 
@@ -116,11 +115,91 @@ async def test_leases_renew_for_their_replica_and_expire(backend: Backend) -> No
     await store.create_or_get(job("job_b", replica_id="replica-b"))
     await store.create_or_get(job("job_done"))
     await store.finish(failed(job("job_done")))
-    await store.renew_leases("replica-a", ["job_a", "job_b", "job_done"], 200.0)
+    renewal = await store.renew_leases("replica-a", ["job_a", "job_b", "job_done"], 200.0)
+    assert renewal == LeaseRenewal(renewed=frozenset({"job_a"}), cancel_requested=frozenset())
     expired = {j.job_id: j.lease_until for j in await store.expired_jobs(150.0)}
     assert expired == {"job_b": 130.0}  # job_a renewed; job_b is another replica's
     assert {j.job_id for j in await store.expired_jobs(201.0)} == {"job_a", "job_b"}
-    await store.renew_leases("replica-a", [], 300.0)
+    assert await store.renew_leases("replica-a", [], 300.0) == LeaseRenewal(
+        frozenset(), frozenset()
+    )
+
+
+async def test_the_renewal_names_the_jobs_whose_cancel_was_requested(backend: Backend) -> None:
+    """The heartbeat learns of a cancel request with no wake-up at all, on any backend."""
+    runner, caller = await two_stores(backend)
+    for job_id in ("job_a", "job_b"):
+        await runner.create_or_get(job(job_id))
+    assert await caller.request_cancel("job_b")
+    renewal = await runner.renew_leases("replica-a", ["job_a", "job_b"], 200.0)
+    assert renewal.renewed == {"job_a", "job_b"}
+    assert renewal.cancel_requested == {"job_b"}
+
+
+async def test_an_expired_job_is_taken_over_once_and_its_old_holder_is_fenced_off(
+    backend: Backend,
+) -> None:
+    holder, first, second = (await backend.open()).jobs, *await two_stores(backend)
+    await holder.create_or_get(job("job_1"))  # replica-a's, leased until 130
+    assert not await first.take_over("job_1", "replica-b", now=129.0, until=200.0)
+    taken = await asyncio.gather(
+        first.take_over("job_1", "replica-b", now=131.0, until=200.0),
+        second.take_over("job_1", "replica-c", now=131.0, until=200.0),
+    )
+    assert sorted(taken) == [False, True]
+    taker = "replica-b" if taken[0] else "replica-c"
+    # The stalled holder wakes up: it can neither keep, change nor succeed the job.
+    assert (await holder.renew_leases("replica-a", ["job_1"], 300.0)).renewed == set()
+    assert not await holder.update_job(job("job_1", lease_until=300.0))
+    succeeded = dataclasses.replace(job("job_1"), state=JobState.SUCCEEDED, result_id="res_1")
+    assert not await holder.finish(succeeded, events=[(1, b"completed")])
+    assert not await holder.finish(failed(job("job_1")))
+    stored = await holder.get_job("job_1")
+    assert stored is not None
+    assert (stored.state, stored.replica_id, stored.lease_until) == (
+        JobState.RUNNING,
+        taker,
+        200.0,
+    )
+    assert await holder.events_after("job_1", 0) == []
+    # The taker ends it, and the record still names the replica that ran it.
+    assert await first.finish(failed(job("job_1")), holder=taker)
+    stored = await holder.get_job("job_1")
+    assert stored is not None
+    assert (stored.state, stored.replica_id) == (JobState.FAILED, "replica-a")
+    assert not await second.take_over("job_1", "replica-c", now=999.0, until=1000.0)
+
+
+async def test_a_renewed_lease_cannot_be_taken_over(backend: Backend) -> None:
+    holder, other = await two_stores(backend)
+    await holder.create_or_get(job("job_1"))
+    seen = await other.expired_jobs(131.0)
+    assert [j.job_id for j in seen] == ["job_1"]
+    await holder.renew_leases("replica-a", ["job_1"], 200.0)  # between the read and the take
+    assert not await other.take_over("job_1", "replica-b", now=131.0, until=300.0)
+    assert await holder.update_job(job("job_1", lease_until=200.0, provider="fallback"))
+
+
+async def test_finish_records_its_last_events_only_when_it_wins(backend: Backend) -> None:
+    writer = (await backend.open()).jobs
+    watcher = backend.peer(writer, (await backend.open()).jobs)
+    await writer.create_or_get(job("job_1"))
+    await writer.append_event("job_1", 1, b"accepted")
+    succeeded = dataclasses.replace(job("job_1"), state=JobState.SUCCEEDED, last_seq=2)
+    async with (
+        asyncio.timeout(60),  # a guard against a hang, not a timed assertion
+        contextlib.aclosing(watcher.watch_events("job_1")) as changes,
+    ):
+        await anext(changes)
+        assert await writer.finish(succeeded, events=[(2, b"completed")])
+        await anext(changes)
+        stored = await watcher.get_job("job_1")
+        assert stored is not None
+        assert stored.state is JobState.SUCCEEDED
+        # Read after the state: the end and its last event were one write.
+        assert await watcher.events_after("job_1", 0) == [b"accepted", b"completed"]
+    assert not await writer.finish(succeeded, events=[(3, b"again")])
+    assert await writer.events_after("job_1", 0) == [b"accepted", b"completed"]
 
 
 async def test_an_expired_job_is_failed_by_one_replica_only(backend: Backend) -> None:
@@ -243,18 +322,38 @@ async def test_watchers_are_woken_again_after_the_listen_connection_drops(
             contextlib.aclosing(store.watch_events("job_1")) as changes,
         ):
             await anext(changes)
-            admin = await asyncpg.connect(url)
-            try:
-                dropped = await admin.fetchval(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
-                )
-            finally:
-                await admin.close()
-            assert dropped == 1
+            assert await drop_listeners(url) == 1
             await anext(changes)  # woken by the reconnect: notifications may have been lost
             await store.append_event("job_1", 1, b"after")
             await anext(changes)
             assert await store.events_after("job_1", 0) == [b"after"]
     finally:
         await database.close()
+
+
+async def test_a_cancel_requested_while_the_listen_connection_is_down_arrives_once_it_is_back(
+    postgres: PostgresServer,
+) -> None:
+    """PostgreSQL only: its NOTIFY is lost with the connection; SQLite has none to lose."""
+    url = postgres.new_database()
+    runner_database = await open_database(url, pool_size=2)
+    caller_database = await open_database(url, pool_size=2)
+    runner, caller = runner_database.jobs, caller_database.jobs
+    try:
+        await runner.create_or_get(job("job_1"))
+        async with (
+            asyncio.timeout(60),  # a guard against a hang, not a timed assertion
+            contextlib.aclosing(runner.cancel_requests()) as requests,
+        ):
+            listening = asyncio.ensure_future(anext(requests))
+            await asyncio.sleep(0)  # let the stream subscribe before the request is made
+            async with listeners_cut(url) as dropped:
+                assert dropped == 2  # the runner's and the caller's
+                # Through the caller's pool, while no LISTEN connection can hear it.
+                assert await caller.request_cancel("job_1")
+                assert not listening.done()
+            # The runner's listener reconnects and repeats the pending request.
+            assert await listening == "job_1"
+    finally:
+        await runner_database.close()
+        await caller_database.close()

@@ -12,14 +12,19 @@ from importlib.metadata import entry_points
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
 from grpc import aio
 
-from retouch.sdk import ENTRY_POINT_GROUP
+from retouch.sdk import ENTRY_POINT_GROUP, composite
 from retouch.sdk.testing import FakeHttpServer
+from retouch.server.imaging import prepare_mask
 from retouch.server.registry import ProviderRegistry
+from retouch.v1 import common_pb2
+from retouch.v1 import image_edit_pb2 as pb
 from tests.e2e.test_resilience import PAID, assert_unmasked_pixels_are_the_inputs, inline
-from tests.policy.test_money import IMAGE, SUBJECT, grant, outcome
+from tests.helpers import decode_png
+from tests.policy.test_money import IMAGE, MASK, SUBJECT, grant, inpaint, outcome
 from tests.providers.hosted import API_KEY
 from tests.providers.openai_api import FakeOpenAI
 from tests.providers.stability_api import FakeStability
@@ -77,6 +82,25 @@ async def test_an_inpaint_charges_what_the_api_reported_and_keeps_unmasked_pixel
     assert sent.bearer == API_KEY
     # The caller's PNG reached the API as it was sent: nothing re-encoded it.
     assert sent.form()["image"].data == IMAGE
+
+
+async def test_a_feathered_mask_blends_the_hosted_answer_into_the_band_around_it(
+    harness: Any, api: FakeHttpServer
+) -> None:
+    # The server composites hosted answers itself (JobContext.host_composites), with the
+    # caller's feathered mask, so the band outside the mask mixes the vendor's pixels in.
+    FakeStability(api)  # its erase answers 255 - input everywhere, at the input's size
+    request = inpaint(
+        output=common_pb2.OutputOptions(inline=True), mask_options=pb.MaskOptions(feather_px=4)
+    )
+    async with hosted(harness, "stability", {"base_url": api.url}) as h:
+        events = await outcome(h.edit, request)
+    assert isinstance(events, list), events
+    original = decode_png(IMAGE)
+    blend = prepare_mask(decode_png(MASK)[..., 0], invert=False, grow_px=0, feather_px=4).alpha
+    assert ((blend > 0) & (blend < 255)).any()
+    result = decode_png(events[-1].completed.data)
+    np.testing.assert_array_equal(result, composite(original, 255 - original, blend))
 
 
 async def test_a_content_filtered_result_is_refused_and_refunded(

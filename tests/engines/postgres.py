@@ -12,9 +12,11 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
 
 from . import engine_missing, free_port
@@ -117,3 +119,45 @@ class PostgresServer:
             yield server
         finally:
             server.stop()
+
+
+_DROP_LISTENERS = (
+    # With a timeout, pg_terminate_backend waits until the backend has exited, so no
+    # NOTIFY sent after this returns can reach the dropped connection.
+    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000)) FROM pg_stat_activity "
+    "WHERE datname = $1 AND pid <> pg_backend_pid() AND query LIKE 'LISTEN%'"
+)
+
+
+def _admin_url(url: str) -> tuple[str, str]:
+    """The URL of the cluster's ``postgres`` database, and the name of ``url``'s."""
+    parts = urlsplit(url)
+    return parts._replace(path="/postgres").geturl(), parts.path.lstrip("/")
+
+
+async def drop_listeners(url: str) -> int:
+    """Terminate every LISTEN connection to ``url``'s database, as a network fault or a
+    database restart would; returns how many were dropped. They may reconnect at once."""
+    admin_url, database = _admin_url(url)
+    admin = await asyncpg.connect(admin_url)
+    try:
+        return int(await admin.fetchval(_DROP_LISTENERS, database))
+    finally:
+        await admin.close()
+
+
+@contextlib.asynccontextmanager
+async def listeners_cut(url: str) -> AsyncIterator[int]:
+    """Drop every LISTEN connection to ``url``'s database and let no new connection in
+    until the block ends, so the listeners stay down while it runs; connections already
+    open (the pools') keep working. Yields how many were dropped."""
+    admin_url, database = _admin_url(url)
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        try:
+            yield int(await admin.fetchval(_DROP_LISTENERS, database))
+        finally:
+            await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+    finally:
+        await admin.close()

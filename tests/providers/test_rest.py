@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import email.utils
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -173,6 +174,16 @@ async def test_inpaint_posts_the_documented_json_with_bearer_auth(
     assert (result.image[~keep] == FILL).all(), "masked pixels are the vendor's"
     assert result.usage is not None
     assert result.usage.provider_credits == 2.5
+
+
+async def test_under_a_host_that_composites_the_answer_comes_back_as_the_vendor_sent_it(
+    api: FakeHttpServer, provider: RestProvider
+) -> None:
+    request = inpaint_request()
+    context = dataclasses.replace(sample_context(request), host_composites=True)
+    _, result = await run(provider, request, context)
+    assert result.image.shape == sample_image().shape
+    assert (result.image == FILL).all(), "the host puts the unmasked pixels back itself"
 
 
 async def test_without_the_original_bytes_the_pixels_are_sent_as_png(

@@ -16,6 +16,7 @@ from grpc import aio
 
 from retouch.sdk import Health, HealthReport
 from retouch.server.app import RunningServer, running
+from retouch.server.clock import Clock
 from retouch.server.config import DEV_TENANT, ServerConfig
 from retouch.server.policy import Plan, PlanBook
 from retouch.server.registry import LoadedProvider, ProviderRegistry
@@ -84,7 +85,7 @@ def shared_config(
 
 @contextlib.asynccontextmanager
 async def started(
-    config: ServerConfig, providers: Sequence[Any], name: str
+    config: ServerConfig, providers: Sequence[Any], name: str, clock: Clock | None = None
 ) -> AsyncIterator[Replica]:
     registry = ProviderRegistry()
     for provider in providers:
@@ -92,7 +93,7 @@ async def started(
         registry.add(LoadedProvider(provider, provider.manifest, HealthReport(Health.HEALTHY)))
     own = dataclasses.replace(config, data_dir=config.data_dir.with_name(name))
     async with (
-        running(own, registry=registry) as server,
+        running(own, registry=registry, clock=clock) as server,
         aio.insecure_channel(f"127.0.0.1:{server.port}") as channel,
     ):
         yield Replica(
@@ -106,17 +107,23 @@ async def started(
 def replicas(
     tmp_path: Path, postgres: PostgresServer, redis_url: str, s3_url: str
 ) -> Callable[..., contextlib.AbstractAsyncContextManager[Replicas]]:
-    """``async with replicas(plan=..., first=[providers], second=[providers]) as r:``."""
+    """``async with replicas(plan=..., first=[providers], second=[providers]) as r:``;
+    ``clock=`` gives both replicas one injected clock, other keywords change the config."""
 
     @contextlib.asynccontextmanager
     async def start(
-        *, plan: Plan, first: Sequence[Any], second: Sequence[Any], **changes: Any
+        *,
+        plan: Plan,
+        first: Sequence[Any],
+        second: Sequence[Any],
+        clock: Clock | None = None,
+        **changes: Any,
     ) -> AsyncIterator[Replicas]:
         engines = (postgres.new_database(), redis_url, s3_url)
         config = shared_config(tmp_path, engines, plan, **changes)
         async with (
-            started(config, first, "first") as one,
-            started(config, second, "second") as two,
+            started(config, first, "first", clock) as one,
+            started(config, second, "second", clock) as two,
         ):
             yield Replicas(one, two, config)
 

@@ -23,6 +23,7 @@ from retouch.sdk import (
     Usage,
     decode_image,
     encode_png,
+    expected_size,
     fit_to_request,
 )
 from retouch.sdk.http import RetryPolicy, backoff_delay, parse_retry_after
@@ -216,6 +217,20 @@ def test_fit_to_request_resizes_and_keeps_unmasked_pixels_exactly() -> None:
     assert out.shape == image.shape
     assert np.array_equal(out[mask == 0], image[mask == 0])
     assert (out[mask > 0] == 0).all()
+
+
+@pytest.mark.parametrize("operation", ["inpaint", "outpaint"])
+def test_fit_to_request_only_resizes_for_a_host_that_composites(operation: str) -> None:
+    image = sample_image()
+    request: InpaintRequest | OutpaintRequest = (
+        InpaintRequest(image, sample_mask(), "m", seed=1)
+        if operation == "inpaint"
+        else OutpaintRequest(image, Padding(left=10, top=4), "m", seed=1)
+    )
+    width, height = expected_size(request)
+    out = fit_to_request(request, np.full((64, 64, 3), 7, np.uint8), put_back=False)
+    assert out.shape == (height, width, 3)
+    assert (out == 7).all(), "nothing of the input put back"
 
 
 def test_fit_to_request_puts_the_original_back_inside_an_outpaint() -> None:

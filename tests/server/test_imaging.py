@@ -27,6 +27,7 @@ from retouch.server.imaging import (
     mask_from_alpha,
     prepare_mask,
 )
+from retouch.server.imaging._formats import read_header
 from retouch.server.imaging.decode import _planes_from_pillow
 
 MAX_PIXELS = 4096 * 4096
@@ -106,6 +107,34 @@ def test_rgb_png_decodes_exactly() -> None:
     assert decoded.pixels.flags.c_contiguous
     assert decoded.pixels.dtype == np.uint8
     np.testing.assert_array_equal(decoded.pixels, pixels)
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt", "options", "rgb8"),
+    [
+        ("RGB", "PNG", {}, True),
+        ("RGB", "JPEG", {"quality": 95}, True),
+        ("RGBA", "PNG", {}, False),
+        ("L", "PNG", {}, False),
+        ("L", "JPEG", {}, False),
+        ("RGB", "PNG", {"transparency": (1, 2, 3)}, False),
+        ("RGB", "WEBP", {"lossless": True}, False),
+    ],
+)
+def test_eight_bit_colour_decodes_straight_to_rgb_with_the_same_pixels(
+    mode: str, fmt: str, options: dict[str, Any], rgb8: bool
+) -> None:
+    pixels = smooth_image() if mode == "RGB" else smooth_image()[:, :, 0]
+    image = Image.fromarray(pixels).convert(mode)
+    data = save(image, fmt, **options)
+    assert read_header(data, field="image").rgb8 is rgb8
+    stored = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert stored is not None
+    if rgb8:
+        expected = cv2.cvtColor(stored, cv2.COLOR_BGR2RGB)
+        np.testing.assert_array_equal(decode(data).pixels, expected)
+        oriented = decode(with_orientation(image, fmt, 6, **options)).pixels
+        np.testing.assert_array_equal(oriented, np.rot90(expected, -1))
 
 
 def test_rgba_png_keeps_alpha_separately() -> None:
@@ -670,6 +699,27 @@ def test_encode_accepts_a_non_contiguous_view() -> None:
     pixels = rng_image(40, 60)
     view = pixels[::2, ::3]
     np.testing.assert_array_equal(decode(encode_image(view, "PNG")).pixels, view)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
+@pytest.mark.parametrize("layout", ["contiguous", "view", "read-only"])
+def test_encoding_in_place_gives_the_same_bytes(fmt: str, layout: str) -> None:
+    pixels = smooth_image(40, 60) if layout == "contiguous" else smooth_image(80, 180)[::2, ::3]
+    if layout == "read-only":
+        pixels = pixels.copy()
+        pixels.flags.writeable = False
+    expected = encode_image(pixels.copy(), fmt)
+    assert encode_image(pixels, fmt, in_place=True) == expected
+
+
+def test_encoding_in_place_reuses_the_buffer_for_bgr() -> None:
+    pixels = rng_image()
+    rgb = pixels.copy()
+    encode_image(pixels, "PNG", in_place=True)
+    np.testing.assert_array_equal(pixels, rgb[:, :, ::-1])
+    kept = rng_image()
+    encode_image(kept, "PNG")
+    np.testing.assert_array_equal(kept, rng_image())
 
 
 def test_content_types_cover_every_format() -> None:

@@ -124,7 +124,10 @@ class ServerConfig:
     """How long a replica holds a job it runs without renewing; a job whose replica
     stopped renewing is failed and refunded within twice this."""
     job_heartbeat_s: float = 3.0
-    """How often a replica renews its leases and looks for expired ones."""
+    """How often a replica renews its leases and looks for expired ones; shorter than
+    ``job_lease_s``, so a live replica renews each lease before it runs out. The renewal
+    also brings the cancel requests for its jobs, so CancelJob reaches a job within this
+    long even when the LISTEN connection that brings it at once has dropped."""
     replica_id: str = ""
     """Names this replica on the jobs it runs; empty makes one per process."""
     sweep_interval_s: float = 60.0

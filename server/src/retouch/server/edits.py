@@ -228,10 +228,13 @@ def provider_request(edit: PreparedEdit, model: str) -> EditRequest:
 def keep_unedited(edit: PreparedEdit, edited: RGBImage) -> RGBImage:
     """The provider's image with every pixel outside the edit exactly as it came in.
 
-    CPU work: call it off the event loop."""
+    An inpaint is composited into ``edit.image`` itself, whose pixels outside the
+    blend's bounding box are already the answer: only that box is written, and
+    ``edit.image`` holds the result afterwards. CPU work: call it off the event loop."""
     spec, original = edit.spec, edit.image
     if isinstance(spec, InpaintSpec):
-        return composite(original, edited, spec.blend)
+        into = original if original.flags.writeable else None
+        return composite(original, edited, spec.blend, out=into)
     if isinstance(spec, OutpaintSpec):
         out_w, out_h = edit.output_size
         height, width = original.shape[:2]
@@ -245,7 +248,7 @@ def keep_unedited(edit: PreparedEdit, edited: RGBImage) -> RGBImage:
         new_area = np.full((out_h, out_w), 255, np.uint8)
         new_area[region] = 0
         blend = prepare_mask(new_area, invert=False, grow_px=0, feather_px=spec.feather_px)
-        return composite(canvas, edited, blend.alpha)
+        return composite(canvas, edited, blend.alpha, out=canvas)
     return edited
 
 

@@ -64,6 +64,11 @@ class JobContext:
     - ``image_url`` / ``mask_url``: short-lived URLs of those inputs in the object
       store, for APIs that fetch inputs themselves; ``None`` when the store cannot
       presign (the embedded filesystem store) or the input was sent inline.
+    - ``host_composites``: the host puts every pixel outside the edit back itself
+      (retouch's server does, with the caller's feathered mask), so a provider need
+      not: :class:`~retouch.sdk.http.RemoteProvider` then only resizes the vendor's
+      answer. ``False`` by default, and so in the conformance kit, which holds a
+      provider to the whole contract on its own.
     """
 
     job_id: str
@@ -74,6 +79,7 @@ class JobContext:
     mask: EncodedImage | None = None
     image_url: str | None = field(default=None, repr=False)
     mask_url: str | None = field(default=None, repr=False)
+    host_composites: bool = False
 
     def __post_init__(self) -> None:
         if not self.job_id:

@@ -63,15 +63,15 @@ def expected_size(request: EditRequest) -> tuple[int, int]:
     return request.output_size
 
 
-def fit_to_request(request: EditRequest, image: RGBImage) -> RGBImage:
+def fit_to_request(request: EditRequest, image: RGBImage, *, put_back: bool = True) -> RGBImage:
     """A remote provider's ``image``, made into the result ``request`` asks for.
 
     Hosted models often answer at their own resolution (multiples of 64, a fixed
-    size): the image is resized to the expected size when it differs. Then the pixels
-    the edit must keep are put back exactly: outside the mask for inpaint, the
-    original region for outpaint. (The server composites again with the caller's
-    feathered mask; this keeps the provider's own contract, which the conformance kit
-    checks.)
+    size): the image is resized to the expected size when it differs. Then, unless
+    ``put_back`` is false, the pixels the edit must keep are put back exactly: outside
+    the mask for inpaint, the original region for outpaint. Pass ``put_back=False``
+    when the host composites the result itself (:attr:`JobContext.host_composites`):
+    doing it here too costs a full-size copy and blend per job for nothing.
     """
     width, height = expected_size(request)
     if image.shape[:2] != (height, width):
@@ -79,6 +79,8 @@ def fit_to_request(request: EditRequest, image: RGBImage) -> RGBImage:
             (width, height), Image.Resampling.LANCZOS
         )
         image = np.asarray(resized, dtype=np.uint8)
+    if not put_back:
+        return image
     if isinstance(request, InpaintRequest):
         return composite(request.image, image, request.mask)
     if isinstance(request, OutpaintRequest):

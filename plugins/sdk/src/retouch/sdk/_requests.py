@@ -3,6 +3,10 @@
 Images are ``uint8`` arrays of shape (height, width, 3) in RGB order. Masks are
 ``uint8`` arrays of shape (height, width) where 255 means "replace" and 0 "keep"; the
 server has already applied the caller's invert/grow options and binarised them.
+
+The arrays are the host's: a provider reads them while it runs, never writes them, and
+keeps no reference once it has yielded its Result (retouch's server then composites
+the result into the image's own buffer).
 """
 
 from __future__ import annotations

@@ -59,24 +59,50 @@ async def in_transaction(pool: asyncpg.Pool, work: Callable[[Connection], Awaita
     raise AssertionError("unreachable")
 
 
+RECONNECT_FIRST_DELAY_S = 0.1
+RECONNECT_MAX_DELAY_S = 5.0
+"""A lost LISTEN connection is re-opened at once, then after delays doubling from the
+first to the most, for as long as it takes."""
+_RECONNECT_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+
+
 class Listener:
     """A dedicated connection that LISTENs for job events and cancel requests and turns
-    them into :class:`Signals` for this process. A lost connection is re-opened, and
-    every watcher woken, since notifications sent meanwhile are gone."""
+    them into :class:`Signals` for this process.
 
-    def __init__(self, dsn: str, signals: Signals) -> None:
+    A lost connection is re-opened with bounded backoff. Notifications sent while it was
+    down are gone, so once it is back every watcher is woken (they re-read what they
+    follow) and ``resync`` runs, to replay what else the loss may have hidden.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        signals: Signals,
+        *,
+        resync: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._dsn = dsn
         self._signals = signals
+        self._resync = resync
         self._connection: asyncpg.Connection | None = None
         self._reconnecting: asyncio.Task[None] | None = None
         self._closed = False
 
     async def start(self) -> None:
+        """Open the connection; raises when it cannot be had, so a server fails early."""
+        self._connection = await self._connect()
+
+    async def _connect(self) -> asyncpg.Connection:
         connection = await asyncpg.connect(self._dsn, timeout=10)
-        await connection.add_listener(EVENTS_CHANNEL, self._on_event)
-        await connection.add_listener(CANCELS_CHANNEL, self._on_cancel)
+        try:
+            await connection.add_listener(EVENTS_CHANNEL, self._on_event)
+            await connection.add_listener(CANCELS_CHANNEL, self._on_cancel)
+        except BaseException:
+            connection.terminate()
+            raise
         connection.add_termination_listener(self._on_lost)
-        self._connection = connection
+        return connection
 
     async def close(self) -> None:
         self._closed = True
@@ -91,23 +117,39 @@ class Listener:
     def _on_cancel(self, _c: object, _pid: int, _channel: str, payload: object) -> None:
         self._signals.cancel_requested(str(payload))
 
-    def _on_lost(self, _connection: object) -> None:
-        if not self._closed and self._reconnecting is None:
+    def _on_lost(self, connection: object) -> None:
+        if self._closed or connection is not self._connection:
+            return
+        self._connection = None
+        if self._reconnecting is None:
             self._reconnecting = asyncio.create_task(self._reconnect(), name="LISTEN reconnect")
 
     async def _reconnect(self) -> None:
-        delay = 0.1
+        delay = RECONNECT_FIRST_DELAY_S
         while not self._closed:
             try:
-                await self.start()
-            except asyncio.CancelledError:
-                raise
-            except (OSError, asyncpg.PostgresError) as exc:
+                connection = await self._connect()
+            except _RECONNECT_ERRORS as exc:
                 log.warning("LISTEN connection lost; reconnecting in %.1f s (%s)", delay, exc)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, RECONNECT_MAX_DELAY_S)
                 continue
+            self._connection = connection
             log.info("LISTEN connection re-opened")
             self._signals.everything_changed()
-            break
+            await self._run_resync()
+            if self._connection is connection:
+                break
+            # Lost again while resyncing; _on_lost saw this task running and left it to us.
         self._reconnecting = None
+
+    async def _run_resync(self) -> None:
+        if self._resync is None:
+            return
+        try:
+            await self._resync()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Not fatal: the lease heartbeat finds pending cancel requests on its own.
+            log.exception("replaying what the lost LISTEN connection missed failed")

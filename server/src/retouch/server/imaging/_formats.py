@@ -24,6 +24,7 @@ _LATE_EXIF_WINDOW = 80 * 1024  # EXIF carried over from a JPEG fits in 64 KiB
 # More chunks or segments than any real encoder writes before the pixel data; the
 # header walk is pure Python, so it must stay short whatever a client sends.
 _MAX_CHUNKS = 4096
+_PNG_RGB = 2
 _PNG_PALETTE = 3
 _EXIF_ORIENTATION = 0x0112
 
@@ -56,6 +57,8 @@ class Header:
     ``width`` and ``height`` are as stored, before EXIF orientation. ``needs_pillow``
     marks the layouts OpenCV's decoders get wrong or lose information on (palettes,
     sub-byte and keyed transparency, CMYK); everything else takes the fast path.
+    ``rgb8`` marks 8-bit three-channel colour without alpha, which OpenCV can decode
+    straight into RGB.
     """
 
     format: str
@@ -63,6 +66,7 @@ class Header:
     height: int
     orientation: int
     needs_pillow: bool
+    rgb8: bool = False
 
     @property
     def pixels(self) -> int:
@@ -162,6 +166,7 @@ def _png_header(data: bytes, field: str) -> Header:
         height=height,
         orientation=_orientation(exif if exif is not None else _late_png_exif(data, pos)),
         needs_pillow=color == _PNG_PALETTE or depth < 8 or has_trns,
+        rgb8=color == _PNG_RGB and depth == 8 and not has_trns,
     )
 
 
@@ -239,6 +244,7 @@ def _jpeg_header(data: bytes, field: str) -> Header:
         orientation=_orientation(exif),
         # OpenCV skips the Adobe inversion some CMYK writers use; Pillow gets it right.
         needs_pillow=components == 4,
+        rgb8=components == 3,
     )
 
 

@@ -126,8 +126,15 @@ def decode_planes(data: bytes, header: Header, *, field: str) -> Planes:
 def _decode_with_opencv(
     data: bytes, header: Header, field: str
 ) -> tuple[NDArray[np.uint8], NDArray[np.uint8] | None]:
+    # 8-bit colour is decoded in RGB order, which saves a conversion and a copy of the
+    # image; everything else as stored (BGR, alpha, 16 bits). Neither applies EXIF
+    # orientation: decode_planes does.
+    if header.rgb8:
+        flags = cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION
+    else:
+        flags = cv2.IMREAD_UNCHANGED
     try:
-        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     except cv2.error:
         decoded = None
     if decoded is None:
@@ -144,7 +151,7 @@ def _decode_with_opencv(
         return array, None
     channels = array.shape[2]
     if channels == 3:
-        return _u8(cv2.cvtColor(array, cv2.COLOR_BGR2RGB)), None
+        return (array if header.rgb8 else _u8(cv2.cvtColor(array, cv2.COLOR_BGR2RGB))), None
     if channels == 4:
         alpha = np.ascontiguousarray(array[:, :, 3])
         return _u8(cv2.cvtColor(array, cv2.COLOR_BGRA2RGB)), alpha

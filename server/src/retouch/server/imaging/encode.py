@@ -53,13 +53,18 @@ _WEBP_LOSSY_METHOD = 2
 _WEBP_LOSSLESS_METHOD = 0
 
 
-def encode_image(pixels: NDArray[np.uint8], fmt: str, quality: int = DEFAULT_QUALITY) -> bytes:
+def encode_image(
+    pixels: NDArray[np.uint8], fmt: str, quality: int = DEFAULT_QUALITY, *, in_place: bool = False
+) -> bytes:
     """Encode RGB ``pixels`` (H, W, 3) as ``fmt`` (``"PNG"``, ``"JPEG"`` or ``"WEBP"``).
 
     ``quality`` (1..100) applies to JPEG and WebP; WebP at 100 is lossless. PNG is
-    always lossless and ignores it. Raises ``ValueError`` for an unknown format, a
-    quality out of range or pixels of the wrong shape: the request layer validates
-    what callers send, so reaching here with either is a bug.
+    always lossless and ignores it. OpenCV's encoders (PNG, JPEG) read BGR: with
+    ``in_place`` the channels of writable, C-contiguous ``pixels`` are swapped where
+    they are instead of into a copy, leaving them in BGR order; pass it for a buffer
+    nothing reads afterwards. Raises ``ValueError`` for an unknown format, a quality
+    out of range or pixels of the wrong shape: the request layer validates what
+    callers send, so reaching here with either is a bug.
     """
     if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
         raise ValueError(f"expected RGB uint8 pixels (H, W, 3), got {pixels.dtype} {pixels.shape}")
@@ -69,7 +74,10 @@ def encode_image(pixels: NDArray[np.uint8], fmt: str, quality: int = DEFAULT_QUA
         raise ValueError(f"quality must be between 1 and 100, got {quality}")
     if fmt == "WEBP":
         return _encode_webp(pixels, quality)
-    bgr = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
+    if in_place and pixels.flags.writeable and pixels.flags.c_contiguous:
+        bgr = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR, dst=pixels)
+    else:
+        bgr = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
     if fmt == "PNG":
         ok, encoded = cv2.imencode(".png", bgr, _PNG_PARAMS)
     else:

@@ -12,7 +12,7 @@ from retouch.v1 import image_edit_pb2 as pb
 
 from ..convert import job_event
 from ..errors import RetouchError
-from .events import JobEventData
+from .events import Completed, JobEventData
 from .store import JobStore
 
 
@@ -21,10 +21,14 @@ class LiveJob:
 
     Each event is written to the store as it happens, so a follower on another replica
     reads the same sequence, and all of them are written before the job ends. Followers
-    here replay
-    what happened so far and then wait for more: the events are one shared list and each
-    follower keeps only its index into it, so a follower that attaches late or reads
-    slowly holds no buffer of its own and never blocks the job.
+    here replay what happened so far and then wait for more: the events are one shared
+    list and each follower keeps only its index into it, so a follower that attaches late
+    or reads slowly holds no buffer of its own and never blocks the job.
+
+    The ``Completed`` event is the exception: it is held back and goes to the store in the
+    same write that records the job SUCCEEDED (:meth:`begin_settling`), and to the
+    followers here once that write won (:meth:`finish`). A replica that stalled while
+    another failed and refunded its job so never tells anyone it succeeded.
     """
 
     def __init__(self, job_id: str, owner: str, store: JobStore) -> None:
@@ -39,6 +43,9 @@ class LiveJob:
         self.cancel_reason: RetouchError | None = None
         self.followers = 0
         """Streams following the job here now."""
+        self.settling = False
+        """Whether the job's end is being recorded; it can no longer be cancelled."""
+        self._completion: pb.JobEvent | None = None
         self.lease_until = 0.0
         """Until when this replica holds the job, as last renewed."""
         self._store = store
@@ -56,8 +63,12 @@ class LiveJob:
 
     def publish(self, event: JobEventData) -> None:
         """The job's next event: to the followers here at once, and to the store in order,
-        in the background (:meth:`recorded` waits for it)."""
+        in the background (:meth:`recorded` waits for it). A ``Completed`` event, the last,
+        is held back until the job's success is recorded (see the class docstring)."""
         message = job_event(self.job_id, self.last_seq + 1, event)
+        if isinstance(event, Completed):
+            self._completion = message
+            return
         self.events.append(message)
         self._unrecorded.append((message.seq, message.SerializeToString()))
         if self._recorder is None or self._recorder.done():
@@ -95,14 +106,26 @@ class LiveJob:
             if recorder is self._recorder and not self._unrecorded:
                 return
 
+    def begin_settling(self) -> list[tuple[int, bytes]]:
+        """The job is ending: from now on it cannot be cancelled. Returns the held-back
+        ``Completed`` event ``(seq, payload)``, for the store to record with a success."""
+        self.settling = True
+        completion = self._completion
+        return [] if completion is None else [(completion.seq, completion.SerializeToString())]
+
     def finish(self, status: status_pb2.Status) -> None:
-        """Record the job's final status (code 0 for success) and wake followers."""
+        """Record the job's final status (code 0 for success) and wake followers; on
+        success they get the held-back ``Completed`` event first, otherwise never."""
+        if status.code == 0 and self._completion is not None:
+            self.events.append(self._completion)
+        self._completion = None
         self.final_status = status
         self._wake()
 
     def cancel(self, reason: RetouchError) -> bool:
-        """Ask the job's task to stop; ``reason`` becomes its final status."""
-        if self.finished or self.task is None or self.task.done():
+        """Ask the job's task to stop; ``reason`` becomes its final status. False when
+        there is nothing left to stop: the job has ended or is recording its end."""
+        if self.settling or self.finished or self.task is None or self.task.done():
             return False
         if self.cancel_reason is None:
             self.cancel_reason = reason

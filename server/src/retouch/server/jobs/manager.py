@@ -7,9 +7,11 @@ ends or its deadline passes. Every job ends SUCCEEDED, FAILED or CANCELLED.
 
 Across replicas: a stream on any replica follows a job running on another through the
 store's recorded events and wake-ups; CancelJob on any replica reaches the job through
-the store's cancel requests; each replica holds a lease on the jobs it runs, renewed by
-:meth:`JobManager.heartbeat`, and a job whose lease expired — its replica died — is
-failed and refunded by whichever replica sees it first.
+the store's cancel requests — at once through their wake-up, and within one heartbeat
+through the lease renewal when a wake-up was lost; each replica holds a lease on the
+jobs it runs, renewed by :meth:`JobManager.heartbeat`, and a job whose lease expired —
+its replica died or stalled — is taken over, failed and refunded by whichever replica
+sees it first, and stopped on its old replica by that one's next heartbeat.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ from .store import JobStore
 log = logging.getLogger(__name__)
 
 CANCELLED_BY_CANCEL_JOB = "the job was cancelled by CancelJob"
+LEASE_LOST = (
+    "this replica lost its hold on the job (its lease ran out while it stalled, and "
+    "another replica ended the job); submit it again with a new request_id"
+)
 
 
 @dataclass(slots=True)
@@ -194,8 +200,8 @@ class JobManager:
             return record
         live = self._live.get(job_id)
         if live is not None:
-            if live.cancel(Cancelled(CANCELLED_BY_CANCEL_JOB)):
-                await live.wait_finished()
+            live.cancel(Cancelled(CANCELLED_BY_CANCEL_JOB))
+            await live.wait_finished()  # also when it was already recording its end
         elif await self._store.request_cancel(job_id):
             await self._until_ended(job_id)
         return await self.get(job_id, caller)
@@ -230,21 +236,49 @@ class JobManager:
     # -- lifecycle -------------------------------------------------------------------
 
     async def heartbeat(self) -> None:
-        """Renew the leases on the jobs running here, then fail the expired ones."""
-        if self._live:
+        """Renew the leases on the jobs running here and act on what the renewal learned,
+        then fail the expired jobs of replicas that stopped.
+
+        The server runs this every ``job_heartbeat_s``, which its config holds shorter
+        than ``job_lease_s`` (3 s against 10 s by default), so a live replica renews each
+        lease before it runs out. The one statement that renews the leases also names
+        the jobs among them whose cancellation any replica asked for — these are
+        cancelled here, so a cancel reaches its job within one heartbeat interval even
+        when the wake-up that brings it at once was lost with a dropped LISTEN
+        connection — and leaves out the jobs this replica no longer holds: taken over
+        and failed by another replica after this one stalled past a lease. Those stop
+        here too, uncharged.
+        """
+        running = list(self._live)
+        if running:
             until = self._clock.now() + self.lease_s
-            await self._store.renew_leases(self.replica_id, list(self._live), until)
-            for live in self._live.values():
+            renewal = await self._store.renew_leases(self.replica_id, running, until)
+            for job_id in running:
+                live = self._live.get(job_id)
+                if live is None:
+                    continue  # it ended while the leases were renewed
+                if job_id not in renewal.renewed:
+                    # Also a job that has just recorded its end here: then it is settling
+                    # and cancel() leaves it alone.
+                    live.cancel(Unavailable(LEASE_LOST))
+                    continue
                 live.lease_until = until
+                if job_id in renewal.cancel_requested:
+                    live.cancel(Cancelled(CANCELLED_BY_CANCEL_JOB))
         await self.fail_expired()
 
     async def fail_expired(self) -> int:
-        """Fail and refund the jobs whose lease expired: the replica that ran them is gone.
-        Returns how many this replica failed (another may have been first)."""
+        """Take over, fail and refund the jobs whose lease expired: the replica that ran
+        them died or stalled. Returns how many this replica failed (another may have been
+        first, or their replica may have renewed them meanwhile)."""
         failed = 0
         now = self._clock.now()
         for record in await self._store.expired_jobs(now):
             if record.job_id in self._live:
+                continue  # stalled here: the next renewal extends it, unless taken over
+            if not await self._store.take_over(
+                record.job_id, self.replica_id, now=now, until=now + self.lease_s
+            ):
                 continue
             reason = (
                 DeadlineExceeded("the job's deadline passed while no replica ran it")
@@ -254,7 +288,8 @@ class JobManager:
                     "submit it again with a new request_id"
                 )
             )
-            if await self._settlement.fail_abandoned(record, reason):
+            # Recorded as it expired: naming the replica that ran it, and its last lease.
+            if await self._settlement.fail_abandoned(record, reason, holder=self.replica_id):
                 failed += 1
         if failed:
             log.warning("failed %d job(s) whose replica stopped holding them", failed)

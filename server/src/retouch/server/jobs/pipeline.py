@@ -401,7 +401,7 @@ class EditPipeline:
                 await live.recorded()
             except Exception:
                 log.exception("job %s: recording its events failed", job.job_id)
-            status = await self._settlement.settle(job, error, live.last_seq)
+            status = await self._settlement.settle(job, error, live)
         finally:
             live.finish(status)
 

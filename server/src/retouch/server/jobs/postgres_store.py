@@ -3,7 +3,9 @@
 Each method is one statement, so one transaction, through an asyncpg pool. Wake-ups
 travel as ``pg_notify`` inside the statement that writes the event or the final state
 (see :mod:`..database.postgres` for why LISTEN/NOTIFY), and come back to every replica,
-this one included, through its :class:`~..database.postgres.Listener`.
+this one included, through its :class:`~..database.postgres.Listener`; the cancel
+requests whose NOTIFY a dropped LISTEN connection lost are repeated from the table once it
+is back.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from .columns import (
     upload_values,
 )
 from .records import JobRecord, JobState, ResultRecord, UploadRecord
-from .store import require_terminal, require_unfinished
+from .store import LeaseRenewal, require_terminal, require_unfinished
 
 
 def _placeholders(count: int, start: int = 1) -> str:
@@ -43,11 +45,30 @@ _INSERT_JOB_ONCE = (
 )
 _SET_MUTABLE = ", ".join(f"{name} = ${i}" for i, name in enumerate(MUTABLE_FIELDS, 1))
 _JOB_ID = f"${len(MUTABLE_FIELDS) + 1}"
-_UPDATE_UNFINISHED = f"UPDATE jobs SET {_SET_MUTABLE} WHERE job_id = {_JOB_ID} AND {UNFINISHED}"
+_HOLDER = f"${len(MUTABLE_FIELDS) + 2}"
+_UPDATE_HELD = (
+    f"UPDATE jobs SET {_SET_MUTABLE} "
+    f"WHERE job_id = {_JOB_ID} AND {UNFINISHED} AND replica_id = {_HOLDER}"
+)
 _FINISH = (
-    f"WITH finished AS ({_UPDATE_UNFINISHED} RETURNING job_id) "
+    # The last events go in only if the compare-and-set won: a job that another replica
+    # ended keeps the events it had, and never shows a Completed from this one.
+    f"WITH finished AS ({_UPDATE_HELD} RETURNING job_id), "
+    "appended AS (INSERT INTO job_events (job_id, seq, payload) "
+    f"SELECT finished.job_id, e.seq, e.payload FROM finished, "
+    f"unnest(${len(MUTABLE_FIELDS) + 3}::integer[], ${len(MUTABLE_FIELDS) + 4}::bytea[]) "
+    "AS e (seq, payload)) "
     f"SELECT job_id, pg_notify('{EVENTS_CHANNEL}', job_id) FROM finished"
 )
+_RENEW_LEASES = (
+    "UPDATE jobs SET lease_until = $1 WHERE job_id = ANY($2::text[]) "
+    f"AND replica_id = $3 AND {UNFINISHED} RETURNING job_id, cancel_requested"
+)
+_TAKE_OVER = (
+    f"UPDATE jobs SET replica_id = $2, lease_until = $3 WHERE job_id = $1 AND {UNFINISHED} "
+    "AND lease_until < $4"
+)
+_PENDING_CANCELS = f"SELECT job_id FROM jobs WHERE cancel_requested AND {UNFINISHED}"
 _APPEND_EVENT = (
     "WITH appended AS (INSERT INTO job_events (job_id, seq, payload) VALUES ($1, $2, $3) "
     f"RETURNING job_id) SELECT pg_notify('{EVENTS_CHANNEL}', job_id) FROM appended"
@@ -63,6 +84,13 @@ _REQUEST_CANCEL = (
     f"RETURNING job_id) SELECT pg_notify('{CANCELS_CHANNEL}', job_id), "
     f"pg_notify('{EVENTS_CHANNEL}', job_id) FROM flagged"
 )
+
+
+async def _repeat_pending_cancels(pool: asyncpg.Pool, signals: Signals) -> None:
+    """Tell this replica again of every pending cancel request: the NOTIFY of one made
+    while its LISTEN connection was down never reached it."""
+    for row in await pool.fetch(_PENDING_CANCELS):
+        signals.cancel_requested(row["job_id"])
 
 
 class PostgresJobStore:
@@ -91,7 +119,7 @@ class PostgresJobStore:
             async with pool.acquire() as connection:
                 migrated = await migrate_postgres(connection)
             signals = Signals()
-            listener = Listener(dsn, signals)
+            listener = Listener(dsn, signals, resync=lambda: _repeat_pending_cancels(pool, signals))
             await listener.start()
         except BaseException:
             await pool.close()
@@ -139,22 +167,37 @@ class PostgresJobStore:
 
     async def update_job(self, job: JobRecord) -> bool:
         require_unfinished(job)
-        status = await self.pool.execute(_UPDATE_UNFINISHED, *mutable_values(job), job.job_id)
+        status = await self.pool.execute(
+            _UPDATE_HELD, *mutable_values(job), job.job_id, job.replica_id
+        )
         return status == "UPDATE 1"
 
-    async def finish(self, job: JobRecord) -> bool:
+    async def finish(
+        self, job: JobRecord, *, events: Sequence[tuple[int, bytes]] = (), holder: str | None = None
+    ) -> bool:
         require_terminal(job)
-        rows = await self.pool.fetch(_FINISH, *mutable_values(job), job.job_id)
+        rows = await self.pool.fetch(
+            _FINISH,
+            *mutable_values(job),
+            job.job_id,
+            job.replica_id if holder is None else holder,
+            [seq for seq, _ in events],
+            [payload for _, payload in events],
+        )
         return len(rows) == 1
 
-    async def renew_leases(self, replica_id: str, job_ids: Sequence[str], until: float) -> None:
-        await self.pool.execute(
-            f"UPDATE jobs SET lease_until = $1 WHERE job_id = ANY($2::text[]) "
-            f"AND replica_id = $3 AND {UNFINISHED}",
-            until,
-            list(job_ids),
-            replica_id,
+    async def renew_leases(
+        self, replica_id: str, job_ids: Sequence[str], until: float
+    ) -> LeaseRenewal:
+        rows = await self.pool.fetch(_RENEW_LEASES, until, list(job_ids), replica_id)
+        return LeaseRenewal(
+            renewed=frozenset(row["job_id"] for row in rows),
+            cancel_requested=frozenset(row["job_id"] for row in rows if row["cancel_requested"]),
         )
+
+    async def take_over(self, job_id: str, replica_id: str, *, now: float, until: float) -> bool:
+        status = await self.pool.execute(_TAKE_OVER, job_id, replica_id, until, now)
+        return status == "UPDATE 1"
 
     async def expired_jobs(self, now: float) -> Sequence[JobRecord]:
         rows = await self.pool.fetch(

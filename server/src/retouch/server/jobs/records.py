@@ -57,9 +57,10 @@ class JobRecord:
     failed and cancelled jobs, so WatchJob can end replays with the original status.
 
     ``replica_id`` names the replica that runs the job, holding it until ``lease_until``
-    (renewed by its heartbeat); a job whose lease ran out is failed by whichever replica
-    sees it first. ``deadline_at`` bounds the job's life (0 = none). ``cancel_requested``
-    is set by ``request_cancel`` from any replica.
+    (renewed by its heartbeat); a job whose lease ran out is taken over and failed by
+    whichever replica sees it first, and its old holder can no longer change it.
+    ``deadline_at`` bounds the job's life (0 = none). ``cancel_requested`` is set by
+    ``request_cancel`` from any replica.
     """
 
     job_id: str

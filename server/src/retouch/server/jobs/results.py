@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from retouch.sdk import RGBImage
+
 from ..clock import Clock
 from ..edits import PreparedEdit, keep_unedited, off_loop
 from ..ids import new_id
@@ -15,6 +17,18 @@ from .runner import PROVIDER_SHARE, ProviderOutcome
 from .store import JobStore
 
 SECONDS_PER_DAY = 86_400
+
+
+def finish_and_encode(edit: PreparedEdit, provided: RGBImage) -> bytes:
+    """The provider's image with the unedited pixels put back, encoded as asked.
+
+    CPU work: call it off the event loop. ``edit.image`` is spent afterwards."""
+    finished = keep_unedited(edit, provided)
+    # A buffer of the server's own (the input composited over) is read by nothing after
+    # this, so the encoder may reorder its channels where it is; the provider's own
+    # array (an enhance's result) is left as it was handed over.
+    output = edit.output
+    return encode_image(finished, output.format, output.quality, in_place=finished is not provided)
 
 
 class ResultWriter:
@@ -38,13 +52,10 @@ class ResultWriter:
         live.publish(Progressed(PROVIDER_SHARE, "encode"))
         output = edit.output
 
-        def finish_and_encode() -> bytes:
-            return encode_image(
-                keep_unedited(edit, outcome.result.image), output.format, output.quality
-            )
-
         width, height = edit.output_size
-        data = await off_loop(finish_and_encode, size=width * height * 3 // 4)
+        data = await off_loop(
+            lambda: finish_and_encode(edit, outcome.result.image), size=width * height * 3 // 4
+        )
         tenant, subject = job.owner.split("/", 1)
         extension = output.format.lower().replace("jpeg", "jpg")
         key = f"results/{tenant}/{subject}/{job.job_id}.{extension}"

@@ -159,6 +159,8 @@ class ProviderRunner:
                                 mask=edit.sources.mask,
                                 image_url=urls[0],
                                 mask_url=urls[1],
+                                # The store stage composites every result (keep_unedited).
+                                host_composites=True,
                             )
                             request = provider_request(edit, candidate.model)
                             run = candidate.loaded.provider.run(request, context)

@@ -1,8 +1,16 @@
 """The settle stage: a job's terminal state recorded, then its money moved — the hold
-committed at the actual cost when it succeeded, released (refunded) otherwise."""
+committed at the actual cost when it succeeded, released (refunded) otherwise.
+
+Recording the end is a compare-and-set (:meth:`JobStore.finish`) that only the replica
+holding the job can win, so a replica that stalled past its lease while another failed
+and refunded the job ends up with what the store holds: no charge, no SUCCEEDED, and
+no ``Completed`` event for anyone.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
 
@@ -11,9 +19,10 @@ from google.rpc import status_pb2
 from grpc_status import rpc_status
 
 from ..clock import Clock
-from ..errors import Cancelled, DeadlineExceeded, RetouchError, status_code_name
+from ..errors import Cancelled, DeadlineExceeded, RetouchError, Unavailable, status_code_name
 from ..policy import Ledger
 from ..telemetry import job_finished
+from .live import LiveJob
 from .records import JobRecord, JobState
 from .store import JobStore
 
@@ -23,6 +32,15 @@ OK = status_pb2.Status(code=0)
 
 ORPHAN_GRACE_S = 60.0
 """Age after which a reservation with no job record is treated as orphaned."""
+
+ENDED_ELSEWHERE_WAIT_S = 10.0
+"""How long a replica that lost a job to another waits to read how that one ended it.
+The other records the end right after taking the job over, within milliseconds."""
+
+LOST_TO_ANOTHER_REPLICA = (
+    "this replica lost its hold on the job before it finished (its lease ran out and "
+    "another replica ended it); submit it again with a new request_id"
+)
 
 
 class JobEnded(RetouchError):
@@ -80,25 +98,29 @@ class Settlement:
         self._clock = clock
 
     async def settle(
-        self, job: JobRecord, error: RetouchError | None, last_seq: int
+        self, job: JobRecord, error: RetouchError | None, live: LiveJob
     ) -> status_pb2.Status:
-        """Record how ``job`` ended and charge or refund it; returns its final status.
+        """Record how ``job``, running as ``live``, ended and charge or refund it; returns
+        its final status: the one the store holds.
 
-        A success is recorded first and charged after, so a job that another replica
-        failed meanwhile is never charged; a failure is refunded first and recorded
-        after, so whoever sees it ended — on any replica — sees it refunded. A failure to
-        record is logged, not raised: the sweeper settles the reservation from the
-        job's recorded state later.
+        A success is recorded first, with its ``Completed`` event in the same write, and
+        charged after, so a job that another replica failed meanwhile is never charged
+        nor seen to succeed; a failure is refunded first and recorded after, so whoever
+        sees it ended — on any replica — sees it refunded. A failure to record is
+        logged, not raised: the sweeper settles the reservation from the job's recorded
+        state later.
         """
-        final, status = terminal(job, error, self._clock.now(), last_seq)
+        completion = live.begin_settling()
+        closing = completion if error is None else []
+        final, status = terminal(job, error, self._clock.now(), live.last_seq + len(closing))
         try:
             if error is not None:
                 await self._refund(final)
-            if not await self._store.finish(final):
-                # Failed and refunded by another replica that saw its lease expire.
-                log.warning("job %s: ended elsewhere already; not settling it", final.job_id)
-                record = await self._store.get_job(final.job_id)
-                return recorded_status(record) if record is not None else status
+            if not await self._store.finish(final, events=closing):
+                # Taken over, failed and refunded by another replica that saw its lease
+                # expire while this one stalled.
+                log.warning("job %s: ended elsewhere; not settling it here", final.job_id)
+                return await self._status_held(final.job_id)
             job_finished(final)
             if error is None:
                 await self._ledger.commit(final.job_id, final.cost_credits, now=self._clock.now())
@@ -106,16 +128,35 @@ class Settlement:
             log.exception("job %s: recording its end failed", final.job_id)
         return status
 
-    async def fail_abandoned(self, job: JobRecord, reason: RetouchError) -> bool:
-        """Fail and refund a job that no replica runs any more (its lease expired), unless
-        another replica did first. True when this call did.
+    async def _status_held(self, job_id: str) -> status_pb2.Status:
+        """The final status the store holds for a job another replica is ending; an
+        UNAVAILABLE of our own if it cannot be read in time."""
+        with contextlib.suppress(TimeoutError):
+            async with (
+                asyncio.timeout(ENDED_ELSEWHERE_WAIT_S),
+                contextlib.aclosing(self._store.watch_events(job_id)) as changes,
+            ):
+                async for _ in changes:
+                    record = await self._store.get_job(job_id)
+                    if record is None:
+                        break
+                    if record.state.terminal:
+                        return recorded_status(record)
+        return Unavailable(LOST_TO_ANOTHER_REPLICA).to_status_proto()
+
+    async def fail_abandoned(self, job: JobRecord, reason: RetouchError, *, holder: str) -> bool:
+        """Fail and refund a job that its replica stopped running (its lease expired) and
+        that ``holder``, this replica, took over (:meth:`JobStore.take_over`). True when
+        this call recorded its end.
 
         Refunded before it is recorded as failed, like every failure: a reservation is
-        settled at most once, so a second replica's refund changes nothing.
+        settled at most once, so a second refund changes nothing. Its old holder can no
+        longer finish it, so it can no longer be charged either. ``job`` is the record as
+        it expired: the final one keeps naming the replica that ran it, and its last lease.
         """
         final, _ = terminal(job, reason, self._clock.now(), job.last_seq)
         await self._refund(final)
-        if not await self._store.finish(final):
+        if not await self._store.finish(final, holder=holder):
             return False
         job_finished(final)
         return True

@@ -8,6 +8,7 @@ file as well; wake-ups stay in this process, which is the one replica SQLite ser
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
@@ -29,14 +30,25 @@ from .columns import (
     upload_values,
 )
 from .records import JobRecord, JobState, ResultRecord, UploadRecord
-from .store import require_terminal, require_unfinished
+from .store import LeaseRenewal, require_terminal, require_unfinished
 
 _INSERT_JOB = f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({', '.join('?' * len(JOB_FIELDS))})"
 _INSERT_JOB_ONCE = (
     f"{_INSERT_JOB} ON CONFLICT (owner, request_id) WHERE request_id != '' DO NOTHING"
 )
 _SET_MUTABLE = ", ".join(f"{name} = ?" for name in MUTABLE_FIELDS)
-_UPDATE_UNFINISHED = f"UPDATE jobs SET {_SET_MUTABLE} WHERE job_id = ? AND {UNFINISHED}"
+_UPDATE_HELD = (
+    f"UPDATE jobs SET {_SET_MUTABLE} WHERE job_id = ? AND {UNFINISHED} AND replica_id = ?"
+)
+_INSERT_EVENT = "INSERT INTO job_events (job_id, seq, payload) VALUES (?, ?, ?)"
+_RENEW_LEASES = (
+    "UPDATE jobs SET lease_until = ? WHERE job_id IN (SELECT value FROM json_each(?)) "
+    f"AND replica_id = ? AND {UNFINISHED} RETURNING job_id, cancel_requested"
+)
+_TAKE_OVER = (
+    f"UPDATE jobs SET replica_id = ?, lease_until = ? WHERE job_id = ? AND {UNFINISHED} "
+    "AND lease_until < ?"
+)
 
 
 class SqliteJobStore:
@@ -94,26 +106,39 @@ class SqliteJobStore:
 
     async def update_job(self, job: JobRecord) -> bool:
         require_unfinished(job)
-        return self._update_unfinished(job)
+        return self._update_held(job, job.replica_id)
 
-    async def finish(self, job: JobRecord) -> bool:
+    async def finish(
+        self, job: JobRecord, *, events: Sequence[tuple[int, bytes]] = (), holder: str | None = None
+    ) -> bool:
         require_terminal(job)
-        finished = self._update_unfinished(job)
+        with transaction(self._db):
+            finished = self._update_held(job, job.replica_id if holder is None else holder)
+            if finished:
+                self._db.executemany(
+                    _INSERT_EVENT, [(job.job_id, seq, payload) for seq, payload in events]
+                )
         if finished:
             self._signals.job_changed(job.job_id)
         return finished
 
-    def _update_unfinished(self, job: JobRecord) -> bool:
-        cursor = self._db.execute(_UPDATE_UNFINISHED, [*mutable_values(job), job.job_id])
+    def _update_held(self, job: JobRecord, holder: str) -> bool:
+        cursor = self._db.execute(_UPDATE_HELD, [*mutable_values(job), job.job_id, holder])
         return cursor.rowcount == 1
 
-    async def renew_leases(self, replica_id: str, job_ids: Sequence[str], until: float) -> None:
-        with transaction(self._db):
-            self._db.executemany(
-                f"UPDATE jobs SET lease_until = ? WHERE job_id = ? AND replica_id = ? "
-                f"AND {UNFINISHED}",
-                [(until, job_id, replica_id) for job_id in job_ids],
-            )
+    async def renew_leases(
+        self, replica_id: str, job_ids: Sequence[str], until: float
+    ) -> LeaseRenewal:
+        rows = self._db.execute(
+            _RENEW_LEASES, (until, json.dumps(list(job_ids)), replica_id)
+        ).fetchall()
+        return LeaseRenewal(
+            renewed=frozenset(job_id for job_id, _ in rows),
+            cancel_requested=frozenset(job_id for job_id, cancel in rows if cancel),
+        )
+
+    async def take_over(self, job_id: str, replica_id: str, *, now: float, until: float) -> bool:
+        return self._db.execute(_TAKE_OVER, (replica_id, until, job_id, now)).rowcount == 1
 
     async def expired_jobs(self, now: float) -> Sequence[JobRecord]:
         rows = self._db.execute(
@@ -122,17 +147,12 @@ class SqliteJobStore:
         return [job_from_row(row) for row in rows]
 
     async def append_event(self, job_id: str, seq: int, data: bytes) -> None:
-        self._db.execute(
-            "INSERT INTO job_events (job_id, seq, payload) VALUES (?, ?, ?)", (job_id, seq, data)
-        )
+        self._db.execute(_INSERT_EVENT, (job_id, seq, data))
         self._signals.job_changed(job_id)
 
     async def append_events(self, job_id: str, events: Sequence[tuple[int, bytes]]) -> None:
         with transaction(self._db):
-            self._db.executemany(
-                "INSERT INTO job_events (job_id, seq, payload) VALUES (?, ?, ?)",
-                [(job_id, seq, payload) for seq, payload in events],
-            )
+            self._db.executemany(_INSERT_EVENT, [(job_id, seq, payload) for seq, payload in events])
         self._signals.job_changed(job_id)
 
     async def events_after(self, job_id: str, after_seq: int) -> Sequence[bytes]:

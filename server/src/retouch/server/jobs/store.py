@@ -1,18 +1,33 @@
 """Persistent state of jobs, their events, uploads and results: the ``JobStore`` interface.
 
 Every method is atomic on its own, against every other connection and replica, and says
-so where that matters: submission is one create-or-get, finishing a job is one
-compare-and-set from an unfinished state, and a job's events wake its watchers wherever
-they run. Two backends implement it: :class:`~.sqlite_store.SqliteJobStore`, embedded,
-for one replica; :class:`~.postgres_store.PostgresJobStore`, shared by several.
+so where that matters: submission is one create-or-get; changing or finishing a job is one
+compare-and-set from an unfinished state held by the replica that writes it, and taking
+over an expired job is one compare-and-set on its lease, so a replica that stalled past
+its lease can neither renew, change nor finish a job another replica took over; and a
+job's events wake its watchers wherever they run. Two backends implement it:
+:class:`~.sqlite_store.SqliteJobStore`, embedded, for one replica;
+:class:`~.postgres_store.PostgresJobStore`, shared by several.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from .records import JobRecord, JobState, ResultRecord, UploadRecord
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRenewal:
+    """What one lease renewal learned about the jobs it was asked to renew."""
+
+    renewed: frozenset[str]
+    """The jobs still unfinished and held by the renewing replica: their leases were
+    extended. Any other job asked about is no longer that replica's to run."""
+    cancel_requested: frozenset[str]
+    """The renewed jobs whose cancellation has been requested (:meth:`JobStore.request_cancel`)."""
 
 
 class JobStore(Protocol):
@@ -40,28 +55,47 @@ class JobStore(Protocol):
         """Record a change to an unfinished job (provider and model on fallback, its lease,
         its deadline); ``job.state`` must not be terminal — use :meth:`finish`.
 
-        Atomic, and never overwrites a terminal row: returns False, changing nothing,
-        when the job has finished meanwhile. ``cancel_requested`` is not written, so a
-        stale record cannot withdraw a cancel request.
+        A compare-and-set from an unfinished state held by ``job.replica_id``: returns
+        False, changing nothing, when the job has finished meanwhile or another replica
+        took it over. ``cancel_requested`` is not written, so a stale record cannot
+        withdraw a cancel request.
         """
 
-    async def finish(self, job: JobRecord) -> bool:
-        """Compare-and-set the job from QUEUED or RUNNING to ``job``'s terminal state.
+    async def finish(
+        self, job: JobRecord, *, events: Sequence[tuple[int, bytes]] = (), holder: str | None = None
+    ) -> bool:
+        """Compare-and-set the job from QUEUED or RUNNING, held by ``holder`` (by default
+        ``job.replica_id``), to ``job``'s terminal state, and record its last ``events``
+        ``(seq, payload)`` in the same transaction.
 
         True when this call finished it. False when the job was already terminal —
-        failed and refunded by another replica, say — and then nothing changes: the
-        caller must not charge it. Wakes the job's watchers.
+        failed and refunded by another replica, say — or another replica took it over
+        (:meth:`take_over`); then nothing changes, the events included: the caller must
+        not charge it nor tell anyone it succeeded. Wakes the job's watchers.
         """
 
-    async def renew_leases(self, replica_id: str, job_ids: Sequence[str], until: float) -> None:
-        """Extend to ``until`` the leases ``replica_id`` holds on these unfinished jobs, in
-        one write. Jobs held by another replica, or finished, are left alone."""
+    async def renew_leases(
+        self, replica_id: str, job_ids: Sequence[str], until: float
+    ) -> LeaseRenewal:
+        """Extend to ``until`` the leases ``replica_id`` holds on these unfinished jobs, and
+        read which of them have a cancel request, in one statement. Jobs held by another
+        replica, or finished, are left alone and missing from the renewal."""
 
     async def expired_jobs(self, now: float) -> Sequence[JobRecord]:
         """Unfinished jobs whose lease ended before ``now`` (a job never leased counts).
 
-        Failing them goes through :meth:`finish`, so when several replicas see the same
-        expired job only one of them fails and refunds it.
+        A replica fails one only after :meth:`take_over`, so when several replicas see
+        the same expired job only one of them fails and refunds it, and never one whose
+        holder renewed it meanwhile.
+        """
+
+    async def take_over(self, job_id: str, replica_id: str, *, now: float, until: float) -> bool:
+        """Make ``replica_id`` the holder of an unfinished job whose lease ended before
+        ``now``, leased until ``until``; False, changing nothing, when it is not expired
+        any more (renewed, finished, or taken by another replica).
+
+        One compare-and-set on the lease: from then on its old holder's
+        :meth:`renew_leases`, :meth:`update_job` and :meth:`finish` change nothing.
         """
 
     async def append_event(self, job_id: str, seq: int, data: bytes) -> None:
@@ -91,7 +125,11 @@ class JobStore(Protocol):
 
     def cancel_requests(self) -> AsyncGenerator[str, None]:
         """Ids of jobs whose cancellation is requested, from any replica, from the first
-        ``__anext__`` on. Every replica gets every id; each acts on the jobs it runs."""
+        ``__anext__`` on. Every replica gets every id; each acts on the jobs it runs.
+
+        Fast but not certain: where wake-ups travel over a connection that can drop, the
+        ids of every unfinished job with a pending request come again once it is back,
+        and :meth:`renew_leases` reports them regardless."""
 
     async def unfinished_jobs(self) -> Sequence[JobRecord]: ...
 

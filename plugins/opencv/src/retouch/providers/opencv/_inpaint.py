@@ -29,11 +29,13 @@ def inpaint(
     height, width = mask.shape
     top, bottom = max(rows.start - margin, 0), min(rows.stop + margin, height)
     left, right = max(cols.start - margin, 0), min(cols.stop + margin, width)
-    crop = np.ascontiguousarray(image[top:bottom, left:right])
-    crop_mask = np.ascontiguousarray(mask[top:bottom, left:right])
+    window = (slice(top, bottom), slice(left, right))
+    crop_mask = mask[window]
     reporter.report(0.1, "inpainting")
-    filled = np.asarray(cv2.inpaint(crop, crop_mask, radius, method), dtype=np.uint8)
+    # OpenCV reads the window through its row stride: no copy of it is needed.
+    filled = np.asarray(cv2.inpaint(image[window], crop_mask, radius, method), dtype=np.uint8)
     reporter.report(0.9, "compositing")
     out = image.copy()
-    out[top:bottom, left:right] = composite(crop, filled, crop_mask)
+    region = out[window]
+    composite(region, filled, crop_mask, out=region)
     return out

@@ -37,7 +37,8 @@ class RemoteProvider(abc.ABC):
       and opens one :class:`HttpClient` (``self.http``) for every job;
     - ``run`` rejects what the manifest does not offer (operation, model, size,
       upscale factor) before any call, and fits each Result to the request (resized
-      to the expected size, unmasked or original pixels put back exactly);
+      to the expected size, unmasked or original pixels put back exactly unless
+      :attr:`JobContext.host_composites` says the host does that);
     - ``aclose`` closes the client; ``health`` is healthy once started.
 
     Pass ``runtime`` (clock, sleep, jitter, address policy, resolver) to control
@@ -113,7 +114,10 @@ class RemoteProvider(abc.ABC):
         async with aclosing(self.execute(request, context)) as events:
             async for event in events:
                 if isinstance(event, Result):
-                    yield Result(fit_to_request(request, event.image), event.metadata, event.usage)
+                    image = fit_to_request(
+                        request, event.image, put_back=not context.host_composites
+                    )
+                    yield Result(image, event.metadata, event.usage)
                     return
                 yield event
 
