@@ -24,12 +24,13 @@ import numpy as np
 from grpc import aio
 from numpy.typing import NDArray
 
-from retouch.sdk import CostModel, EnhanceKind, Health, HealthReport, Operation
+from retouch.sdk import CostModel, Health, HealthReport, Operation
 from retouch.sdk.testing import FakeProvider
 from retouch.server.app import running
 from retouch.server.auth import Caller
 from retouch.server.config import DEV_API_KEY, DEV_TENANT, ServerConfig
-from retouch.server.edits import EnhanceSpec, OutputSpec, PreparedEdit, SourceFiles
+from retouch.server.edits import InspectedEdit, OutputSpec
+from retouch.server.inputs import InputFile
 from retouch.server.policy import EditIntent, Plan, PlanBook, check_pixels
 from retouch.server.registry import LoadedProvider, ProviderRegistry
 from retouch.server.routing import RouteRequest
@@ -84,15 +85,14 @@ async def decisions(data_dir: Path, database: str = "") -> tuple[Summary, Summar
         policy: Any = pipeline._policy
         caller = Caller("dev", "user:bench", admin=True)
         await server.ledger.grant(caller.owner, 10**9, request_id="", note="bench", now=0)
-        prepared = PreparedEdit(
+        prepared = InspectedEdit(
             operation=Operation.INPAINT,
             route=RouteRequest(Operation.INPAINT, 512, 512),
             output_size=(512, 512),
             output=OutputSpec("PNG", 90, False),
             seed=1,
-            image=np.zeros((512, 512, 3), np.uint8),
-            sources=SourceFiles(None),
-            spec=EnhanceSpec(EnhanceKind.DENOISE, 1, 0.5),
+            request=pb.InpaintRequest(),
+            image=InputFile(b""),
         )
         intent = EditIntent(output_format="PNG")
         decide, settle = [], []

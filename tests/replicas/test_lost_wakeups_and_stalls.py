@@ -42,6 +42,7 @@ async def started_and_held(r: Any) -> tuple[Any, pb.JobEvent]:
     """An Inpaint on the first replica, once its provider holds it; and its Accepted."""
     call = r.first.edit.Inpaint(inpaint(), metadata=metadata(subject=SUBJECT))
     accepted = await read_one(call)
+    assert (await read_one(call)).progress.queue_position == 0  # it took the free slot
     assert (await read_one(call)).progress.stage == "step 1/1"
     return call, accepted
 

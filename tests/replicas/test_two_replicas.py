@@ -95,10 +95,12 @@ async def test_watch_and_cancel_a_job_from_the_replica_that_did_not_start_it(
         watch = r.second.edit.WatchJob(
             pb.WatchJobRequest(job_id=accepted.job_id), metadata=metadata(subject=SUBJECT)
         )
-        # Live: the Accepted event and the three steps arrive while the job still runs.
-        seen = [await read_one(watch) for _ in range(4)]
-        assert [e.seq for e in seen] == [1, 2, 3, 4]
+        # Live: the Accepted event, its place (it took a free slot) and the three steps
+        # arrive while the job still runs.
+        seen = [await read_one(watch) for _ in range(5)]
+        assert [e.seq for e in seen] == [1, 2, 3, 4, 5]
         assert seen[0] == accepted
+        assert (seen[1].progress.stage, seen[1].progress.queue_position) == ("queued", 0)
         assert seen[-1].progress.stage == "step 3/3"
         assert r.first.server.jobs.live_job(accepted.job_id) is not None
         job = await r.second.edit.CancelJob(

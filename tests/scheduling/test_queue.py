@@ -37,13 +37,19 @@ class Stream:
     def __init__(self, call: Any) -> None:
         self.call = call
         self.events: list[pb.JobEvent] = []
+        self.ended = False
         self._changed = asyncio.Condition()
         self.task = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
-        async for event in self.call:
+        try:
+            async for event in self.call:
+                async with self._changed:
+                    self.events.append(event)
+                    self._changed.notify_all()
+        finally:
             async with self._changed:
-                self.events.append(event)
+                self.ended = True
                 self._changed.notify_all()
 
     @property
@@ -58,8 +64,10 @@ class Stream:
         ]
 
     async def until(self, test: Callable[[Stream], bool]) -> None:
+        """Wait until ``test`` holds; fails if the stream ends first."""
         async with self._changed:
-            await self._changed.wait_for(lambda: test(self))
+            await self._changed.wait_for(lambda: test(self) or self.ended)
+        assert test(self), f"the stream ended first, after {len(self.events)} event(s)"
 
 
 class Decodes:
@@ -67,9 +75,10 @@ class Decodes:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         from retouch.server import edits
+        from retouch.server.imaging import decode_image
 
         self.count = 0
-        real = edits.decode_image
+        real = decode_image
 
         def counting(data: bytes, **kwargs: Any) -> Any:
             self.count += 1
@@ -230,6 +239,15 @@ async def test_a_job_cancelled_while_queued_is_refunded_and_never_decoded(
     assert decodes.count == 1  # the running job's
 
 
+def corrupt_pixels() -> bytes:
+    """A PNG whose header and chunk layout are intact but whose image data is not."""
+    whole = png(photo((64, 64)))
+    middle = len(whole) // 2
+    return (
+        whole[:middle] + bytes(b ^ 0xFF for b in whole[middle : middle + 64]) + whole[middle + 64 :]
+    )
+
+
 async def test_a_queued_job_whose_pixels_are_corrupt_fails_when_its_turn_comes_and_is_refunded(
     gated: Any,
 ) -> None:
@@ -237,10 +255,8 @@ async def test_a_queued_job_whose_pixels_are_corrupt_fails_when_its_turn_comes_a
     before = await gated.usage(SUBJECT)
     running = await start(gated)
     await provider.until_started(1)
-    whole = png(photo((64, 64)))
-    truncated = whole[: len(whole) // 2]  # the header is intact, the pixels are not
     request = pb.EnhanceRequest(
-        image=common_pb2.ImageInput(data=truncated), kind=pb.ENHANCE_KIND_DENOISE
+        image=common_pb2.ImageInput(data=corrupt_pixels()), kind=pb.ENHANCE_KIND_DENOISE
     )
     waiting = Stream(gated.edit.Enhance(request, metadata=metadata(subject=SUBJECT)))
     await waiting.until(lambda s: s.positions() == [0])
@@ -259,9 +275,8 @@ async def test_corrupt_pixels_with_a_free_slot_are_refused_before_anything_is_he
     gated: Any,
 ) -> None:
     before = await gated.usage(SUBJECT)
-    whole = png(photo((64, 64)))
     request = pb.EnhanceRequest(
-        image=common_pb2.ImageInput(data=whole[: len(whole) // 2]), kind=pb.ENHANCE_KIND_DENOISE
+        image=common_pb2.ImageInput(data=corrupt_pixels()), kind=pb.ENHANCE_KIND_DENOISE
     )
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         async for _ in gated.edit.Enhance(request, metadata=metadata(subject=SUBJECT)):

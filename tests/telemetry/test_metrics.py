@@ -63,6 +63,7 @@ async def test_jobs_stages_refusals_and_bytes_are_counted(
         "validation",
         "routing",
         "policy.tokens",
+        "decode",
         "policy.reserve",
         "provider",
         "storage",

@@ -27,6 +27,7 @@ CHILDREN = [
     "retouch.validation",
     "retouch.routing",
     "retouch.policy.tokens",
+    "retouch.decode",
     "retouch.policy.reserve",
     "retouch.provider",
     "retouch.storage",

@@ -315,6 +315,10 @@ class EditPreparer:
         mask is prepared too (it decides the share routing rules match on, and an empty
         or mis-sized mask is refused here); when the mask is the image's own alpha, the
         image is decoded for it."""
+        with stage("validation"):
+            return await self._inspect(request, caller, plan)
+
+    async def _inspect(self, request: EditMessage, caller: Caller, plan: Plan) -> InspectedEdit:
         image = await self._inputs.fetch(request.image, caller, field="image")
         header = self._header(image)
         width, height = header.display_size
@@ -369,6 +373,10 @@ class EditPreparer:
         truncated or corrupt file)."""
         if edit.decoded is not None:
             return edit.decoded
+        with stage("decode"):
+            return await self._decode_edit(edit)
+
+    async def _decode_edit(self, edit: InspectedEdit) -> PreparedEdit:
         request = edit.request
         if isinstance(request, pb.InpaintRequest):
             mask = edit.mask or await self._prepare_mask(request, edit.mask_file, edit.output_size)
@@ -466,8 +474,7 @@ class EditPreparer:
             content_type = CONTENT_TYPES[levels.format] if verbatim else None
             return InpaintMask(mask.binary, mask.alpha, content_type)
 
-        with stage("validation"):
-            return await off_loop(prepare, size=len(data))
+        return await off_loop(prepare, size=len(data))
 
     async def _decode_with_alpha_mask(
         self, request: pb.InpaintRequest, data: bytes
@@ -487,7 +494,7 @@ class EditPreparer:
             )
             return decoded, InpaintMask(mask.binary, mask.alpha, None)
 
-        with stage("validation"):
+        with stage("decode"):
             return await off_loop(decode, size=len(data))
 
     def _header(self, image: InputFile) -> Header:
@@ -496,11 +503,10 @@ class EditPreparer:
 
     async def _decode(self, image_bytes: bytes) -> DecodedImage:
         max_pixels = self._config.max_pixels
-        with stage("validation"):
-            return await off_loop(
-                lambda: decode_image(image_bytes, field="image", max_pixels=max_pixels),
-                size=len(image_bytes),
-            )
+        return await off_loop(
+            lambda: decode_image(image_bytes, field="image", max_pixels=max_pixels),
+            size=len(image_bytes),
+        )
 
     def _seed(self, params: common_pb2.GenerationParams) -> int:
         return params.seed if params.HasField("seed") else self._rng.randrange(2**32)

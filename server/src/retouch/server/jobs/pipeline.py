@@ -5,9 +5,15 @@ store → settle.
 refusal is that call's status and nothing is held for it. The job then runs in its own
 task (:meth:`EditPipeline._run`: run → store → settle), bounded by its deadline and not
 by the connection that started it. Each stage is a function of plain data that returns
-plain data: the request, then a :class:`~retouch.server.edits.PreparedEdit`, a
-:class:`~retouch.server.routing.Route`, the job's record and hold, the provider's
-outcome, the stored result, the final status.
+plain data: the request, then an :class:`~retouch.server.edits.InspectedEdit` (checked
+from its headers), a :class:`~retouch.server.routing.Route`, the job's record and hold,
+the decoded :class:`~retouch.server.edits.PreparedEdit`, the provider's outcome, the
+stored result, the final status.
+
+Pixels are decoded only while the job holds a slot of its provider's
+(:mod:`~retouch.server.scheduling`): a job that finds one free takes it before any
+await and decodes in the caller's call, so corrupt pixels are refused with nothing
+held; a job that waits keeps its encoded request and decodes when its turn comes.
 """
 
 from __future__ import annotations

@@ -47,6 +47,7 @@ RPC_SERVER_CALL_DURATION: Final = "rpc.server.call.duration"
 
 StageName = Literal[
     "validation",
+    "decode",
     "policy.admit",
     "policy.tokens",
     "policy.reserve",
