@@ -43,6 +43,12 @@ _INSERT_JOB_ONCE = (
     f"{_INSERT_JOB} ON CONFLICT (owner, request_id) WHERE request_id <> '' DO NOTHING "
     "RETURNING job_id"
 )
+# Repeats the partial index's predicate: with only ``request_id = $2`` the planner cannot
+# prove the bound value is non-empty, so it ignores the index and scans every row of
+# the owner's.
+FIND_BY_REQUEST = (
+    f"SELECT {JOB_COLUMNS} FROM jobs WHERE owner = $1 AND request_id = $2 AND request_id <> ''"
+)
 _SET_MUTABLE = ", ".join(f"{name} = ${i}" for i, name in enumerate(MUTABLE_FIELDS, 1))
 _JOB_ID = f"${len(MUTABLE_FIELDS) + 1}"
 _HOLDER = f"${len(MUTABLE_FIELDS) + 2}"
@@ -143,11 +149,7 @@ class PostgresJobStore:
         return job_from_row(row) if row else None
 
     async def find_by_request(self, owner: str, request_id: str) -> JobRecord | None:
-        row = await self.pool.fetchrow(
-            f"SELECT {JOB_COLUMNS} FROM jobs WHERE owner = $1 AND request_id = $2",
-            owner,
-            request_id,
-        )
+        row = await self.pool.fetchrow(FIND_BY_REQUEST, owner, request_id)
         return job_from_row(row) if row else None
 
     async def list_jobs(

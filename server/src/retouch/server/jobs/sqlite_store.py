@@ -36,6 +36,12 @@ _INSERT_JOB = f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({', '.join('?' * len(JO
 _INSERT_JOB_ONCE = (
     f"{_INSERT_JOB} ON CONFLICT (owner, request_id) WHERE request_id != '' DO NOTHING"
 )
+# Repeats the partial index's predicate: with only ``request_id = ?`` the planner cannot
+# prove the bound value is non-empty, so it ignores the index and scans every row of
+# the owner's.
+FIND_BY_REQUEST = (
+    f"SELECT {JOB_COLUMNS} FROM jobs WHERE owner = ? AND request_id = ? AND request_id != ''"
+)
 _SET_MUTABLE = ", ".join(f"{name} = ?" for name in MUTABLE_FIELDS)
 _UPDATE_HELD = (
     f"UPDATE jobs SET {_SET_MUTABLE} WHERE job_id = ? AND {UNFINISHED} AND replica_id = ?"
@@ -83,10 +89,7 @@ class SqliteJobStore:
         return job_from_row(row) if row else None
 
     async def find_by_request(self, owner: str, request_id: str) -> JobRecord | None:
-        row = self._db.execute(
-            f"SELECT {JOB_COLUMNS} FROM jobs WHERE owner = ? AND request_id = ?",
-            (owner, request_id),
-        ).fetchone()
+        row = self._db.execute(FIND_BY_REQUEST, (owner, request_id)).fetchone()
         return job_from_row(row) if row else None
 
     async def list_jobs(

@@ -30,6 +30,12 @@ from .ledger import (
     reserve_entry,
 )
 
+FIND_GRANT = (
+    "SELECT 1 FROM ledger WHERE owner = $1 AND kind = 'grant' AND request_id = $2 "
+    "AND request_id <> ''"
+)
+"""Spells out the partial index's predicate, or a generic plan cannot use it."""
+
 # INSERT … ON CONFLICT DO UPDATE creates a missing row and, like SELECT … FOR UPDATE,
 # locks an existing one and returns its latest committed values.
 _LOCK_ACCOUNT = (
@@ -106,11 +112,7 @@ class PostgresLedger:
     ) -> int:
         async def work(db: Connection) -> int:
             available = int((await _fetchrow(db, _LOCK_ACCOUNT, owner))[0])
-            if request_id and await db.fetchval(
-                "SELECT 1 FROM ledger WHERE owner = $1 AND kind = 'grant' AND request_id = $2",
-                owner,
-                request_id,
-            ):
+            if request_id and await db.fetchval(FIND_GRANT, owner, request_id):
                 return available
             entry = grant_entry(owner, credits, available, request_id=request_id, note=note)
             await db.execute(_ENTRY_ONLY, *entry.row(now))

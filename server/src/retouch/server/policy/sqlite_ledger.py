@@ -25,6 +25,11 @@ from .ledger import (
 )
 
 _EntryOf = Callable[[Held], Entry]
+FIND_GRANT = (
+    "SELECT 1 FROM ledger WHERE owner = ? AND kind = 'grant' AND request_id = ? "
+    "AND request_id != ''"
+)
+"""Spells out the partial index's predicate, or the planner cannot use it."""
 _INSERT_ENTRY = f"INSERT INTO ledger ({ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 
@@ -63,13 +68,7 @@ class SqliteLedger:
     ) -> int:
         with transaction(self._db):
             available = self._balance(owner, "").available
-            if (
-                request_id
-                and self._db.execute(
-                    "SELECT 1 FROM ledger WHERE owner = ? AND kind = 'grant' AND request_id = ?",
-                    (owner, request_id),
-                ).fetchone()
-            ):
+            if request_id and self._db.execute(FIND_GRANT, (owner, request_id)).fetchone():
                 return available
             entry = grant_entry(owner, credits, available, request_id=request_id, note=note)
             self._apply(entry, now)
