@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from grpc import aio
@@ -66,9 +66,12 @@ async def inpaint(
     stub: image_edit_pb2_grpc.ImageEditAsyncStub,
     request: pb.InpaintRequest,
     metadata: tuple[tuple[str, str], ...] = METADATA,
+    *,
+    on_accepted: Callable[[], object] | None = None,
 ) -> CallTrace:
     """One Inpaint call up to its Completed event, which must carry the inline result;
-    ``metadata`` names the caller (by default the development tenant)."""
+    ``metadata`` names the caller (by default the development tenant). ``on_accepted`` is
+    called when the Accepted event arrives: the job is admitted, queued or running."""
     arrivals: list[float] = []
     kinds: list[str] = []
     completed: pb.JobEvent | None = None
@@ -79,6 +82,8 @@ async def inpaint(
         kinds.append(str(event.WhichOneof("event")))
         if event.HasField("accepted"):
             route = f"{event.accepted.provider}/{event.accepted.model}"
+            if on_accepted is not None:
+                on_accepted()
         elif event.HasField("completed"):
             completed = event
     # The stream is read to its end rather than left at Completed: a call dropped early

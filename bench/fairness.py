@@ -6,8 +6,14 @@ a second tenant (its own API key, so its own caller) beside the development one.
 second tenant runs its jobs one after another in phases, alone (unloaded) or while the
 development tenant floods (32 streams, each starting its next job as soon as its
 last ends); the phases take turns (:func:`bench.interleave.turns`) so that load
-drifting during the run weighs on both alike. The first job of each flooded phase is
-not counted: the flood is still filling the queue then.
+drifting during the run weighs on both alike.
+
+The flood runs in a process of its own (:mod:`bench.flood`), as a flooding caller on
+another machine would: on this process's event loop the second tenant's jobs would also
+wait while the loop serialized the flood's requests and received its results, which
+measures the bench, not the server. Each flooded phase starts once the server holds a
+job of every flood stream, and its first job is still not counted: the flood is filling
+the queue then. The flood lets its jobs in flight end before the next phase.
 """
 
 from __future__ import annotations
@@ -15,16 +21,15 @@ from __future__ import annotations
 import asyncio
 import sys
 import tempfile
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from retouch.server.config import hash_key
 from retouch.v1 import image_edit_pb2_grpc
 
 from . import client, interleave
-from .processes import METADATA, retouch_server
+from .flood import flood_process
+from .processes import retouch_server
 from .stats import Summary
 from .workload import Workload, make_workload
 
@@ -67,67 +72,49 @@ class FairnessFigures:
         return self.ratio <= MAX_RATIO
 
 
-@dataclass(slots=True)
-class _Flood:
-    latency_ms: list[float] = field(default_factory=list)
-
-
-async def run_fairness_bench() -> FairnessFigures:
-    """Start the server, take the turns, stop it."""
-    workload = make_workload(SIDE)
+async def run_fairness_bench(
+    *,
+    side: int = SIDE,
+    flood: int = FLOOD,
+    rounds: int = ROUNDS,
+    jobs_per_phase: int = JOBS_PER_PHASE,
+    warmup: int = WARMUP,
+) -> FairnessFigures:
+    """Start the server and the flood's process, take the turns, stop them."""
+    workload = make_workload(side)
     with (
         tempfile.TemporaryDirectory(prefix="retouch-fairness-") as data,
         retouch_server(Path(data), tables=SECOND_TENANT) as port,
     ):
-        async with client.channel(port) as flooding, client.channel(port) as single:
-            flood_stub = image_edit_pb2_grpc.ImageEditStub(flooding)
+        async with (
+            flood_process(port, streams=flood, side=side, warmup=warmup) as flooding,
+            client.channel(port) as single,
+        ):
             stub = image_edit_pb2_grpc.ImageEditStub(single)
-            for _ in range(WARMUP):
-                await client.inpaint(flood_stub, workload.request())
+            for _ in range(warmup):
                 await client.inpaint(stub, workload.request(), SECOND)
-            flood = _Flood()
             times: dict[str, list[float]] = {_UNLOADED: [], _FLOODED: []}
-            for phase in interleave.turns(ROUNDS, _UNLOADED, _FLOODED):
-                _say(f"{JOBS_PER_PHASE} jobs of the second tenant, {phase}")
+            for phase in interleave.turns(rounds, _UNLOADED, _FLOODED):
+                _say(f"{jobs_per_phase} jobs of the second tenant, {phase}")
                 if phase == _UNLOADED:
-                    times[phase] += await _one_at_a_time(stub, workload)
+                    times[phase] += await _one_at_a_time(stub, workload, jobs_per_phase)
                     continue
-                async with _flooding(flood_stub, workload, flood):
+                async with flooding.flooding():
                     await client.inpaint(stub, workload.request(), SECOND)
-                    times[phase] += await _one_at_a_time(stub, workload)
+                    times[phase] += await _one_at_a_time(stub, workload, jobs_per_phase)
     return FairnessFigures(
-        Summary.of(times[_UNLOADED]), Summary.of(times[_FLOODED]), Summary.of(flood.latency_ms)
+        Summary.of(times[_UNLOADED]),
+        Summary.of(times[_FLOODED]),
+        Summary.of(flooding.latency_ms),
     )
 
 
 async def _one_at_a_time(
-    stub: image_edit_pb2_grpc.ImageEditAsyncStub, workload: Workload
+    stub: image_edit_pb2_grpc.ImageEditAsyncStub, workload: Workload, jobs: int
 ) -> list[float]:
     return [
-        await client.total_ms(client.inpaint(stub, workload.request(), SECOND))
-        for _ in range(JOBS_PER_PHASE)
+        await client.total_ms(client.inpaint(stub, workload.request(), SECOND)) for _ in range(jobs)
     ]
-
-
-@asynccontextmanager
-async def _flooding(
-    stub: image_edit_pb2_grpc.ImageEditAsyncStub, workload: Workload, flood: _Flood
-) -> AsyncIterator[None]:
-    """The development tenant's :data:`FLOOD` streams, until the block ends; each stream's
-    last job then runs to its end, so no cancellation muddles the next phase."""
-    stop = asyncio.Event()
-
-    async def stream() -> None:
-        while not stop.is_set():
-            trace = await client.inpaint(stub, workload.request(), METADATA)
-            flood.latency_ms.append(trace.total_ms)
-
-    streams = [asyncio.create_task(stream()) for _ in range(FLOOD)]
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.gather(*streams)
 
 
 def render_fairness(figures: FairnessFigures) -> str:
@@ -142,8 +129,12 @@ def render_fairness(figures: FairnessFigures) -> str:
             "embedded defaults with a second tenant (its own API key) beside the "
             f"development one. The second tenant sends {JOBS_PER_PHASE} jobs one after "
             f"another per phase, {ROUNDS} phases alone and {ROUNDS} while the development "
-            f"tenant keeps {FLOOD} jobs in flight, alternating (A B, B A, …); the first job "
-            "of each flooded phase, sent while the flood fills the queue, is not counted.",
+            f"tenant keeps {FLOOD} jobs in flight, alternating (A B, B A, …). The flood "
+            "runs in a process of its own (`python -m bench.flood`), as a caller on another "
+            "machine would: on the bench's event loop, serializing its requests and "
+            "receiving its results would delay the second tenant's calls too. A flooded "
+            "phase starts once the server holds a job of every flood stream; its first "
+            "job, sent while the flood fills the queue, is not counted.",
             "",
             "| figure | value | target | verdict |",
             "|---|---|---|---|",
