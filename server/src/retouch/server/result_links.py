@@ -87,15 +87,16 @@ class ResultLinks:
         expiry_s: int,
         signer: ResultUrlSigner | None,
     ) -> None:
-        self._objects = objects
+        # Checked once: isinstance against a runtime Protocol walks its members each time.
+        self._presigning = objects if isinstance(objects, PresigningStore) else None
         self._clock = clock
         self._expiry_s = expiry_s
         self._signer = signer
 
     async def url(self, result: ResultRecord) -> str:
         """A fresh URL for ``result``, or "" when this server offers none."""
-        if isinstance(self._objects, PresigningStore):
-            return await self._objects.presigned_url(result.object_key, self._expiry_s)
+        if self._presigning is not None:
+            return await self._presigning.presigned_url(result.object_key, self._expiry_s)
         if self._signer is None:
             return ""
         return self._signer.url(result, math.ceil(self._clock.now() + self._expiry_s))

@@ -87,9 +87,7 @@ class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
         finished = False
         try:
             async for event in self._jobs.follow(job_id, caller):
-                if event.HasField("completed") and request.output.inline:
-                    event = await self._with_inline_data(event, started_here)
-                yield await self._with_result_url(event)
+                yield await self._as_sent(event, inline=request.output.inline, live=started_here)
             finished = True
         finally:
             if not finished and request.cancel_on_disconnect:
@@ -102,33 +100,35 @@ class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
                     else Cancelled("the caller's stream ended and it asked to cancel then"),
                 )
 
-    async def _with_result_url(self, event: pb.JobEvent) -> pb.JobEvent:
-        # Made as the event is sent, not when it was recorded: a replayed Completed
-        # carries a link that is fresh, not one that expired with the first stream.
-        if not event.HasField("completed") or self._links is None:
+    async def _as_sent(
+        self, event: pb.JobEvent, *, inline: bool = False, live: LiveJob | None = None
+    ) -> pb.JobEvent:
+        """``event`` as this stream sends it: a Completed gets its ``result_url`` and,
+        when the request asked for it ``inline``, the encoded result, in one copy."""
+        if not event.HasField("completed"):
             return event
-        result = await self._store.get_result(event.completed.result_id)
-        url = await self._links.url(result) if result is not None else ""
-        if not url:
-            return event
-        with_url = pb.JobEvent()
-        with_url.CopyFrom(event)
-        with_url.completed.result_url = url
-        return with_url
-
-    async def _with_inline_data(self, event: pb.JobEvent, live: LiveJob | None) -> pb.JobEvent:
         # The job that this stream started still holds its bytes; a duplicate request
         # that re-attached reads them back from the store.
-        data = live.inline_data if live is not None else None
-        if data is None:
+        data = live.inline_data if inline and live is not None else None
+        result = None
+        if self._links is not None or (inline and data is None):
             result = await self._store.get_result(event.completed.result_id)
-            if result is None:
-                return event
+        # Made as the event is sent, not when it was recorded: a replayed Completed
+        # carries a link that is fresh, not one that expired with the first stream.
+        url = ""
+        if self._links is not None and result is not None:
+            url = await self._links.url(result)
+        if inline and data is None and result is not None:
             data = await self._objects.get(result.object_key)
-        with_data = pb.JobEvent()
-        with_data.CopyFrom(event)
-        with_data.completed.data = data
-        return with_data
+        if not url and data is None:
+            return event
+        sent = pb.JobEvent()
+        sent.CopyFrom(event)
+        if url:
+            sent.completed.result_url = url
+        if data is not None:
+            sent.completed.data = data
+        return sent
 
     @rpc
     async def Upload(
@@ -198,7 +198,7 @@ class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
     ) -> AsyncIterator[pb.JobEvent]:
         after_seq = min(request.after_seq, MAX_SEQ)
         async for event in self._jobs.follow(request.job_id, current_caller(), after_seq):
-            yield await self._with_result_url(event)
+            yield await self._as_sent(event)
 
     @rpc
     async def DownloadResult(
