@@ -11,13 +11,38 @@ def drain(queue: FairQueue[str]) -> list[str]:
     return [queue.pop() for _ in range(len(queue))]
 
 
-def test_a_late_single_job_waits_behind_at_most_one_of_a_burst() -> None:
+def test_a_late_single_job_starts_next_however_long_the_burst_before_it() -> None:
     queue: FairQueue[str] = FairQueue()
     for index in range(50):
         queue.push(f"a{index}", tenant="a", subject="s")
-    assert queue.pop() == "a0"
+    for index in range(10):
+        assert queue.pop() == f"a{index}"
     queue.push("b0", tenant="b", subject="s")
-    assert drain(queue)[:2] == ["a1", "b0"]
+    assert drain(queue)[:2] == ["b0", "a10"]
+
+
+def test_one_job_at_a_time_beside_a_burst_always_starts_next() -> None:
+    queue: FairQueue[str] = FairQueue()
+    for index in range(50):
+        queue.push(f"a{index}", tenant="a", subject="s")
+    for index in range(5):
+        queue.pop()  # a slot frees while b has nothing waiting
+        queue.push(f"b{index}", tenant="b", subject="s")
+        assert queue.pop() == f"b{index}"
+
+
+def test_an_idle_tenant_banks_no_credit() -> None:
+    queue: FairQueue[str] = FairQueue()
+    queue.push("b0", tenant="b", subject="s")
+    assert queue.pop() == "b0"
+    for index in range(20):
+        queue.push(f"a{index}", tenant="a", subject="s")
+    for _ in range(10):
+        queue.pop()
+    for index in range(3):
+        queue.push(f"b{index + 1}", tenant="b", subject="s")
+    # b was idle while a ran ten jobs; it comes back to an even share, not ten turns.
+    assert drain(queue)[:6] == ["b1", "a10", "b2", "a11", "b3", "a12"]
 
 
 def test_weights_share_turns_in_proportion() -> None:
