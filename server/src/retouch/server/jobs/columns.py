@@ -32,6 +32,10 @@ MUTABLE_FIELDS = tuple(
 
 UNFINISHED = "state IN ('queued', 'running')"
 """SQL condition for a job that has not reached a terminal state."""
+HAS_REQUEST_ID = "request_id <> ''"
+"""The predicate of the partial unique index on (owner, request_id). A lookup repeats it:
+with only ``request_id = ?`` the planner cannot prove the bound value is non-empty, so
+it ignores the index and scans every job of the owner's."""
 
 _STATE = JOB_FIELDS.index("state")
 _FINAL_STATUS = JOB_FIELDS.index("final_status")

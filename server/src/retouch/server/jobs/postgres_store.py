@@ -18,6 +18,7 @@ from ..database.migrations import migrate_postgres
 from ..database.postgres import CANCELS_CHANNEL, EVENTS_CHANNEL, Listener, create_pool
 from ..database.signals import Signals
 from .columns import (
+    HAS_REQUEST_ID,
     JOB_COLUMNS,
     JOB_FIELDS,
     MUTABLE_FIELDS,
@@ -40,14 +41,11 @@ def _placeholders(count: int, start: int = 1) -> str:
 
 _INSERT_JOB = f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({_placeholders(len(JOB_FIELDS))})"
 _INSERT_JOB_ONCE = (
-    f"{_INSERT_JOB} ON CONFLICT (owner, request_id) WHERE request_id <> '' DO NOTHING "
+    f"{_INSERT_JOB} ON CONFLICT (owner, request_id) WHERE {HAS_REQUEST_ID} DO NOTHING "
     "RETURNING job_id"
 )
-# Repeats the partial index's predicate: with only ``request_id = $2`` the planner cannot
-# prove the bound value is non-empty, so it ignores the index and scans every row of
-# the owner's.
 FIND_BY_REQUEST = (
-    f"SELECT {JOB_COLUMNS} FROM jobs WHERE owner = $1 AND request_id = $2 AND request_id <> ''"
+    f"SELECT {JOB_COLUMNS} FROM jobs WHERE owner = $1 AND request_id = $2 AND {HAS_REQUEST_ID}"
 )
 _SET_MUTABLE = ", ".join(f"{name} = ${i}" for i, name in enumerate(MUTABLE_FIELDS, 1))
 _JOB_ID = f"${len(MUTABLE_FIELDS) + 1}"

@@ -17,6 +17,7 @@ from ..database.migrations import migrate_sqlite
 from ..database.signals import Signals
 from ..database.sqlite import connect_sqlite, transaction
 from .columns import (
+    HAS_REQUEST_ID,
     JOB_COLUMNS,
     JOB_FIELDS,
     MUTABLE_FIELDS,
@@ -34,13 +35,10 @@ from .store import LeaseRenewal, require_terminal, require_unfinished
 
 _INSERT_JOB = f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({', '.join('?' * len(JOB_FIELDS))})"
 _INSERT_JOB_ONCE = (
-    f"{_INSERT_JOB} ON CONFLICT (owner, request_id) WHERE request_id != '' DO NOTHING"
+    f"{_INSERT_JOB} ON CONFLICT (owner, request_id) WHERE {HAS_REQUEST_ID} DO NOTHING"
 )
-# Repeats the partial index's predicate: with only ``request_id = ?`` the planner cannot
-# prove the bound value is non-empty, so it ignores the index and scans every row of
-# the owner's.
 FIND_BY_REQUEST = (
-    f"SELECT {JOB_COLUMNS} FROM jobs WHERE owner = ? AND request_id = ? AND request_id != ''"
+    f"SELECT {JOB_COLUMNS} FROM jobs WHERE owner = ? AND request_id = ? AND {HAS_REQUEST_ID}"
 )
 _SET_MUTABLE = ", ".join(f"{name} = ?" for name in MUTABLE_FIELDS)
 _UPDATE_HELD = (

@@ -134,6 +134,9 @@ ENTRY_COLUMNS = (
     "owner, kind, job_id, period, available_delta, held_delta, jobs_delta, request_id, note, "
     "created_at"
 )
+IDEMPOTENT_GRANT = "kind = 'grant' AND request_id <> ''"
+"""The predicate of the partial unique index on grants by request_id. A lookup repeats
+it, or the planner cannot prove the bound request_id non-empty and ignores the index."""
 
 
 def grant_entry(owner: str, credits: int, available: int, *, request_id: str, note: str) -> Entry:

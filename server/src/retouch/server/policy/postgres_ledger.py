@@ -19,6 +19,7 @@ import asyncpg
 from ..database.postgres import Connection, in_transaction
 from .ledger import (
     ENTRY_COLUMNS,
+    IDEMPOTENT_GRANT,
     Balance,
     Entry,
     Held,
@@ -30,11 +31,7 @@ from .ledger import (
     reserve_entry,
 )
 
-FIND_GRANT = (
-    "SELECT 1 FROM ledger WHERE owner = $1 AND kind = 'grant' AND request_id = $2 "
-    "AND request_id <> ''"
-)
-"""Spells out the partial index's predicate, or a generic plan cannot use it."""
+FIND_GRANT = f"SELECT 1 FROM ledger WHERE owner = $1 AND request_id = $2 AND {IDEMPOTENT_GRANT}"
 
 # INSERT … ON CONFLICT DO UPDATE creates a missing row and, like SELECT … FOR UPDATE,
 # locks an existing one and returns its latest committed values.

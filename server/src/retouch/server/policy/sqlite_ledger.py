@@ -13,6 +13,7 @@ from collections.abc import Callable
 from ..database.sqlite import transaction
 from .ledger import (
     ENTRY_COLUMNS,
+    IDEMPOTENT_GRANT,
     Balance,
     Entry,
     Held,
@@ -25,11 +26,7 @@ from .ledger import (
 )
 
 _EntryOf = Callable[[Held], Entry]
-FIND_GRANT = (
-    "SELECT 1 FROM ledger WHERE owner = ? AND kind = 'grant' AND request_id = ? "
-    "AND request_id != ''"
-)
-"""Spells out the partial index's predicate, or the planner cannot use it."""
+FIND_GRANT = f"SELECT 1 FROM ledger WHERE owner = ? AND request_id = ? AND {IDEMPOTENT_GRANT}"
 _INSERT_ENTRY = f"INSERT INTO ledger ({ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 
