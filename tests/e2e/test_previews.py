@@ -53,21 +53,32 @@ def previews_of(events: list[pb.JobEvent]) -> list[bytes]:
 class PreviewingProvider(FakeProvider):
     """Yields ``count`` previews (a distinct grey level each), moving ``clock`` on by
     ``step_s`` after each, then a progress event without one; then waits for ``go_on``
-    and returns the fake's result."""
+    and returns the fake's result. With ``after_first`` it waits for that event after its
+    first preview, so a test can read it before the next one replaces it."""
 
-    def __init__(self, clock: ManualClock, *, count: int, step_s: float) -> None:
+    def __init__(
+        self,
+        clock: ManualClock,
+        *,
+        count: int,
+        step_s: float,
+        after_first: asyncio.Event | None = None,
+    ) -> None:
         super().__init__("previewing", models=("previewing",))
         self.clock = clock
         self.count = count
         self.step_s = step_s
         self.all_yielded = asyncio.Event()
         self.go_on = asyncio.Event()
+        self.after_first = after_first
 
     async def run(self, request: EditRequest, context: JobContext) -> AsyncGenerator[Event, None]:
         for index in range(self.count):
             shade = np.full((600, 800, 3), index * 20, np.uint8)
             yield Progress((index + 1) / (self.count + 1), f"step {index}", preview=shade)
             self.clock.advance(self.step_s)
+            if index == 0 and self.after_first is not None:
+                await self.after_first.wait()
         # One more report, without a preview of its own.
         yield Progress(self.count / (self.count + 1), "after")
         self.all_yielded.set()
@@ -132,12 +143,20 @@ async def test_previews_are_rate_limited_on_the_servers_clock(harness: Any) -> N
 
 async def test_a_preview_that_came_too_soon_goes_out_with_a_later_event(harness: Any) -> None:
     clock = ManualClock()
-    provider = PreviewingProvider(clock, count=2, step_s=PREVIEW_INTERVAL_S / 2)
+    read_first = asyncio.Event()
+    provider = PreviewingProvider(
+        clock, count=2, step_s=PREVIEW_INTERVAL_S / 2, after_first=read_first
+    )
     provider.go_on.set()
     async with harness(plans=[PLAN], providers=[provider], clock=clock) as h:
-        events = await read_all(
-            h.edit.Inpaint(inpaint(previews=True, provider="previewing"), metadata=metadata())
-        )
+        call = h.edit.Inpaint(inpaint(previews=True, provider="previewing"), metadata=metadata())
+        # Only the latest preview is kept for a reader behind: read the first one before
+        # the provider goes on, as a reader keeping up would.
+        events: list[pb.JobEvent] = []
+        while not (events and events[-1].progress.stage == "step 0"):
+            events.append(await call.read())
+        read_first.set()
+        events.extend(await read_all(call))
 
     carrying = [
         (e.progress.stage, grey_level(e.progress.preview)) for e in events if e.progress.preview
