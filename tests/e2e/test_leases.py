@@ -52,6 +52,25 @@ async def registry(fake: FakeProvider) -> ProviderRegistry:
     return found
 
 
+def left_behind(job_id: str, now: float, **fields: Any) -> JobRecord:
+    """An inpaint of ``OWNER``'s on the ``held`` provider as a replica left it, with
+    ``fields`` (its state, lease, …) set."""
+    return JobRecord(
+        job_id=job_id,
+        owner=OWNER,
+        subject="service",
+        request_id="",
+        fingerprint="",
+        operation="inpaint",
+        provider="held",
+        model="fake",
+        seed=1,
+        created_at=now,
+        updated_at=now,
+        **fields,
+    )
+
+
 @pytest.fixture
 async def replicas(tmp_path: Path) -> AsyncIterator[tuple[RunningServer, RunningServer, Any]]:
     """Two replicas on one database and clock; the first's provider waits for ``release``."""
@@ -106,19 +125,10 @@ async def test_an_expired_lease_is_failed_and_refunded_once(
     await ledger.grant(OWNER, 10, request_id="", note="test", now=clock.now())
     now = clock.now()
     # A job as a replica that then died left it: running, leased, credits held.
-    orphan = JobRecord(
-        job_id="job_orphan",
-        owner=OWNER,
-        subject="service",
-        request_id="",
-        fingerprint="",
-        operation="inpaint",
+    orphan = left_behind(
+        "job_orphan",
+        now,
         state=JobState.RUNNING,
-        provider="held",
-        model="fake",
-        seed=1,
-        created_at=now,
-        updated_at=now,
         replica_id="a-replica-that-died",
         lease_until=now + LEASE_S,
         deadline_at=now + (LEASE_S / 2 if past_deadline else 600.0),

@@ -204,7 +204,7 @@ async def _start(
         clock=clock,
         environment=config.environment,
     )
-    settlement = Settlement(store, ledger, clock)
+    settlement = Settlement(store, ledger, objects, clock)
     jobs = JobManager(
         store,
         settlement,

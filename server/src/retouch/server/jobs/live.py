@@ -27,7 +27,7 @@ class LiveJob:
 
     The ``Completed`` event is the exception: it is held back and goes to the store in the
     same write that records the job SUCCEEDED (:meth:`begin_settling`), and to the
-    followers here once that write won (:meth:`finish`). A replica that stalled while
+    followers here once that write won (:meth:`succeeded`). A replica that stalled while
     another failed and refunded its job so never tells anyone it succeeded.
     """
 
@@ -113,11 +113,19 @@ class LiveJob:
         completion = self._completion
         return [] if completion is None else [(completion.seq, completion.SerializeToString())]
 
+    def succeeded(self) -> None:
+        """The job's success is recorded: followers here get the held-back ``Completed``
+        event now, while the job's charge is still being settled."""
+        if self._completion is not None:
+            self.events.append(self._completion)
+            self._completion = None
+            self._wake()
+
     def finish(self, status: status_pb2.Status) -> None:
         """Record the job's final status (code 0 for success) and wake followers; on
         success they get the held-back ``Completed`` event first, otherwise never."""
-        if status.code == 0 and self._completion is not None:
-            self.events.append(self._completion)
+        if status.code == 0:
+            self.succeeded()
         self._completion = None
         self.final_status = status
         self._wake()

@@ -48,7 +48,8 @@ class ResultWriter:
         *,
         retention_days: int,
     ) -> ResultRecord:
-        """Store the result, readable at once; :meth:`make_durable` before charging."""
+        """Store the result, readable at once but not yet durable: the settle stage
+        (:class:`~.settle.Settlement`) makes it durable before it charges the job."""
         live.publish(Progressed(PROVIDER_SHARE, "encode"))
         output = edit.output
 
@@ -79,8 +80,3 @@ class ResultWriter:
         await self._store.add_result(result)
         live.inline_data = data
         return result
-
-    async def make_durable(self, result: ResultRecord) -> None:
-        # Readable at once, durable before the job is charged: the caller sees Completed
-        # a disk flush sooner, and a crash in between fails and refunds the job.
-        await self._objects.sync(result.object_key)

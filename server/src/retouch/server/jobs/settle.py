@@ -5,6 +5,12 @@ Recording the end is a compare-and-set (:meth:`JobStore.finish`) that only the r
 holding the job can win, so a replica that stalled past its lease while another failed
 and refunded the job ends up with what the store holds: no charge, no SUCCEEDED, and
 no ``Completed`` event for anyone.
+
+A result is written readable but not yet durable (:class:`~.results.ResultWriter`), and
+is made durable here, after its success is recorded and told and before it is charged:
+the caller hears ``Completed`` a disk flush sooner, and no job is ever charged for a
+result that is not on disk — one whose flush failed, or one lost with its machine before
+the charge, is refunded (:meth:`Settlement.settle_orphans` checks the same after a crash).
 """
 
 from __future__ import annotations
@@ -21,9 +27,10 @@ from grpc_status import rpc_status
 from ..clock import Clock
 from ..errors import Cancelled, DeadlineExceeded, RetouchError, Unavailable, status_code_name
 from ..policy import Ledger
+from ..storage import ObjectNotFound, ObjectStore
 from ..telemetry import job_finished
 from .live import LiveJob
-from .records import JobRecord, JobState
+from .records import JobRecord, JobState, ResultRecord
 from .store import JobStore
 
 log = logging.getLogger(__name__)
@@ -92,23 +99,28 @@ def recorded_status(record: JobRecord) -> status_pb2.Status:
 class Settlement:
     """Ends jobs: one terminal state, then one ledger move."""
 
-    def __init__(self, store: JobStore, ledger: Ledger, clock: Clock) -> None:
+    def __init__(self, store: JobStore, ledger: Ledger, objects: ObjectStore, clock: Clock) -> None:
         self._store = store
         self._ledger = ledger
+        self._objects = objects
         self._clock = clock
 
     async def settle(
-        self, job: JobRecord, error: RetouchError | None, live: LiveJob
+        self,
+        job: JobRecord,
+        error: RetouchError | None,
+        live: LiveJob,
+        result: ResultRecord | None = None,
     ) -> status_pb2.Status:
         """Record how ``job``, running as ``live``, ended and charge or refund it; returns
-        its final status: the one the store holds.
+        its final status: the one the store holds. ``result`` is a success's result.
 
-        A success is recorded first, with its ``Completed`` event in the same write, and
-        charged after, so a job that another replica failed meanwhile is never charged
-        nor seen to succeed; a failure is refunded first and recorded after, so whoever
-        sees it ended — on any replica — sees it refunded. A failure to record is
-        logged, not raised: the sweeper settles the reservation from the job's recorded
-        state later.
+        A success is recorded first, with its ``Completed`` event in the same write, then
+        told to the followers here, then its result made durable and charged, so a job
+        that another replica failed meanwhile is never charged nor seen to succeed; a
+        failure is refunded first and recorded after, so whoever sees it ended — on any
+        replica — sees it refunded. A failure to record is logged, not raised: the
+        sweeper settles the reservation from the job's recorded state later.
         """
         completion = live.begin_settling()
         closing = completion if error is None else []
@@ -123,10 +135,31 @@ class Settlement:
                 return await self._status_held(final.job_id)
             job_finished(final)
             if error is None:
-                await self._ledger.commit(final.job_id, final.cost_credits, now=self._clock.now())
+                live.succeeded()
+                await self._charge(final, result)
         except Exception:
             log.exception("job %s: recording its end failed", final.job_id)
         return status
+
+    async def _charge(self, final: JobRecord, result: ResultRecord | None) -> None:
+        """Commit a success's hold once its result is durable; refund it when the
+        result is gone or cannot be made durable (the caller may have it, but it may
+        not survive)."""
+        if result is not None and await self._durable(result):
+            await self._ledger.commit(final.job_id, final.cost_credits, now=self._clock.now())
+        else:
+            await self._ledger.release(final.job_id, now=self._clock.now(), note="result lost")
+
+    async def _durable(self, result: ResultRecord) -> bool:
+        try:
+            await self._objects.sync(result.object_key)
+        except ObjectNotFound:
+            log.error("job %s: its result %s is gone", result.job_id, result.object_key)
+            return False
+        except Exception:
+            log.exception("job %s: its result could not be made durable", result.job_id)
+            return False
+        return True
 
     async def _status_held(self, job_id: str) -> status_pb2.Status:
         """The final status the store holds for a job another replica is ending; an
@@ -180,7 +213,9 @@ class Settlement:
                     continue
                 await self._ledger.release(reservation.job_id, now=now, note="orphaned reservation")
             elif record.state is JobState.SUCCEEDED:
-                await self._ledger.commit(reservation.job_id, record.cost_credits, now=now)
+                # Its replica died after recording the success, perhaps before the
+                # result was durable.
+                await self._charge(record, await self._store.get_result(record.result_id))
             elif record.state.terminal:
                 await self._ledger.release(reservation.job_id, now=now, note=record.error_code)
             else:
