@@ -380,9 +380,9 @@ class EditPreparer:
         request = edit.request
         if isinstance(request, pb.InpaintRequest):
             mask = edit.mask or await self._prepare_mask(request, edit.mask_file, edit.output_size)
-            decoded = await self._decode(edit.image.data)
+            decoded = await self._decode(edit.image.data, edit.route)
             return self._inpaint(edit, request, decoded, mask)
-        decoded = await self._decode(edit.image.data)
+        decoded = await self._decode(edit.image.data, edit.route)
         if isinstance(request, pb.OutpaintRequest):
             spec: EditSpec = OutpaintSpec(
                 _padding(request), request.feather_px, generation_params(request.params)
@@ -425,7 +425,7 @@ class EditPreparer:
             mask = await self._prepare_mask(request, mask_file, size)
             inspected = dataclasses.replace(inspected, mask=mask)
         else:
-            decoded, mask = await self._decode_with_alpha_mask(request, image.data)
+            decoded, mask = await self._decode_with_alpha_mask(request, image.data, size)
             inspected = dataclasses.replace(
                 inspected, decoded=self._inpaint(inspected, request, decoded, mask)
             )
@@ -474,10 +474,10 @@ class EditPreparer:
             content_type = CONTENT_TYPES[levels.format] if verbatim else None
             return InpaintMask(mask.binary, mask.alpha, content_type)
 
-        return await off_loop(prepare, size=len(data))
+        return await off_loop(prepare, size=max(len(data), size[0] * size[1]))
 
     async def _decode_with_alpha_mask(
-        self, request: pb.InpaintRequest, data: bytes
+        self, request: pb.InpaintRequest, data: bytes, size: tuple[int, int]
     ) -> tuple[DecodedImage, InpaintMask]:
         options = request.mask_options
         max_pixels = self._config.max_pixels
@@ -495,17 +495,17 @@ class EditPreparer:
             return decoded, InpaintMask(mask.binary, mask.alpha, None)
 
         with stage("decode"):
-            return await off_loop(decode, size=len(data))
+            return await off_loop(decode, size=max(len(data), size[0] * size[1] * RGBA))
 
     def _header(self, image: InputFile) -> Header:
         # Reads a few chunks' lengths at most: no pixels, so cheap enough inline.
         return inspect_image(image.data, field="image", max_pixels=self._config.max_pixels)
 
-    async def _decode(self, image_bytes: bytes) -> DecodedImage:
+    async def _decode(self, image_bytes: bytes, route: RouteRequest) -> DecodedImage:
         max_pixels = self._config.max_pixels
         return await off_loop(
             lambda: decode_image(image_bytes, field="image", max_pixels=max_pixels),
-            size=len(image_bytes),
+            size=max(len(image_bytes), route.width * route.height * RGB),
         )
 
     def _seed(self, params: common_pb2.GenerationParams) -> int:
@@ -522,12 +522,16 @@ class EditPreparer:
 
 
 SMALL_INPUT_BYTES = 32 * 1024
-"""Inputs this small decode in well under a millisecond: cheaper inline than a thread hop."""
+"""Work on this few bytes takes well under a millisecond: cheaper inline than a thread hop."""
+RGB, RGBA = 3, 4
+"""Bytes per decoded pixel of an image without and with alpha (a mask has one)."""
 
 
 async def off_loop(work: Callable[[], T], *, size: int) -> T:
-    """Run CPU ``work`` in a worker thread, unless its input is small enough that the
-    hop would cost more than the work (the event loop is blocked for well under 1 ms)."""
+    """Run CPU ``work`` in a worker thread, unless ``size``, the bytes it reads or
+    makes, is small enough that the hop would cost more than the work (the event loop
+    is blocked for well under 1 ms). Decoding is sized by its pixels, not its input:
+    a mask, or a flat image, compresses to almost nothing."""
     if size <= SMALL_INPUT_BYTES:
         return work()
     return await asyncio.to_thread(work)
