@@ -261,6 +261,10 @@ class EditPreparer:
         self._inputs = inputs
         self._config = config
         self._rng = rng or random.SystemRandom()
+        self._unslotted = asyncio.Semaphore(1)
+        """Pixels decoded before a job holds its provider's slot (an inpaint's mask, to
+        route it) are decoded one job at a time, so a burst of callers never holds
+        them all at once; off the event loop, so other streams run meanwhile."""
 
     def check(self, request: EditMessage) -> EditIntent:
         """The admit stage's part that needs no I/O: every field violation at once
@@ -421,14 +425,15 @@ class EditPreparer:
             image,
             mask_file,
         )
-        if mask_file is not None:
-            mask = await self._prepare_mask(request, mask_file, size)
-            inspected = dataclasses.replace(inspected, mask=mask)
-        else:
-            decoded, mask = await self._decode_with_alpha_mask(request, image.data, size)
-            inspected = dataclasses.replace(
-                inspected, decoded=self._inpaint(inspected, request, decoded, mask)
-            )
+        async with self._unslotted:
+            if mask_file is not None:
+                mask = await self._prepare_mask(request, mask_file, size)
+                inspected = dataclasses.replace(inspected, mask=mask)
+            else:
+                decoded, mask = await self._decode_with_alpha_mask(request, image.data, size)
+                inspected = dataclasses.replace(
+                    inspected, decoded=self._inpaint(inspected, request, decoded, mask)
+                )
         return dataclasses.replace(
             inspected,
             route=dataclasses.replace(inspected.route, mask_fraction=mask.fraction),
