@@ -13,6 +13,7 @@ from retouch.v1 import image_edit_pb2 as pb
 from ..convert import job_event
 from ..errors import RetouchError
 from .events import Completed, JobEventData
+from .records import ResultRecord
 from .store import JobStore
 
 
@@ -37,6 +38,8 @@ class LiveJob:
         self.events: list[pb.JobEvent] = []
         self.final_status: status_pb2.Status | None = None
         self.inline_data: bytes | None = None
+        self.result: ResultRecord | None = None
+        """A success's stored result and (``inline_data``) its bytes, for the streams here."""
         self.preview: tuple[int, bytes] | None = None
         """The latest preview: the seq of the progress event it belongs to, and its JPEG."""
         self.task: asyncio.Task[None] | None = None

@@ -78,5 +78,5 @@ class ResultWriter:
             expires_at=now + retention_days * SECONDS_PER_DAY if retention_days else 0.0,
         )
         await self._store.add_result(result)
-        live.inline_data = data
+        live.inline_data, live.result = data, result
         return result

@@ -107,11 +107,11 @@ class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
         when the request asked for it ``inline``, the encoded result, in one copy."""
         if not event.HasField("completed"):
             return event
-        # The job that this stream started still holds its bytes; a duplicate request
-        # that re-attached reads them back from the store.
+        # The job that this stream started still holds its result and bytes; a duplicate
+        # request that re-attached reads them back from the store.
         data = live.inline_data if inline and live is not None else None
-        result = None
-        if self._links is not None or (inline and data is None):
+        result = live.result if live is not None else None
+        if result is None and (self._links is not None or (inline and data is None)):
             result = await self._store.get_result(event.completed.result_id)
         # Made as the event is sent, not when it was recorded: a replayed Completed
         # carries a link that is fresh, not one that expired with the first stream.
