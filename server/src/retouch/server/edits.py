@@ -382,11 +382,12 @@ class EditPreparer:
 
     async def _decode_edit(self, edit: InspectedEdit) -> PreparedEdit:
         request = edit.request
+        size = edit.route.width, edit.route.height
         if isinstance(request, pb.InpaintRequest):
             mask = edit.mask or await self._prepare_mask(request, edit.mask_file, edit.output_size)
-            decoded = await self._decode(edit.image.data, edit.route)
+            decoded = await self._decode(edit.image.data, size)
             return self._inpaint(edit, request, decoded, mask)
-        decoded = await self._decode(edit.image.data, edit.route)
+        decoded = await self._decode(edit.image.data, size)
         if isinstance(request, pb.OutpaintRequest):
             spec: EditSpec = OutpaintSpec(
                 _padding(request), request.feather_px, generation_params(request.params)
@@ -479,7 +480,7 @@ class EditPreparer:
             content_type = CONTENT_TYPES[levels.format] if verbatim else None
             return InpaintMask(mask.binary, mask.alpha, content_type)
 
-        return await off_loop(prepare, size=max(len(data), size[0] * size[1]))
+        return await off_loop(prepare, size=decoded_bytes(data, size, MASK))
 
     async def _decode_with_alpha_mask(
         self, request: pb.InpaintRequest, data: bytes, size: tuple[int, int]
@@ -500,17 +501,17 @@ class EditPreparer:
             return decoded, InpaintMask(mask.binary, mask.alpha, None)
 
         with stage("decode"):
-            return await off_loop(decode, size=max(len(data), size[0] * size[1] * RGBA))
+            return await off_loop(decode, size=decoded_bytes(data, size, RGBA))
 
     def _header(self, image: InputFile) -> Header:
         # Reads a few chunks' lengths at most: no pixels, so cheap enough inline.
         return inspect_image(image.data, field="image", max_pixels=self._config.max_pixels)
 
-    async def _decode(self, image_bytes: bytes, route: RouteRequest) -> DecodedImage:
+    async def _decode(self, image_bytes: bytes, size: tuple[int, int]) -> DecodedImage:
         max_pixels = self._config.max_pixels
         return await off_loop(
             lambda: decode_image(image_bytes, field="image", max_pixels=max_pixels),
-            size=max(len(image_bytes), route.width * route.height * RGB),
+            size=decoded_bytes(image_bytes, size, RGB),
         )
 
     def _seed(self, params: common_pb2.GenerationParams) -> int:
@@ -528,15 +529,22 @@ class EditPreparer:
 
 SMALL_INPUT_BYTES = 32 * 1024
 """Work on this few bytes takes well under a millisecond: cheaper inline than a thread hop."""
-RGB, RGBA = 3, 4
-"""Bytes per decoded pixel of an image without and with alpha (a mask has one)."""
+MASK, RGB, RGBA = 1, 3, 4
+"""Bytes per decoded pixel of a mask, and of an image without and with alpha."""
+
+
+def decoded_bytes(data: bytes, size: tuple[int, int], bytes_per_pixel: int) -> int:
+    """The :func:`off_loop` size of decoding ``data``, an image of ``size``: its
+    decoded bytes, or its encoded ones if more. A mask, or a flat image, compresses to
+    almost nothing, so the encoded size alone would decode a megapixel inline."""
+    width, height = size
+    return max(len(data), width * height * bytes_per_pixel)
 
 
 async def off_loop(work: Callable[[], T], *, size: int) -> T:
     """Run CPU ``work`` in a worker thread, unless ``size``, the bytes it reads or
-    makes, is small enough that the hop would cost more than the work (the event loop
-    is blocked for well under 1 ms). Decoding is sized by its pixels, not its input:
-    a mask, or a flat image, compresses to almost nothing."""
+    makes (:func:`decoded_bytes` for a decode), is small enough that the hop would cost
+    more than the work (the event loop is blocked for well under 1 ms)."""
     if size <= SMALL_INPUT_BYTES:
         return work()
     return await asyncio.to_thread(work)

@@ -56,7 +56,7 @@ from ..telemetry import job_started, stage
 from .events import Accepted, Completed, Progressed
 from .live import LiveJob
 from .manager import JobManager, same_request
-from .records import JobRecord, JobState, ResultRecord
+from .records import JobRecord, JobState
 from .results import ResultWriter
 from .runner import ProviderRunner
 from .settle import OK, Settlement
@@ -367,7 +367,7 @@ class EditPipeline:
                 ),
             )
         else:
-            await self._settle(live, job, None, result)
+            await self._settle(live, job, None)
 
     @contextlib.asynccontextmanager
     async def _slot(self, admission: Admission, live: LiveJob) -> AsyncIterator[None]:
@@ -397,15 +397,9 @@ class EditPipeline:
                 await telling
             yield
 
-    async def _settle(
-        self,
-        live: LiveJob,
-        job: JobRecord,
-        error: RetouchError | None,
-        result: ResultRecord | None = None,
-    ) -> None:
-        """The settle stage: the job's end recorded once, then charged (once ``result``,
-        a success's, is durable) or refunded."""
+    async def _settle(self, live: LiveJob, job: JobRecord, error: RetouchError | None) -> None:
+        """The settle stage: the job's end recorded once, then charged (once its result
+        is durable) or refunded."""
         status = OK if error is None else error.to_status_proto()
         try:
             try:
@@ -413,7 +407,7 @@ class EditPipeline:
                 await live.recorded()
             except Exception:
                 log.exception("job %s: recording its events failed", job.job_id)
-            status = await self._settlement.settle(job, error, live, result)
+            status = await self._settlement.settle(job, error, live)
         finally:
             live.finish(status)
 

@@ -106,14 +106,10 @@ class Settlement:
         self._clock = clock
 
     async def settle(
-        self,
-        job: JobRecord,
-        error: RetouchError | None,
-        live: LiveJob,
-        result: ResultRecord | None = None,
+        self, job: JobRecord, error: RetouchError | None, live: LiveJob
     ) -> status_pb2.Status:
         """Record how ``job``, running as ``live``, ended and charge or refund it; returns
-        its final status: the one the store holds. ``result`` is a success's result.
+        its final status: the one the store holds.
 
         A success is recorded first, with its ``Completed`` event in the same write, then
         told to the followers here, then its result made durable and charged, so a job
@@ -136,7 +132,7 @@ class Settlement:
             job_finished(final)
             if error is None:
                 live.succeeded()
-                await self._charge(final, result)
+                await self._charge(final, live.result)
         except Exception:
             log.exception("job %s: recording its end failed", final.job_id)
         return status
