@@ -11,14 +11,9 @@ from typing import cast
 import pytest
 import redis
 
-from retouch.server.policy.redis_ratelimit import RateLimiterUnavailable
-from retouch.server.scheduling.semaphore import (
-    KEY_PREFIX,
-    LocalPermits,
-    Permits,
-    RedisPermits,
-    permit,
-)
+from retouch.server.policy.shared_limits import RateLimiterUnavailable
+from retouch.server.scheduling.redis_permits import KEY_PREFIX, RedisPermits
+from retouch.server.scheduling.semaphore import LocalPermits, Permits, permit
 from tests.engines.redis import started_redis
 
 LIMIT = 3

@@ -22,12 +22,8 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoi
 
 from retouch.server.clock import ManualClock
 from retouch.server.policy import Bucket, MemoryRateLimiter, RateLimiter
-from retouch.server.policy.redis_ratelimit import (
-    KEY_PREFIX,
-    RateLimiterUnavailable,
-    RedisRateLimiter,
-    open_rate_limiter,
-)
+from retouch.server.policy.redis_ratelimit import KEY_PREFIX, RedisRateLimiter
+from retouch.server.policy.shared_limits import RateLimiterUnavailable, open_rate_limiter
 from tests.engines.redis import started_redis
 
 GUARD_S = 10.0

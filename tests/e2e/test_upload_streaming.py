@@ -21,12 +21,8 @@ from grpc import aio
 from retouch.server.app import RunningServer, running
 from retouch.server.clock import ManualClock
 from retouch.server.config import ServerConfig
-from retouch.server.storage import (
-    FilesystemObjectStore,
-    ObjectStore,
-    S3ObjectStore,
-    open_store,
-)
+from retouch.server.storage import FilesystemObjectStore, ObjectStore, open_store
+from retouch.server.storage.s3 import S3ObjectStore
 from retouch.server.uploads import PENDING_OWNER
 from retouch.v1 import image_edit_pb2 as pb
 from retouch.v1 import image_edit_pb2_grpc

@@ -12,7 +12,7 @@ import redis
 
 from retouch.server.policy import Plan
 from retouch.server.scheduling import QueueLimits
-from retouch.server.scheduling.semaphore import KEY_PREFIX
+from retouch.server.scheduling.redis_permits import KEY_PREFIX
 from tests.helpers import metadata, read_all
 from tests.replicas.conftest import SUBJECT
 from tests.scheduling.gated import GatedProvider

@@ -12,9 +12,14 @@ from retouch.server.__main__ import EXIT_ADDRESS_IN_USE
 
 
 def server_command(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return python_command("-m", "retouch.server", *args, cwd=cwd)
+
+
+def python_command(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """This Python run with ``args`` in ``cwd``, with no RETOUCH_* or OTEL_* settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RETOUCH_", "OTEL_"))}
     return subprocess.run(
-        [sys.executable, "-m", "retouch.server", *args],
+        [sys.executable, *args],
         cwd=cwd,
         env=env,
         capture_output=True,

@@ -19,14 +19,12 @@ from retouch.server.storage import (
     ObjectNotFound,
     ObjectStore,
     PresigningStore,
-    S3Location,
-    S3ObjectStore,
     StorageError,
     StorageUnavailable,
     open_store,
 )
 from retouch.server.storage.filesystem import _open_partial
-from retouch.server.storage.s3 import PART_BYTES
+from retouch.server.storage.s3 import PART_BYTES, S3Location, S3ObjectStore
 from tests.engines.seaweed import FailingS3
 
 BAD_KEYS = [

@@ -43,7 +43,7 @@ from .jobs.runner import ProviderRunner
 from .jobs.settle import Settlement
 from .listen import bind, check_address_free
 from .policy import Ledger, Policy, RateLimiter
-from .policy.redis_ratelimit import open_rate_limiter
+from .policy.shared_limits import open_rate_limiter
 from .policy.upstream import UpstreamLimits
 from .reflection import enable_reflection
 from .registry import ProviderRegistry

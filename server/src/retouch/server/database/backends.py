@@ -1,19 +1,16 @@
 """Choosing the database by URL: :func:`open_database` connects, applies the shipped
 schema migrations, and returns the :class:`Database` with its job store and ledger,
-typed by their interfaces."""
+typed by their interfaces. asyncpg and the PostgreSQL classes are imported only for a
+``postgresql://`` URL: the embedded defaults never load them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import asyncpg
-
-from ..jobs.postgres_store import PostgresJobStore
 from ..jobs.sqlite_store import SqliteJobStore
 from ..jobs.store import JobStore
 from ..policy.ledger import Ledger
-from ..policy.postgres_ledger import PostgresLedger
 from ..policy.sqlite_ledger import SqliteLedger
 from .migrations import migrate_sqlite
 from .sqlite import connect_sqlite
@@ -49,6 +46,11 @@ async def open_database(url: str, *, pool_size: int = 10) -> Database:
             raise
         store = SqliteJobStore(connection)
         return Database("sqlite", store, SqliteLedger(connection), tuple(migrated))
+    import asyncpg
+
+    from ..jobs.postgres_store import PostgresJobStore
+    from ..policy.postgres_ledger import PostgresLedger
+
     try:
         postgres = await PostgresJobStore.open(url, pool_size=pool_size)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

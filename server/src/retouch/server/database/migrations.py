@@ -14,10 +14,13 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from importlib import resources
+from typing import TYPE_CHECKING
 
-from .postgres import Connection
 from .sqlite import transaction
 from .urls import Dialect
+
+if TYPE_CHECKING:
+    from .postgres import Connection
 
 _FILE_NAME = re.compile(r"^(\d{4})_(\w+)\.sql$")
 

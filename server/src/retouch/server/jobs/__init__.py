@@ -1,6 +1,6 @@
-"""Jobs: their records and their stores. Execution lives in ``jobs.manager``."""
+"""Jobs: their records and their stores. Execution lives in ``jobs.manager``; the
+PostgreSQL store in ``jobs.postgres_store``, imported only where a database URL names it."""
 
-from .postgres_store import PostgresJobStore
 from .records import JobRecord, JobState, ResultRecord, UploadRecord
 from .sqlite_store import SqliteJobStore
 from .store import JobStore
@@ -9,7 +9,6 @@ __all__ = [
     "JobRecord",
     "JobState",
     "JobStore",
-    "PostgresJobStore",
     "ResultRecord",
     "SqliteJobStore",
     "UploadRecord",

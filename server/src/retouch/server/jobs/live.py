@@ -16,23 +16,31 @@ from .events import Completed, JobEventData
 from .records import ResultRecord
 from .store import JobStore
 
+RECORD_WINDOW_S = 0.02
+"""How long a new event may wait for others to be written with it: a job's burst of
+progress costs one write, and a follower on another replica is at most this far behind."""
+
 
 class LiveJob:
     """Events of a job that runs in this process.
 
     Each event is written to the store as it happens, so a follower on another replica
-    reads the same sequence, and all of them are written before the job ends. Followers
+    reads the same sequence, and all of them are written before the job ends: the events
+    of one :data:`RECORD_WINDOW_S` go in one write, and those still unwritten when the
+    job ends go in the write that records its end (:meth:`begin_settling`). Followers
     here replay what happened so far and then wait for more: the events are one shared
     list and each follower keeps only its index into it, so a follower that attaches late
     or reads slowly holds no buffer of its own and never blocks the job.
 
-    The ``Completed`` event is the exception: it is held back and goes to the store in the
-    same write that records the job SUCCEEDED (:meth:`begin_settling`), and to the
-    followers here once that write won (:meth:`succeeded`). A replica that stalled while
+    The ``Completed`` event is held back: it goes to the store in the same write that
+    records the job SUCCEEDED, and to the followers here once that write won
+    (:meth:`succeeded`). A replica that stalled while
     another failed and refunded its job so never tells anyone it succeeded.
     """
 
-    def __init__(self, job_id: str, owner: str, store: JobStore) -> None:
+    def __init__(
+        self, job_id: str, owner: str, store: JobStore, *, record_window_s: float = RECORD_WINDOW_S
+    ) -> None:
         self.job_id = job_id
         self.owner = owner
         self.events: list[pb.JobEvent] = []
@@ -54,6 +62,8 @@ class LiveJob:
         self._store = store
         self._unrecorded: list[tuple[int, bytes]] = []
         self._recorder: asyncio.Task[None] | None = None
+        self._record_later: asyncio.TimerHandle | None = None
+        self._record_window_s = record_window_s
         self._changed = asyncio.Event()
 
     @property
@@ -74,8 +84,10 @@ class LiveJob:
             return
         self.events.append(message)
         self._unrecorded.append((message.seq, message.SerializeToString()))
-        if self._recorder is None or self._recorder.done():
-            self._recorder = asyncio.create_task(self._record(), name=f"events of {self.job_id}")
+        if self._record_later is None and not self._recording:
+            self._record_later = asyncio.get_running_loop().call_later(
+                self._record_window_s, self._start_recording
+            )
         self._wake()
 
     def publish_preview(self, event: JobEventData, jpeg: bytes) -> None:
@@ -94,27 +106,44 @@ class LiveJob:
         with_preview.progress.preview = preview[1]
         return with_preview
 
+    @property
+    def _recording(self) -> bool:
+        return self._recorder is not None and not self._recorder.done()
+
+    def _start_recording(self) -> None:
+        self._record_later = None
+        if self._unrecorded and not self._recording:
+            self._recorder = asyncio.create_task(self._record(), name=f"events of {self.job_id}")
+
     async def _record(self) -> None:
         # Whatever piled up while the last write ran goes in the next one: a job never
-        # waits for the store per event, and a burst of progress costs one round trip.
+        # waits for the store per event.
         while self._unrecorded:
             batch, self._unrecorded = self._unrecorded, []
             await self._store.append_events(self.job_id, batch)
 
-    async def recorded(self) -> None:
-        """Wait until every event published so far is in the store; raises what the
-        store raised if writing them failed."""
-        while (recorder := self._recorder) is not None:
+    async def writes_done(self) -> None:
+        """Wait for the store write under way, if any, leaving events not yet sent to the
+        store for :meth:`begin_settling`; raises what the store raised."""
+        if self._record_later is not None:
+            self._record_later.cancel()
+            self._record_later = None
+        while (recorder := self._recorder) is not None and not recorder.done():
             await asyncio.shield(recorder)
-            if recorder is self._recorder and not self._unrecorded:
-                return
+        if recorder is not None:
+            recorder.result()
 
-    def begin_settling(self) -> list[tuple[int, bytes]]:
-        """The job is ending: from now on it cannot be cancelled. Returns the held-back
-        ``Completed`` event ``(seq, payload)``, for the store to record with a success."""
+    def begin_settling(self, *, succeeded: bool) -> list[tuple[int, bytes]]:
+        """The job is ending: from now on it cannot be cancelled. Returns the events the
+        store does not hold yet, ``(seq, payload)`` in order, for it to record with the
+        job's end: those :meth:`writes_done` left, and on success the held-back
+        ``Completed``. Call it once no write is under way."""
         self.settling = True
+        closing, self._unrecorded = self._unrecorded, []
         completion = self._completion
-        return [] if completion is None else [(completion.seq, completion.SerializeToString())]
+        if succeeded and completion is not None:
+            closing.append((completion.seq, completion.SerializeToString()))
+        return closing
 
     def succeeded(self) -> None:
         """The job's success is recorded: followers here get the held-back ``Completed``

@@ -345,7 +345,6 @@ class EditPipeline:
                     del edit
                 price = outcome.charge
                 live.publish(Completed(result, edit_seed, price, outcome.provider_ms))
-                await live.recorded()
                 job = dataclasses.replace(job, result_id=result.result_id, cost_credits=price)
         except asyncio.CancelledError:
             await self._settle(live, job, live.cancel_reason or Cancelled("the job was cancelled"))
@@ -403,8 +402,9 @@ class EditPipeline:
         status = OK if error is None else error.to_status_proto()
         try:
             try:
-                # Every event is in the store before the job reads as ended anywhere.
-                await live.recorded()
+                # Every event is in the store before the job reads as ended anywhere:
+                # those not yet written go in the write that records its end.
+                await live.writes_done()
             except Exception:
                 log.exception("job %s: recording its events failed", job.job_id)
             status = await self._settlement.settle(job, error, live)

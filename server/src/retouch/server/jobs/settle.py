@@ -111,16 +111,17 @@ class Settlement:
         """Record how ``job``, running as ``live``, ended and charge or refund it; returns
         its final status: the one the store holds.
 
-        A success is recorded first, with its ``Completed`` event in the same write, then
-        told to the followers here, then its result made durable and charged, so a job
-        that another replica failed meanwhile is never charged nor seen to succeed; a
-        failure is refunded first and recorded after, so whoever sees it ended — on any
-        replica — sees it refunded. A failure to record is logged, not raised: the
-        sweeper settles the reservation from the job's recorded state later.
+        A success is recorded first, with its ``Completed`` event (and any other event not
+        yet in the store) in the same write, then told to the followers here, then its
+        result made durable and charged, so a job that another replica failed meanwhile
+        is never charged nor seen to succeed; a failure is refunded first and recorded
+        after, so whoever sees it ended — on any replica — sees it refunded. A failure to
+        record is logged, not raised: the sweeper settles the reservation from the job's
+        recorded state later.
         """
-        completion = live.begin_settling()
-        closing = completion if error is None else []
-        final, status = terminal(job, error, self._clock.now(), live.last_seq + len(closing))
+        closing = live.begin_settling(succeeded=error is None)
+        last_seq = closing[-1][0] if closing else live.last_seq
+        final, status = terminal(job, error, self._clock.now(), last_seq)
         try:
             if error is not None:
                 await self._refund(final)

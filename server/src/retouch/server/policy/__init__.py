@@ -1,9 +1,10 @@
-"""Policy and money: plans, token buckets, the quota and credit ledger."""
+"""Policy and money: plans, token buckets, the quota and credit ledger. The shared
+engines' classes (``postgres_ledger``, ``redis_ratelimit``) are imported only where a
+URL names them."""
 
 from .engine import EditIntent, Policy, check_pixels
 from .ledger import MAX_CREDITS, Balance, Ledger, Reservation
 from .plans import DEFAULT_PLAN, Plan, PlanBook, PlanError
-from .postgres_ledger import PostgresLedger
 from .ratelimit import (
     AdaptiveRate,
     Bucket,
@@ -29,7 +30,6 @@ __all__ = [
     "PlanBook",
     "PlanError",
     "Policy",
-    "PostgresLedger",
     "RateLimiter",
     "Reservation",
     "SqliteLedger",

@@ -16,61 +16,32 @@ refuses with UNAVAILABLE, reason ``RATE_LIMITER_UNAVAILABLE``, and RetryInfo.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from importlib.resources import files
-from typing import Literal, TypeVar, get_args
+from typing import TypeVar
 
 from opentelemetry.metrics import Meter, NoOpMeter
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, ResponseError
 
-from ..clock import Clock
-from ..errors import Unavailable
+from .bounded_redis import RedisUnreachable, bounded, bounded_client, lua_script
 from .ratelimit import (
     FLOOR,
     RECOVERY_PER_MINUTE,
     Bucket,
     BucketSnapshot,
     Decision,
-    MemoryRateLimiter,
     RateLimiter,
 )
+from .shared_limits import DEFAULT_TIMEOUT_S, FAILURE_MODES, FailureMode, RateLimiterUnavailable
 
 log = logging.getLogger(__name__)
 
-FailureMode = Literal["open", "closed"]
-FAILURE_MODES: tuple[str, ...] = get_args(FailureMode)
-DEFAULT_TIMEOUT_S = 0.05
 KEY_PREFIX = "retouch:rl:"
-RETRY_WHEN_UNAVAILABLE_S = 1.0
 WARN_EVERY_S = 60.0
 """While Redis stays down, fail-open warns at most this often (the counter counts all)."""
 
 T = TypeVar("T")
-
-
-class RateLimiterUnavailable(Unavailable):
-    """Redis could not be reached and the configuration says to fail closed."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            "the rate limiter is unreachable, so no request can be admitted; retry shortly",
-            retry_after=RETRY_WHEN_UNAVAILABLE_S,
-            reason="RATE_LIMITER_UNAVAILABLE",
-        )
-
-
-class _Unreachable(Exception):
-    """Redis did not answer within the bound."""
-
-
-def _script(name: str) -> str:
-    return files(__package__).joinpath("lua", name).read_text()
 
 
 class RedisRateLimiter:
@@ -90,15 +61,9 @@ class RedisRateLimiter:
             raise ValueError(f"rate_limiter_failure {failure!r}: expected open or closed")
         if timeout_s <= 0:
             raise ValueError("the rate limiter's timeout must be positive")
-        self._redis: Redis = Redis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0),
-            health_check_interval=0,
-        )
-        self._take = self._redis.register_script(_script("take_tokens.lua"))
-        self._throttle = self._redis.register_script(_script("throttle.lua"))
+        self._redis: Redis = bounded_client(url, timeout_s)
+        self._take = self._redis.register_script(lua_script(__package__, "take_tokens.lua"))
+        self._throttle = self._redis.register_script(lua_script(__package__, "throttle.lua"))
         self._failure = failure
         self._fallback = fallback
         self._timeout_s = timeout_s
@@ -120,7 +85,7 @@ class RedisRateLimiter:
             return Decision(True)
         try:
             reply = await self._bounded(self._run_take(buckets, dry_run=dry_run))
-        except _Unreachable:
+        except RedisUnreachable:
             return await self._fail(lambda: self._fallback.acquire(buckets, dry_run=dry_run))
         n = len(buckets)
         allowed, retry_after, limiting = bool(int(reply[0])), float(reply[1]), int(reply[2])
@@ -132,7 +97,7 @@ class RedisRateLimiter:
     async def peek(self, bucket: Bucket) -> BucketSnapshot:
         try:
             reply = await self._bounded(self._run_take([bucket], dry_run=True))
-        except _Unreachable:
+        except RedisUnreachable:
             return await self._fail(lambda: self._fallback.peek(bucket))
         return BucketSnapshot(bucket.key, float(reply[5]), float(reply[3]), float(reply[4]))
 
@@ -144,7 +109,7 @@ class RedisRateLimiter:
                     args=[repr(bucket.rate), repr(RECOVERY_PER_MINUTE), repr(FLOOR)],
                 )
             )
-        except _Unreachable:
+        except RedisUnreachable:
             return await self._fail(lambda: self._fallback.throttled(bucket))
         return float(reply)
 
@@ -161,13 +126,7 @@ class RedisRateLimiter:
         return reply
 
     async def _bounded(self, call: Awaitable[T]) -> T:
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                return await call
-        except ResponseError:
-            raise  # Redis answered: an error in the script, not an outage
-        except (RedisError, OSError) as exc:
-            raise _Unreachable from exc
+        return await bounded(call, self._timeout_s)
 
     async def _fail(self, locally: Callable[[], Awaitable[T]]) -> T:
         if self._failure == "closed":
@@ -185,27 +144,3 @@ class RedisRateLimiter:
 
 def _adaptive_key(bucket: Bucket) -> str:
     return f"{KEY_PREFIX}adaptive:{bucket.key}"
-
-
-def open_rate_limiter(
-    url: str,
-    *,
-    clock: Clock,
-    failure: FailureMode = "open",
-    timeout_s: float = DEFAULT_TIMEOUT_S,
-    meter: Meter | None = None,
-) -> RateLimiter:
-    """The limiter ``url`` names: ``memory://`` (this process) or ``redis://…`` /
-    ``rediss://…`` / ``unix://…`` (shared); raises ``ValueError`` for anything else."""
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme == "memory":
-        return MemoryRateLimiter(clock)
-    if scheme in ("redis", "rediss", "unix"):
-        return RedisRateLimiter(
-            url,
-            failure=failure,
-            fallback=MemoryRateLimiter(clock),
-            timeout_s=timeout_s,
-            meter=meter,
-        )
-    raise ValueError(f"rate_limiter {url!r}: use memory:// or redis://host:port/db")

@@ -3,19 +3,13 @@
 A hosted provider allows so many calls at once to everyone holding its key, not to
 each replica; a job of a ``remote`` provider therefore also holds one of its
 :class:`Permits` while it runs. :class:`LocalPermits` counts them in this process
-(``rate_limiter = "memory://"``); :class:`RedisPermits` keeps them in Redis beside the
-rate limits, so N replicas together never exceed the limit.
+(``rate_limiter = "memory://"``); :class:`~.redis_permits.RedisPermits` keeps them in
+Redis beside the rate limits, so N replicas together never exceed the limit; that
+module is imported only for a Redis URL.
 
-In Redis each provider's permits are a sorted set of holder ids scored by lease expiry
-(Redis ``TIME``). Three Lua scripts shipped beside this module take, renew and give
-back a permit; taking one first drops every holder whose lease ran out, so a replica
-that dies frees its permits within one lease. A holder renews its lease every third of
-it while the call runs. With no permit free, the job keeps its place at the head of
-its replica's queue and asks again after a bounded, growing pause.
-
-Redis unreachable: ``rate_limiter_failure = "open"`` falls back to this replica's own
-:class:`LocalPermits` (with a warning), ``"closed"`` refuses the job with UNAVAILABLE,
-reason ``RATE_LIMITER_UNAVAILABLE``.
+A holder renews its lease every third of it while the call runs (:func:`permit`). With
+no permit free, the job keeps its place at the head of its replica's queue and asks
+again after a bounded, growing pause.
 """
 
 from __future__ import annotations
@@ -25,19 +19,12 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from importlib.resources import files
 from typing import Protocol
 
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, ResponseError
-
-from ..policy.redis_ratelimit import DEFAULT_TIMEOUT_S, FailureMode, RateLimiterUnavailable
+from ..policy.shared_limits import DEFAULT_TIMEOUT_S, FailureMode, is_redis_url
 
 log = logging.getLogger(__name__)
 
-KEY_PREFIX = "retouch:permits:"
 DEFAULT_LEASE_S = 15.0
 """How long a permit outlives a holder that stopped renewing it (a dead replica)."""
 FIRST_PAUSE_S = 0.005
@@ -89,104 +76,14 @@ class LocalPermits:
         return None
 
 
-class _Unreachable(Exception):
-    """Redis did not answer within the bound."""
-
-
-def _script(name: str) -> str:
-    return files(__package__).joinpath("lua", name).read_text()
-
-
-class RedisPermits:
-    """Permits in Redis, shared by every replica; see the module docstring."""
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        failure: FailureMode,
-        lease_s: float = DEFAULT_LEASE_S,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-    ) -> None:
-        if lease_s <= 0 or timeout_s <= 0:
-            raise ValueError("a permit's lease and the Redis timeout must be positive")
-        self._redis: Redis = Redis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0),
-            health_check_interval=0,
-        )
-        self._acquire = self._redis.register_script(_script("acquire_permit.lua"))
-        self._renew = self._redis.register_script(_script("renew_permit.lua"))
-        self._release = self._redis.register_script(_script("release_permit.lua"))
-        self._failure = failure
-        self._fallback = LocalPermits()
-        self._lease_ms = max(1, round(lease_s * 1000))
-        self._timeout_s = timeout_s
-        self._warned = False
-
-    @property
-    def lease_s(self) -> float:
-        return self._lease_ms / 1000
-
-    async def try_acquire(self, provider: str, holder: str, limit: int) -> bool:
-        try:
-            reply = await self._bounded(
-                self._acquire(keys=[KEY_PREFIX + provider], args=[holder, limit, self._lease_ms])
-            )
-        except _Unreachable:
-            self._fail()
-            return await self._fallback.try_acquire(provider, holder, limit)
-        self._warned = False  # Redis answers again: warn again at its next outage
-        return bool(int(reply))
-
-    async def renew(self, provider: str, holder: str) -> bool:
-        try:
-            reply = await self._bounded(
-                self._renew(keys=[KEY_PREFIX + provider], args=[holder, self._lease_ms])
-            )
-        except _Unreachable:
-            return True  # unknown: the lease in Redis stands until it runs out
-        return bool(int(reply))
-
-    async def release(self, provider: str, holder: str) -> None:
-        await self._fallback.release(provider, holder)
-        try:
-            await self._bounded(self._release(keys=[KEY_PREFIX + provider], args=[holder]))
-        except _Unreachable:
-            log.warning("could not give back a permit of %r: its lease will free it", provider)
-
-    async def aclose(self) -> None:
-        await self._redis.aclose()
-
-    async def _bounded(self, call: Awaitable[bytes | int]) -> bytes | int:
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                return await call
-        except ResponseError:
-            raise  # Redis answered: an error in the script, not an outage
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise _Unreachable from exc
-
-    def _fail(self) -> None:
-        if self._failure == "closed":
-            raise RateLimiterUnavailable
-        if not self._warned:
-            self._warned = True
-            log.warning(
-                "Redis is unreachable: hosted providers' concurrency is limited by this "
-                "replica alone (rate_limiter_failure = open) until it answers again"
-            )
-
-
 def open_permits(
     url: str, *, failure: FailureMode = "open", timeout_s: float = DEFAULT_TIMEOUT_S
 ) -> Permits:
     """The permits the ``rate_limiter`` URL names: in this process for ``memory://``,
     in Redis for ``redis://…`` / ``rediss://…`` / ``unix://…``."""
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme in ("redis", "rediss", "unix"):
+    if is_redis_url(url):
+        from .redis_permits import RedisPermits
+
         return RedisPermits(url, failure=failure, timeout_s=timeout_s)
     return LocalPermits()
 

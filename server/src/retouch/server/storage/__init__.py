@@ -2,7 +2,8 @@
 
 ``open_store("file:///var/lib/retouch/objects")`` (or a plain path) gives the
 filesystem store, ``open_store("memory://")`` the in-memory one, and
-``open_store("s3://bucket?endpoint_url=…&region=…")`` an S3-compatible one.
+``open_store("s3://bucket?endpoint_url=…&region=…")`` an S3-compatible one
+(:mod:`.s3`, imported only then: the embedded defaults never load the AWS SDK).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from .base import (
 )
 from .filesystem import FilesystemObjectStore
 from .memory import MemoryObjectStore
-from .s3 import S3Location, S3ObjectStore
 
 __all__ = [
     "FilesystemObjectStore",
@@ -28,8 +28,6 @@ __all__ = [
     "ObjectNotFound",
     "ObjectStore",
     "PresigningStore",
-    "S3Location",
-    "S3ObjectStore",
     "StorageError",
     "StorageUnavailable",
     "open_store",
@@ -60,6 +58,8 @@ def open_store(url: str) -> ObjectStore:
             )
         return FilesystemObjectStore(Path(unquote(parts.path)))
     if scheme == "s3":
+        from .s3 import S3Location, S3ObjectStore
+
         return S3ObjectStore(S3Location.from_url(url))
     raise ValueError(
         f"unknown storage URL scheme {parts.scheme!r} in {url!r}; use file://, memory:// or s3://"
