@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from importlib.metadata import entry_points
+from typing import Any
 
 import cv2
 import numpy as np
@@ -12,6 +14,7 @@ import pytest
 from numpy.typing import NDArray
 
 from retouch.providers.opencv import MAX_PIXELS, OpenCVProvider
+from retouch.providers.opencv._inpaint import inpaint
 from retouch.providers.opencv._provider import MANIFEST
 from retouch.sdk import (
     ENTRY_POINT_GROUP,
@@ -251,3 +254,38 @@ async def test_bad_config_fails_start_naming_every_bad_key(
         await OpenCVProvider().start(config)
     for key in named:
         assert key in str(raised.value)
+
+
+def small_inpaint(side: int, hole: int) -> InpaintRequest:
+    image = gradient(side, side)
+    mask = np.zeros((side, side), np.uint8)
+    mask[:hole, :hole] = 255
+    return InpaintRequest(image, mask, "telea", 0)
+
+
+@pytest.mark.parametrize(
+    ("request_", "inline"),
+    [
+        (small_inpaint(64, 20), True),  # 400 masked pixels at radius 3
+        (small_inpaint(64, 40), False),  # 1600 masked pixels: too much work for the loop
+        (small_inpaint(256, 8), False),  # small hole, but the whole image is copied
+    ],
+    ids=["64x64 with a 20 px hole", "64x64 with a 40 px hole", "256x256"],
+)
+async def test_only_a_tiny_inpaint_runs_on_the_event_loop(
+    provider: OpenCVProvider,
+    request_: InpaintRequest,
+    inline: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ran_on: list[int] = []
+
+    def recording(*args: Any, **kwargs: Any) -> NDArray[np.uint8]:
+        ran_on.append(threading.get_ident())
+        return inpaint(*args, **kwargs)
+
+    monkeypatch.setattr("retouch.providers.opencv._provider.inpaint", recording)
+    progress, result = await run(provider, request_)
+    assert (ran_on == [threading.get_ident()]) is inline
+    assert [p.stage for p in progress] == ["preparing", "inpainting", "compositing"]
+    assert result.image.shape == request_.image.shape

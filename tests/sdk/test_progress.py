@@ -126,3 +126,35 @@ async def test_cancelling_the_consumer_stops_the_work_and_leaves_no_task_behind(
     assert not any(isinstance(event, Result) for event in got)
     # The queue getter the cancelled wait left behind must not outlive the stream.
     assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+async def test_inline_work_runs_on_the_loops_thread_and_reports_in_order() -> None:
+    ran_on: list[int] = []
+
+    def work(reporter: ProgressReporter) -> Result:
+        ran_on.append(threading.get_ident())
+        reporter.report(0.2, "first")
+        reporter.report(0.7, "second")
+        return result()
+
+    events = [event async for event in run_with_progress(work, inline=True)]
+
+    assert ran_on == [threading.get_ident()]
+    assert [type(e).__name__ for e in events] == ["Progress", "Progress", "Result"]
+    assert [e.stage for e in events if isinstance(e, Progress)] == ["first", "second"]
+
+
+async def test_inline_work_that_fails_reports_first_then_raises() -> None:
+    def work(reporter: ProgressReporter) -> Result:
+        reporter.report(0.3, "before the failure")
+        raise ProviderUnavailable("the model fell over")
+
+    seen: list[Event] = []
+
+    async def consume() -> None:
+        async for event in run_with_progress(work, inline=True):
+            seen.append(event)
+
+    with pytest.raises(ProviderUnavailable, match="fell over"):
+        await consume()
+    assert [e.stage for e in seen if isinstance(e, Progress)] == ["before the failure"]

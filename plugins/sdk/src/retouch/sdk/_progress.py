@@ -1,4 +1,5 @@
-"""Progress from blocking work: run it in a thread and stream its reports."""
+"""Progress from blocking work: run it in a thread (or, when it is tiny, at once on the
+event loop) and stream its reports."""
 
 from __future__ import annotations
 
@@ -62,9 +63,15 @@ async def run_with_progress(
     work: Callable[[ProgressReporter], Result],
     *,
     executor: Executor | None = None,
+    inline: bool = False,
 ) -> AsyncGenerator[Event, None]:
     """Run ``work`` in ``executor`` (the loop's default when ``None``), yielding each
     progress report as it arrives and then the work's result.
+
+    With ``inline`` the work runs at once on the event loop's thread instead, and its
+    reports follow when it is done: only for work smaller than the hop to a thread and
+    back (well under a millisecond), as it blocks every other task while it runs and
+    cannot be cancelled part way.
 
     If the consumer stops (the job is cancelled), the reporter is marked cancelled so
     ``work`` can stop at its next :meth:`ProgressReporter.check` or ``report`` call.
@@ -78,6 +85,10 @@ async def run_with_progress(
     # always comes after the last report, with no task or wait per event.
     queue: asyncio.Queue[Progress | None] = asyncio.Queue()
     reporter = ProgressReporter(loop, queue)
+    if inline:
+        async for event in _run_inline(work, reporter, queue):
+            yield event
+        return
     future = loop.run_in_executor(executor, work, reporter)
     future.add_done_callback(lambda _: queue.put_nowait(None))
     try:
@@ -88,6 +99,25 @@ async def run_with_progress(
         if not future.done():
             reporter.cancel()
             future.add_done_callback(_discard_outcome)
+
+
+async def _run_inline(
+    work: Callable[[ProgressReporter], Result],
+    reporter: ProgressReporter,
+    queue: asyncio.Queue[Progress | None],
+) -> AsyncGenerator[Event, None]:
+    failure: Exception | None = None
+    try:
+        result = work(reporter)
+    except Exception as exc:
+        failure = exc
+    # The reports were queued with call_soon_threadsafe; the end goes after them.
+    asyncio.get_running_loop().call_soon(queue.put_nowait, None)
+    while (progress := await queue.get()) is not None:
+        yield progress
+    if failure is not None:
+        raise failure
+    yield result
 
 
 def _discard_outcome(future: asyncio.Future[Result]) -> None:
@@ -120,11 +150,13 @@ class WorkerPool:
             executor.shutdown(wait=False, cancel_futures=True)
 
     async def stream(
-        self, work: Callable[[ProgressReporter], Result]
+        self, work: Callable[[ProgressReporter], Result], *, inline: bool = False
     ) -> AsyncGenerator[Event, None]:
-        """Progress reports from ``work``, then its result."""
+        """Progress reports from ``work``, then its result; ``inline`` as for
+        :func:`run_with_progress`."""
         # aclosing: when our consumer stops, the inner stream must close now (and tell
         # the worker to stop), not whenever it is garbage-collected.
-        async with contextlib.aclosing(run_with_progress(work, executor=self._executor)) as events:
+        run = run_with_progress(work, executor=self._executor, inline=inline)
+        async with contextlib.aclosing(run) as events:
             async for event in events:
                 yield event
