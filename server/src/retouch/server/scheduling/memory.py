@@ -11,9 +11,10 @@ against each other in one run (two servers taking turns, ``MALLOC_*`` variables)
 - capping the arenas at two, leaving glibc's dynamic threshold alone, peaked at
   540 MiB and settled at 139 MiB (from 146 MiB before the burst) at full speed.
 
-So :func:`tune_allocator` caps the arenas, and the scheduler calls :func:`trim` when
-its queues drain, which hands the freed heap back. Both do nothing where the C library
-is not glibc, and an operator's own ``MALLOC_*`` environment settings win.
+So :func:`tune_allocator` caps the arenas, and the scheduler calls :func:`trim` once its
+queues have stayed empty for a second, which hands the freed heap back. Both do nothing
+where the C library is not glibc, and an operator's own ``MALLOC_*`` environment
+settings win.
 """
 
 from __future__ import annotations

@@ -20,8 +20,10 @@ from .semaphore import LocalPermits, Permits, permit
 
 log = logging.getLogger(__name__)
 
-TRIM_INTERVAL_S = 5.0
-"""Least time between two returns of freed memory to the system."""
+TRIM_AFTER_IDLE_S = 1.0
+"""How long every queue must stay empty before the freed heap goes back to the system:
+the end of a burst, not the gap between two jobs (trimming a large heap takes
+milliseconds), and late enough that the last streams have let go of their results."""
 
 DEFAULT_REMOTE_CAPACITY = 8
 """Concurrent calls to a hosted provider whose manifest and config declare none."""
@@ -43,6 +45,8 @@ class Scheduler:
         clock: Clock,
         limits: Mapping[str, QueueLimits] | None = None,
         permits: Permits | None = None,
+        *,
+        trim_after_idle_s: float = TRIM_AFTER_IDLE_S,
     ) -> None:
         """``permits`` limit a hosted provider's calls across replicas (see
         :mod:`.semaphore`); in this process alone when None."""
@@ -51,7 +55,8 @@ class Scheduler:
         self._limits = dict(limits or {})
         self._times = ServiceTimes()
         self._queues: dict[str, ProviderQueue] = {}
-        self._last_trim = -TRIM_INTERVAL_S
+        self._trim_after_idle_s = trim_after_idle_s
+        self._trim_later: asyncio.TimerHandle | None = None
         self._trimming: asyncio.Task[bool] | None = None
 
     def queue(self, candidate: Candidate) -> ProviderQueue:
@@ -68,13 +73,24 @@ class Scheduler:
         return queue
 
     def _idle(self) -> None:
-        """A queue drained: once all have, hand the burst's freed memory back."""
-        if any(queue.running or queue.waiting for queue in self._queues.values()):
+        """A queue drained: once every queue has stayed empty for
+        :data:`TRIM_AFTER_IDLE_S`, hand the freed memory back."""
+        if self._busy():
             return
-        now = self._clock.monotonic()
-        if now - self._last_trim < TRIM_INTERVAL_S or self._trimming is not None:
+        if self._trim_later is not None:
+            self._trim_later.cancel()
+        self._trim_later = asyncio.get_running_loop().call_later(
+            self._trim_after_idle_s, self._trim_if_idle
+        )
+
+    def _busy(self) -> bool:
+        return any(queue.running or queue.waiting for queue in self._queues.values())
+
+    def _trim_if_idle(self) -> None:
+        # A job that started meanwhile re-arms the wait when its queue drains again.
+        self._trim_later = None
+        if self._busy() or self._trimming is not None:
             return
-        self._last_trim = now
         self._trimming = asyncio.get_running_loop().create_task(
             asyncio.to_thread(memory.trim), name="return freed memory"
         )
