@@ -34,8 +34,8 @@ class LiveJob:
 
     The ``Completed`` event is held back: it goes to the store in the same write that
     records the job SUCCEEDED, and to the followers here once that write won
-    (:meth:`succeeded`). A replica that stalled while
-    another failed and refunded its job so never tells anyone it succeeded.
+    (:meth:`succeeded`). A replica that stalled while another failed and refunded its
+    job so never tells anyone it succeeded.
     """
 
     def __init__(
@@ -76,8 +76,8 @@ class LiveJob:
 
     def publish(self, event: JobEventData) -> None:
         """The job's next event: to the followers here at once, and to the store in order,
-        in the background (:meth:`recorded` waits for it). A ``Completed`` event, the last,
-        is held back until the job's success is recorded (see the class docstring)."""
+        in the background, within :data:`RECORD_WINDOW_S`. A ``Completed`` event, the
+        last, is held back until the job's success is recorded (see the class docstring)."""
         message = job_event(self.job_id, self.last_seq + 1, event)
         if isinstance(event, Completed):
             self._completion = message
