@@ -120,7 +120,8 @@ class OpenCVProvider:
         return HealthReport(Health.HEALTHY)
 
     async def run(self, request: EditRequest, context: JobContext) -> AsyncGenerator[Event, None]:
-        """Progress from the worker thread, then the result."""
+        """Progress from the worker thread (or, for a tiny inpaint, the loop), then the
+        result."""
         work = self._plan(request)
         inline = _tiny_inpaint(request, self._config.inpaint_radius)
         async with aclosing(self._workers.stream(work, inline=inline)) as events:
