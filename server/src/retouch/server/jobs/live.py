@@ -112,7 +112,7 @@ class LiveJob:
 
     def _start_recording(self) -> None:
         self._record_later = None
-        if self._unrecorded and not self._recording:
+        if self._unrecorded:
             self._recorder = asyncio.create_task(self._record(), name=f"events of {self.job_id}")
 
     async def _record(self) -> None:

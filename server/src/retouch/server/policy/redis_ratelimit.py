@@ -84,7 +84,7 @@ class RedisRateLimiter:
         if not buckets:
             return Decision(True)
         try:
-            reply = await self._bounded(self._run_take(buckets, dry_run=dry_run))
+            reply = await bounded(self._run_take(buckets, dry_run=dry_run), self._timeout_s)
         except RedisUnreachable:
             return await self._fail(lambda: self._fallback.acquire(buckets, dry_run=dry_run))
         n = len(buckets)
@@ -96,18 +96,19 @@ class RedisRateLimiter:
 
     async def peek(self, bucket: Bucket) -> BucketSnapshot:
         try:
-            reply = await self._bounded(self._run_take([bucket], dry_run=True))
+            reply = await bounded(self._run_take([bucket], dry_run=True), self._timeout_s)
         except RedisUnreachable:
             return await self._fail(lambda: self._fallback.peek(bucket))
         return BucketSnapshot(bucket.key, float(reply[5]), float(reply[3]), float(reply[4]))
 
     async def throttled(self, bucket: Bucket) -> float:
         try:
-            reply = await self._bounded(
+            reply = await bounded(
                 self._throttle(
                     keys=[_adaptive_key(bucket)],
                     args=[repr(bucket.rate), repr(RECOVERY_PER_MINUTE), repr(FLOOR)],
-                )
+                ),
+                self._timeout_s,
             )
         except RedisUnreachable:
             return await self._fail(lambda: self._fallback.throttled(bucket))
@@ -124,9 +125,6 @@ class RedisRateLimiter:
         keys = [KEY_PREFIX + b.key for b in buckets] + [_adaptive_key(b) for b in buckets]
         reply: list[bytes] = await self._take(keys=keys, args=args)
         return reply
-
-    async def _bounded(self, call: Awaitable[T]) -> T:
-        return await bounded(call, self._timeout_s)
 
     async def _fail(self, locally: Callable[[], Awaitable[T]]) -> T:
         if self._failure == "closed":

@@ -13,7 +13,6 @@ UNAVAILABLE, reason ``RATE_LIMITER_UNAVAILABLE``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
 
 from redis.asyncio import Redis
 
@@ -55,8 +54,9 @@ class RedisPermits:
 
     async def try_acquire(self, provider: str, holder: str, limit: int) -> bool:
         try:
-            reply = await self._bounded(
-                self._acquire(keys=[KEY_PREFIX + provider], args=[holder, limit, self._lease_ms])
+            reply = await bounded(
+                self._acquire(keys=[KEY_PREFIX + provider], args=[holder, limit, self._lease_ms]),
+                self._timeout_s,
             )
         except RedisUnreachable:
             self._fail()
@@ -66,8 +66,9 @@ class RedisPermits:
 
     async def renew(self, provider: str, holder: str) -> bool:
         try:
-            reply = await self._bounded(
-                self._renew(keys=[KEY_PREFIX + provider], args=[holder, self._lease_ms])
+            reply = await bounded(
+                self._renew(keys=[KEY_PREFIX + provider], args=[holder, self._lease_ms]),
+                self._timeout_s,
             )
         except RedisUnreachable:
             return True  # unknown: the lease in Redis stands until it runs out
@@ -76,15 +77,13 @@ class RedisPermits:
     async def release(self, provider: str, holder: str) -> None:
         await self._fallback.release(provider, holder)
         try:
-            await self._bounded(self._release(keys=[KEY_PREFIX + provider], args=[holder]))
+            release = self._release(keys=[KEY_PREFIX + provider], args=[holder])
+            await bounded(release, self._timeout_s)
         except RedisUnreachable:
             log.warning("could not give back a permit of %r: its lease will free it", provider)
 
     async def aclose(self) -> None:
         await self._redis.aclose()
-
-    async def _bounded(self, call: Awaitable[bytes | int]) -> bytes | int:
-        return await bounded(call, self._timeout_s)
 
     def _fail(self) -> None:
         if self._failure == "closed":

@@ -49,7 +49,8 @@ class Scheduler:
         trim_after_idle_s: float = TRIM_AFTER_IDLE_S,
     ) -> None:
         """``permits`` limit a hosted provider's calls across replicas (see
-        :mod:`.semaphore`); in this process alone when None."""
+        :mod:`.semaphore`); in this process alone when None. ``trim_after_idle_s`` is
+        how long every queue must stay empty before freed memory is handed back."""
         self._clock = clock
         self._permits = permits or LocalPermits()
         self._limits = dict(limits or {})
