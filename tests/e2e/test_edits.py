@@ -62,6 +62,30 @@ async def test_inpaint_streams_accepted_progress_completed(
     assert completed.data == b""
 
 
+@pytest.mark.parametrize(
+    ("side", "stages"),
+    [
+        # Inpainted and encoded on the event loop, each in well under a millisecond: the
+        # stages in between are over before a stream could send them.
+        (64, ["queued", "compositing"]),
+        (256, ["queued", "preparing", "inpainting", "compositing", "encode"]),
+    ],
+)
+async def test_a_stream_hears_the_stages_it_could_have_waited_for(
+    edit: image_edit_pb2_grpc.ImageEditAsyncStub, side: int, stages: list[str]
+) -> None:
+    size = (side, side)
+    hole = (side * 3 // 8, side * 3 // 8, side * 5 // 8, side * 5 // 8)
+    request = pb.InpaintRequest(
+        image=image(png(photo(size))), mask=image(png(square_mask(size, hole)))
+    )
+    events = await run(edit.Inpaint(request, metadata=metadata()))
+
+    assert [e.progress.stage for e in events if e.HasField("progress")] == stages
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert events[-1].HasField("completed")
+
+
 async def test_inpaint_keeps_unmasked_pixels_and_fills_the_hole(
     edit: image_edit_pb2_grpc.ImageEditAsyncStub,
 ) -> None:

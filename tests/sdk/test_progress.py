@@ -128,24 +128,32 @@ async def test_cancelling_the_consumer_stops_the_work_and_leaves_no_task_behind(
     assert asyncio.all_tasks() == {asyncio.current_task()}
 
 
-async def test_inline_work_runs_on_the_loops_thread_and_reports_in_order() -> None:
+async def test_inline_work_runs_on_the_loops_thread_and_reports_only_its_last_progress() -> None:
     ran_on: list[int] = []
 
     def work(reporter: ProgressReporter) -> Result:
         ran_on.append(threading.get_ident())
         reporter.report(0.2, "first")
         reporter.report(0.7, "second")
+        reporter.report(0.9, "third")
         return result()
 
     events = [event async for event in run_with_progress(work, inline=True)]
 
     assert ran_on == [threading.get_ident()]
-    assert [type(e).__name__ for e in events] == ["Progress", "Progress", "Result"]
-    assert [e.stage for e in events if isinstance(e, Progress)] == ["first", "second"]
+    assert [type(e).__name__ for e in events] == ["Progress", "Result"]
+    assert [(e.fraction, e.stage) for e in events if isinstance(e, Progress)] == [(0.9, "third")]
+
+
+async def test_inline_work_that_reports_nothing_yields_only_its_result() -> None:
+    events = [event async for event in run_with_progress(lambda _: result(), inline=True)]
+
+    assert [type(e).__name__ for e in events] == ["Result"]
 
 
 async def test_inline_work_that_fails_reports_first_then_raises() -> None:
     def work(reporter: ProgressReporter) -> Result:
+        reporter.report(0.1, "superseded")
         reporter.report(0.3, "before the failure")
         raise ProviderUnavailable("the model fell over")
 

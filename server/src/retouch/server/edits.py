@@ -541,11 +541,16 @@ def decoded_bytes(data: bytes, size: tuple[int, int], bytes_per_pixel: int) -> i
     return max(len(data), width * height * bytes_per_pixel)
 
 
+def runs_inline(size: int) -> bool:
+    """Whether :func:`off_loop` runs work of ``size`` bytes on the event loop itself."""
+    return size <= SMALL_INPUT_BYTES
+
+
 async def off_loop(work: Callable[[], T], *, size: int) -> T:
     """Run CPU ``work`` in a worker thread, unless ``size``, the bytes it reads or
     makes (:func:`decoded_bytes` for a decode), is small enough that the hop would cost
     more than the work (the event loop is blocked for well under 1 ms)."""
-    if size <= SMALL_INPUT_BYTES:
+    if runs_inline(size):
         return work()
     return await asyncio.to_thread(work)
 

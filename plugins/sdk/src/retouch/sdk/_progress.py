@@ -68,10 +68,11 @@ async def run_with_progress(
     """Run ``work`` in ``executor`` (the loop's default when ``None``), yielding each
     progress report as it arrives and then the work's result.
 
-    With ``inline`` the work runs at once on the event loop's thread instead, and its
-    reports follow when it is done: only for work smaller than the hop to a thread and
-    back (well under a millisecond), as it blocks every other task while it runs and
-    cannot be cancelled part way.
+    With ``inline`` the work runs at once on the event loop's thread instead, and only
+    its last report follows, when it is done: the earlier ones were superseded before
+    anyone could hear them, and each would cost the job's streams a message. Only for
+    work smaller than the hop to a thread and back (well under a millisecond), as it
+    blocks every other task while it runs and cannot be cancelled part way.
 
     If the consumer stops (the job is cancelled), the reporter is marked cancelled so
     ``work`` can stop at its next :meth:`ProgressReporter.check` or ``report`` call.
@@ -113,8 +114,11 @@ async def _run_inline(
         failure = exc
     # The reports were queued with call_soon_threadsafe; the end goes after them.
     asyncio.get_running_loop().call_soon(queue.put_nowait, None)
+    latest: Progress | None = None
     while (progress := await queue.get()) is not None:
-        yield progress
+        latest = progress
+    if latest is not None:
+        yield latest
     if failure is not None:
         raise failure
     yield result

@@ -5,7 +5,7 @@ from __future__ import annotations
 from retouch.sdk import RGBImage
 
 from ..clock import Clock
-from ..edits import PreparedEdit, keep_unedited, off_loop
+from ..edits import PreparedEdit, keep_unedited, off_loop, runs_inline
 from ..ids import new_id
 from ..imaging import CONTENT_TYPES, encode_image
 from ..storage import ObjectStore
@@ -50,12 +50,15 @@ class ResultWriter:
     ) -> ResultRecord:
         """Store the result, readable at once but not yet durable: the settle stage
         (:class:`~.settle.Settlement`) makes it durable before it charges the job."""
-        live.publish(Progressed(PROVIDER_SHARE, "encode"))
         output = edit.output
-
         width, height = edit.output_size
+        encoded_size = width * height * 3 // 4
+        if not runs_inline(encoded_size):
+            # An encode on the loop is over before a stream could send this, and the
+            # Completed right behind it says more.
+            live.publish(Progressed(PROVIDER_SHARE, "encode"))
         data = await off_loop(
-            lambda: finish_and_encode(edit, outcome.result.image), size=width * height * 3 // 4
+            lambda: finish_and_encode(edit, outcome.result.image), size=encoded_size
         )
         tenant, subject = job.owner.split("/", 1)
         extension = output.format.lower().replace("jpeg", "jpg")
