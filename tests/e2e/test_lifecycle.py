@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -25,7 +26,7 @@ from retouch.server.config import ServerConfig
 from retouch.server.registry import LoadedProvider, ProviderRegistry
 from retouch.v1 import common_pb2, image_edit_pb2_grpc
 from retouch.v1 import image_edit_pb2 as pb
-from tests.helpers import metadata, photo, png, read_all, read_one
+from tests.helpers import metadata, photo, png, read_all, read_one, rpc_details
 
 
 async def fake_registry(steps: int, step_delay: float) -> ProviderRegistry:
@@ -65,10 +66,36 @@ async def test_graceful_stop_finishes_or_fails_running_jobs(
         else:
             with pytest.raises(aio.AioRpcError) as ended:
                 await read_all(call)
-            assert ended.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+            # The server's own status, which a client retries elsewhere, not gRPC's
+            # "Cancelling all calls".
+            assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "the server shut down before the job finished" in str(ended.value.details())
+            assert any(isinstance(d, error_details_pb2.RetryInfo) for d in rpc_details(ended.value))
         await stopping
     state = await server_state_after_restart(config, first.job_id)
     assert state == (pb.JOB_STATE_SUCCEEDED if finishes else pb.JOB_STATE_FAILED)
+
+
+async def test_an_edit_sent_while_jobs_drain_is_refused_for_another_replica(
+    tmp_path: Path,
+) -> None:
+    config = ServerConfig(listen="127.0.0.1:0", data_dir=tmp_path, shutdown_grace_s=5.0)
+    server = await start_server(config, registry=await fake_registry(200, 0.05))
+    async with aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        edit = image_edit_pb2_grpc.ImageEditStub(channel)
+        running = edit.Enhance(sharpen(), metadata=metadata())
+        await read_one(running)
+        stopping = asyncio.create_task(server.stop())
+        health: Any = health_pb2_grpc.HealthStub(channel)
+        while (await health.Check(health_pb2.HealthCheckRequest())).status == SERVING:
+            pass  # each check is a round trip to the server, which starts stopping meanwhile
+        with pytest.raises(aio.AioRpcError) as refused:
+            await read_all(edit.Enhance(sharpen(), metadata=metadata()))
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "shutting down" in str(refused.value.details())
+        assert any(isinstance(d, error_details_pb2.RetryInfo) for d in rpc_details(refused.value))
+        running.cancel()
+        await stopping
 
 
 async def server_state_after_restart(config: ServerConfig, job_id: str) -> int:
@@ -91,6 +118,8 @@ def server_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int]
         process.kill()
         process.wait()
 
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
 
 SHORT_LEASE = {"RETOUCH_JOB_LEASE_S": "1.0", "RETOUCH_JOB_HEARTBEAT_S": "0.2"}
 """Leases short enough that a killed server's jobs expire while a test waits."""

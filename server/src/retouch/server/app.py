@@ -61,6 +61,10 @@ from .uploads import Uploads
 
 log = logging.getLogger("retouch.server")
 
+STREAMS_FLUSH_S = 1.0
+"""Once the jobs have drained, how long calls still under way get to end on their own
+(a failed job's stream sending its status, a unary call its answer) before gRPC cancels them."""
+
 SERVICE_NAMES = (
     image_edit_pb2.DESCRIPTOR.services_by_name["ImageEdit"].full_name,
     providers_pb2.DESCRIPTOR.services_by_name["Providers"].full_name,
@@ -95,13 +99,21 @@ class RunningServer:
     results_http_port: int = 0
 
     async def stop(self) -> None:
-        """Stop taking calls, let running jobs finish within the grace, then fail the rest."""
+        """Stop taking jobs, let running ones finish within the grace, fail the rest, then
+        stop serving.
+
+        gRPC keeps serving while the jobs drain, so that a new edit is refused with the
+        server's own UNAVAILABLE (and RetryInfo) rather than a transport error, and each
+        failed job's stream ends with its recorded status rather than gRPC's "Cancelling
+        all calls".
+        """
         grace = self.config.shutdown_grace_s
-        await self.health.enter_graceful_shutdown()
+        stop_by = asyncio.get_running_loop().time() + grace
         self.jobs.closing = True
-        stopping = asyncio.create_task(self.server.stop(grace))
+        await self.health.enter_graceful_shutdown()
         await self.jobs.shutdown(grace)
-        await stopping
+        left = stop_by - asyncio.get_running_loop().time()
+        await self.server.stop(max(left, STREAMS_FLUSH_S))
         if self.results_http is not None:
             await self.results_http.stop()
         for task in self._background:
