@@ -223,6 +223,19 @@ async def test_events_are_recorded_in_order(backend: Backend) -> None:
     assert await store.events_after("job_other", 0) == []
 
 
+async def test_a_running_job_names_its_last_recorded_event(backend: Backend) -> None:
+    writer, reader = await two_stores(backend)
+    await writer.create_or_get(job("job_1"))
+    await writer.append_event("job_1", 1, b"one")
+    await writer.append_events("job_1", [(2, b"two"), (3, b"three")])
+
+    recorded = await reader.get_job("job_1")
+    assert recorded is not None
+    assert recorded.last_seq == 3
+    # So a replica that fails the job once its lease expires records where it stopped.
+    assert [j.last_seq for j in await reader.expired_jobs(131.0)] == [3]
+
+
 async def test_a_watcher_wakes_for_each_event_and_for_the_end(backend: Backend) -> None:
     writer = (await backend.open()).jobs
     watcher = backend.peer(writer, (await backend.open()).jobs)

@@ -73,15 +73,21 @@ _TAKE_OVER = (
     "AND lease_until < $4"
 )
 _PENDING_CANCELS = f"SELECT job_id FROM jobs WHERE cancel_requested AND {UNFINISHED}"
+# Each append also advances the job's last_seq, so that GetJob of a running job, or of one
+# failed after its replica died, names the last event recorded.
 _APPEND_EVENT = (
     "WITH appended AS (INSERT INTO job_events (job_id, seq, payload) VALUES ($1, $2, $3) "
-    f"RETURNING job_id) SELECT pg_notify('{EVENTS_CHANNEL}', job_id) FROM appended"
+    "RETURNING job_id), "
+    "advanced AS (UPDATE jobs SET last_seq = GREATEST(last_seq, $2) WHERE job_id = $1) "
+    f"SELECT pg_notify('{EVENTS_CHANNEL}', job_id) FROM appended"
 )
 _APPEND_EVENTS = (
     "WITH appended AS (INSERT INTO job_events (job_id, seq, payload) "
     "SELECT $1, seq, payload FROM unnest($2::integer[], $3::bytea[]) AS e (seq, payload) "
-    f"RETURNING job_id) SELECT pg_notify('{EVENTS_CHANNEL}', $1) "
-    "WHERE EXISTS (SELECT 1 FROM appended)"
+    "RETURNING job_id), "
+    "advanced AS (UPDATE jobs SET last_seq = GREATEST(last_seq, "
+    "(SELECT max(seq) FROM unnest($2::integer[]) AS e (seq))) WHERE job_id = $1) "
+    f"SELECT pg_notify('{EVENTS_CHANNEL}', $1) WHERE EXISTS (SELECT 1 FROM appended)"
 )
 _REQUEST_CANCEL = (
     f"WITH flagged AS (UPDATE jobs SET cancel_requested = TRUE WHERE job_id = $1 AND {UNFINISHED} "

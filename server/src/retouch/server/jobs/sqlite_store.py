@@ -45,6 +45,9 @@ _UPDATE_HELD = (
     f"UPDATE jobs SET {_SET_MUTABLE} WHERE job_id = ? AND {UNFINISHED} AND replica_id = ?"
 )
 _INSERT_EVENT = "INSERT INTO job_events (job_id, seq, payload) VALUES (?, ?, ?)"
+_ADVANCE_LAST_SEQ = "UPDATE jobs SET last_seq = max(last_seq, ?) WHERE job_id = ?"
+"""Run with each append, so that GetJob of a running job, or of one failed after its
+replica died, names the last event recorded."""
 _RENEW_LEASES = (
     "UPDATE jobs SET lease_until = ? WHERE job_id IN (SELECT value FROM json_each(?)) "
     f"AND replica_id = ? AND {UNFINISHED} RETURNING job_id, cancel_requested"
@@ -148,12 +151,14 @@ class SqliteJobStore:
         return [job_from_row(row) for row in rows]
 
     async def append_event(self, job_id: str, seq: int, data: bytes) -> None:
-        self._db.execute(_INSERT_EVENT, (job_id, seq, data))
-        self._signals.job_changed(job_id)
+        await self.append_events(job_id, [(seq, data)])
 
     async def append_events(self, job_id: str, events: Sequence[tuple[int, bytes]]) -> None:
+        if not events:
+            return
         with transaction(self._db):
             self._db.executemany(_INSERT_EVENT, [(job_id, seq, payload) for seq, payload in events])
+            self._db.execute(_ADVANCE_LAST_SEQ, (max(seq for seq, _ in events), job_id))
         self._signals.job_changed(job_id)
 
     async def events_after(self, job_id: str, after_seq: int) -> Sequence[bytes]:
