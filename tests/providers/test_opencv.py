@@ -233,6 +233,7 @@ async def test_config_is_validated_and_applied() -> None:
     await provider.start({"inpaint_radius": 7, "max_workers": 2})
     assert provider.config.inpaint_radius == 7
     assert provider.config.max_workers == 2
+    assert provider.manifest.capacity == 2
     assert (await provider.health()).health is Health.HEALTHY
     await provider.aclose()
     await provider.aclose()

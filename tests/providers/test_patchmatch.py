@@ -30,6 +30,10 @@ from retouch.sdk import (
     Result,
 )
 from retouch.sdk.testing import CHECKS, Check, sample_context, sample_image, sample_mask
+from retouch.server.clock import ManualClock
+from retouch.server.registry import ProviderRegistry
+from retouch.server.routing import Candidate
+from retouch.server.scheduling.scheduler import Scheduler
 
 Image = NDArray[np.uint8]
 
@@ -215,6 +219,19 @@ async def test_config_is_validated_and_applied() -> None:
     assert result.metadata["patch_size"] == "5"
     await provider.aclose()
     await provider.aclose()
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+async def test_the_scheduler_admits_as_many_jobs_as_there_are_workers(workers: int) -> None:
+    registry = await ProviderRegistry.discover(
+        configs={"patchmatch": {"max_workers": workers}},
+        entries=entry_points(group=ENTRY_POINT_GROUP, name="patchmatch"),
+    )
+    loaded = registry.providers["patchmatch"]
+    queue = Scheduler(ManualClock()).queue(Candidate(loaded, "patchmatch", 2))
+    assert loaded.manifest.capacity == workers
+    assert queue.capacity == workers
+    await registry.aclose()
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
 from importlib import metadata
@@ -72,6 +73,7 @@ MANIFEST = Manifest(
         "enhance.sharpen": (SHARPEN_MODEL,),
     },
     max_pixels=MAX_PIXELS,
+    # Until start() reads the config; then the configured worker count.
     capacity=DEFAULT_MAX_WORKERS,
     supports_mask=True,
     supports_outpaint=True,
@@ -95,11 +97,14 @@ class OpenCVProvider:
     def __init__(self) -> None:
         self._config = OpenCVConfig()
         self._workers = WorkerPool("retouch-opencv")
+        self._manifest = MANIFEST
 
     @property
     def manifest(self) -> Manifest:
-        """What this provider offers."""
-        return MANIFEST
+        """What this provider offers; its capacity is the configured worker count, so
+        the scheduler admits no job that would wait inside the pool while reported
+        running."""
+        return self._manifest
 
     @property
     def config(self) -> OpenCVConfig:
@@ -109,6 +114,7 @@ class OpenCVProvider:
     async def start(self, config: Mapping[str, object]) -> None:
         """Validate ``config`` (ValueError names each bad key) and start the workers."""
         self._config = OpenCVConfig.from_mapping(config)
+        self._manifest = dataclasses.replace(MANIFEST, capacity=self._config.max_workers)
         self._workers.start(self._config.max_workers)
 
     async def aclose(self) -> None:

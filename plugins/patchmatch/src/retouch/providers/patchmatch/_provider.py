@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
 from importlib import metadata
@@ -52,6 +53,7 @@ MANIFEST = Manifest(
     operations=frozenset({Operation.INPAINT}),
     models=(MODEL,),
     max_pixels=MAX_PIXELS,
+    # Until start() reads the config; then the configured worker count.
     capacity=DEFAULT_MAX_WORKERS,
     supports_mask=True,
     cost=CostModel(credits_per_job=2),
@@ -73,11 +75,14 @@ class PatchMatchProvider:
     def __init__(self) -> None:
         self._config = PatchMatchConfig()
         self._workers = WorkerPool("retouch-patchmatch")
+        self._manifest = MANIFEST
 
     @property
     def manifest(self) -> Manifest:
-        """What this provider offers."""
-        return MANIFEST
+        """What this provider offers; its capacity is the configured worker count, so
+        the scheduler admits no job that would wait inside the pool while reported
+        running."""
+        return self._manifest
 
     @property
     def config(self) -> PatchMatchConfig:
@@ -87,6 +92,7 @@ class PatchMatchProvider:
     async def start(self, config: Mapping[str, object]) -> None:
         """Validate ``config`` (ValueError names each bad key) and start the workers."""
         self._config = PatchMatchConfig.from_mapping(config)
+        self._manifest = dataclasses.replace(MANIFEST, capacity=self._config.max_workers)
         self._workers.start(self._config.max_workers)
 
     async def aclose(self) -> None:
