@@ -132,6 +132,20 @@ async def test_a_grant_repeated_with_its_request_id_grants_once(backend: Backend
     assert await ledgers[1].audit(OWNER)
 
 
+async def test_a_grant_request_id_reused_for_another_amount_is_refused(backend: Backend) -> None:
+    ledgers = await two_ledgers(backend)
+    assert await ledgers[0].grant(OWNER, 3, request_id="g1", note="", now=0) == 3
+    with pytest.raises(InvalidArgument) as reused:
+        await ledgers[1].grant(OWNER, 7, request_id="g1", note="", now=0)
+    (violation,) = reused.value.violations
+    assert violation.field == "request_id"
+    assert "already used for a different request" in violation.description
+    assert await ledgers[1].grant(OWNER, 3, request_id="g1", note="", now=0) == 3
+    assert await ledgers[0].grant("acme/user:2", 7, request_id="g1", note="", now=0) == 7
+    assert await ledgers[0].balance(OWNER, PERIOD) == Balance(3, 0, 0)
+    assert await ledgers[1].audit(OWNER)
+
+
 async def test_amounts_and_balances_are_bounded(backend: Backend) -> None:
     ledger = (await backend.open()).ledger
     for credits in (0, -1, MAX_CREDITS + 1, 2**63, 2**64):

@@ -176,6 +176,20 @@ async def test_grants_are_idempotent_and_admin_only(harness: Any) -> None:
         assert negative.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+async def test_a_grant_request_id_reused_for_another_amount_is_refused(harness: Any) -> None:
+    fake = FakeProvider("fake", [Operation.INPAINT])
+    async with harness(plans=[Plan("paid", credits=True)], providers=[fake]) as h:
+        assert await grant(h.account, 3, request_id="g1") == 3
+        with pytest.raises(aio.AioRpcError) as reused:
+            await grant(h.account, 7, request_id="g1")
+        assert reused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        (bad_request,) = rpc_details(reused.value)
+        assert isinstance(bad_request, error_details_pb2.BadRequest)
+        assert [v.field for v in bad_request.field_violations] == ["request_id"]
+        assert "already used for a different request" in (reused.value.details() or "")
+        assert (await h.usage(SUBJECT)).credits_balance == 3
+
+
 async def test_results_are_deleted_when_their_plan_retention_ends(harness: Any) -> None:
     from retouch.server.clock import ManualClock
 

@@ -324,7 +324,9 @@ class GrantCreditsRequest(_message.Message):
     credits: _builtins.int
     """Credits to add; must be positive."""
     request_id: _builtins.str
-    """Idempotency key: a retry with the same id grants once."""
+    """Idempotency key, per subject: a retry with the same id grants once; the same id
+    with different credits is refused (INVALID_ARGUMENT on request_id).
+    """
     note: _builtins.str
     """Why, for the ledger."""
     def __init__(

@@ -62,8 +62,9 @@ class Ledger(Protocol):
     ) -> int:
         """Add credits; a repeated ``request_id`` grants once. Returns the balance.
 
-        INVALID_ARGUMENT when ``credits`` is not in 1..:data:`MAX_CREDITS` or the balance
-        would pass :data:`MAX_CREDITS`.
+        INVALID_ARGUMENT when ``credits`` is not in 1..:data:`MAX_CREDITS`, the balance
+        would pass :data:`MAX_CREDITS`, or ``request_id`` already granted this owner a
+        different amount (checked under the account's lock).
         """
 
     async def reserve(
@@ -137,6 +138,17 @@ ENTRY_COLUMNS = (
 IDEMPOTENT_GRANT = "kind = 'grant' AND request_id <> ''"
 """The predicate of the partial unique index on grants by request_id. A lookup repeats
 it, or the planner cannot prove the bound request_id non-empty and ignores the index."""
+
+
+def same_grant(granted: int, credits: int) -> None:
+    """Refuse a grant's request_id reused for a different amount: a retry repeats the
+    amount, so a different one is a new grant that would otherwise vanish."""
+    if granted != credits:
+        raise InvalidArgument(
+            "request_id",
+            f"this request_id was already used for a different request (a grant of "
+            f"{granted} credits); use a new request_id for a new grant",
+        )
 
 
 def grant_entry(owner: str, credits: int, available: int, *, request_id: str, note: str) -> Entry:

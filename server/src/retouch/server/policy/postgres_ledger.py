@@ -29,9 +29,13 @@ from .ledger import (
     grant_entry,
     release_entry,
     reserve_entry,
+    same_grant,
 )
 
-FIND_GRANT = f"SELECT 1 FROM ledger WHERE owner = $1 AND request_id = $2 AND {IDEMPOTENT_GRANT}"
+FIND_GRANT = (
+    "SELECT available_delta FROM ledger "
+    f"WHERE owner = $1 AND request_id = $2 AND {IDEMPOTENT_GRANT}"
+)
 
 # INSERT … ON CONFLICT DO UPDATE creates a missing row and, like SELECT … FOR UPDATE,
 # locks an existing one and returns its latest committed values.
@@ -109,7 +113,9 @@ class PostgresLedger:
     ) -> int:
         async def work(db: Connection) -> int:
             available = int((await _fetchrow(db, _LOCK_ACCOUNT, owner))[0])
-            if request_id and await db.fetchval(FIND_GRANT, owner, request_id):
+            granted = await db.fetchval(FIND_GRANT, owner, request_id) if request_id else None
+            if granted is not None:
+                same_grant(int(granted), credits)
                 return available
             entry = grant_entry(owner, credits, available, request_id=request_id, note=note)
             await db.execute(_ENTRY_ONLY, *entry.row(now))

@@ -23,10 +23,13 @@ from .ledger import (
     grant_entry,
     release_entry,
     reserve_entry,
+    same_grant,
 )
 
 _EntryOf = Callable[[Held], Entry]
-FIND_GRANT = f"SELECT 1 FROM ledger WHERE owner = ? AND request_id = ? AND {IDEMPOTENT_GRANT}"
+FIND_GRANT = (
+    f"SELECT available_delta FROM ledger WHERE owner = ? AND request_id = ? AND {IDEMPOTENT_GRANT}"
+)
 _INSERT_ENTRY = f"INSERT INTO ledger ({ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 
@@ -65,7 +68,11 @@ class SqliteLedger:
     ) -> int:
         with transaction(self._db):
             available = self._balance(owner, "").available
-            if request_id and self._db.execute(FIND_GRANT, (owner, request_id)).fetchone():
+            granted = (
+                self._db.execute(FIND_GRANT, (owner, request_id)).fetchone() if request_id else None
+            )
+            if granted is not None:
+                same_grant(int(granted[0]), credits)
                 return available
             entry = grant_entry(owner, credits, available, request_id=request_id, note=note)
             self._apply(entry, now)

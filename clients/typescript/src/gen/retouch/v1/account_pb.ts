@@ -380,7 +380,8 @@ export type GrantCreditsRequest = Message<"retouch.v1.GrantCreditsRequest"> & {
   credits: bigint;
 
   /**
-   * Idempotency key: a retry with the same id grants once.
+   * Idempotency key, per subject: a retry with the same id grants once; the same id
+   * with different credits is refused (INVALID_ARGUMENT on request_id).
    *
    * @generated from field: string request_id = 3;
    */
