@@ -56,6 +56,18 @@ async def test_a_job_reads_back_as_written(backend: Backend) -> None:
     assert await store.unfinished_jobs() == [written]
 
 
+@pytest.mark.parametrize("seed", [0, 2**63 - 1, 2**63, 2**64 - 1])
+async def test_every_uint64_seed_reads_back_unchanged(backend: Backend, seed: int) -> None:
+    store = (await backend.open()).jobs
+    written = job("job_1", seed=seed)
+    assert await store.create_or_get(written) == (written, True)
+    assert await store.update_job(job("job_1", seed=seed, provider="patchmatch"))
+    assert await store.finish(failed(job("job_1", seed=seed)))
+    stored = await store.get_job("job_1")
+    assert stored is not None
+    assert stored.seed == seed
+
+
 async def test_create_or_get_makes_one_job_per_owner_and_request_id(backend: Backend) -> None:
     store = (await backend.open()).jobs
     first, created = await store.create_or_get(job("job_1", "req"))

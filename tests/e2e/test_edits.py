@@ -62,6 +62,25 @@ async def test_inpaint_streams_accepted_progress_completed(
     assert completed.data == b""
 
 
+@pytest.mark.parametrize("seed", [2**63, 2**64 - 1])
+async def test_a_seed_past_the_signed_64_bit_range_is_reported_back_unchanged(
+    edit: image_edit_pb2_grpc.ImageEditAsyncStub, photo_png: bytes, mask_png: bytes, seed: int
+) -> None:
+    request = pb.InpaintRequest(
+        image=image(photo_png),
+        mask=image(mask_png),
+        params=common_pb2.GenerationParams(seed=seed),
+    )
+    events = await run(edit.Inpaint(request, metadata=metadata()))
+
+    assert events[0].accepted.seed == seed
+    assert events[-1].completed.seed == seed
+    job = await edit.GetJob(pb.GetJobRequest(job_id=events[0].job_id), metadata=metadata())
+    assert (job.state, job.seed) == (pb.JOB_STATE_SUCCEEDED, seed)
+    listed = await edit.ListJobs(pb.ListJobsRequest(), metadata=metadata())
+    assert [j.seed for j in listed.jobs] == [seed]
+
+
 @pytest.mark.parametrize(
     ("side", "stages"),
     [

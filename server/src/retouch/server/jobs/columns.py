@@ -38,26 +38,52 @@ with only ``request_id = ?`` the planner cannot prove the bound value is non-emp
 it ignores the index and scans every job of the owner's."""
 
 _STATE = JOB_FIELDS.index("state")
+_SEED = JOB_FIELDS.index("seed")
 _FINAL_STATUS = JOB_FIELDS.index("final_status")
 _CANCEL_REQUESTED = JOB_FIELDS.index("cancel_requested")
+
+_INT64_LIMIT = 2**63
+_UINT64_SPAN = 2**64
+
+
+def seed_column(seed: int) -> int:
+    """A uint64 seed as the signed 64-bit integer both dialects store: the same 64 bits,
+    so seeds of 2^63 and above come back unchanged through :func:`seed_of_column`. Seeds
+    below 2^63, every one stored before, keep their value."""
+    return seed - _UINT64_SPAN if seed >= _INT64_LIMIT else seed
+
+
+def seed_of_column(stored: int) -> int:
+    """The uint64 seed of a stored signed value (the inverse of :func:`seed_column`)."""
+    return stored + _UINT64_SPAN if stored < 0 else stored
 
 
 def job_values(job: JobRecord) -> tuple[object, ...]:
     """The row of ``job``, in :data:`JOB_COLUMNS` order."""
     values = [getattr(job, name) for name in JOB_FIELDS]
     values[_STATE] = job.state.value
+    values[_SEED] = seed_column(job.seed)
     return tuple(values)
 
 
 def mutable_values(job: JobRecord) -> list[object]:
     """The values of :data:`MUTABLE_FIELDS` in ``job``."""
-    return [job.state.value if name == "state" else getattr(job, name) for name in MUTABLE_FIELDS]
+    return [_mutable_value(job, name) for name in MUTABLE_FIELDS]
+
+
+def _mutable_value(job: JobRecord, name: str) -> object:
+    if name == "state":
+        return job.state.value
+    if name == "seed":
+        return seed_column(job.seed)
+    return getattr(job, name)
 
 
 def job_from_row(row: Iterable[Any]) -> JobRecord:
     """The record of a row selected as :data:`JOB_COLUMNS`."""
     values = list(row)
     values[_STATE] = JobState(values[_STATE])
+    values[_SEED] = seed_of_column(values[_SEED])
     values[_FINAL_STATUS] = bytes(values[_FINAL_STATUS])
     values[_CANCEL_REQUESTED] = bool(values[_CANCEL_REQUESTED])
     return JobRecord(*values)
