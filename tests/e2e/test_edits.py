@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import grpc
 import numpy as np
 import pytest
 from grpc import aio
 
+from retouch.server.app import running
+from retouch.server.config import ServerConfig
 from retouch.v1 import common_pb2, image_edit_pb2_grpc
 from retouch.v1 import image_edit_pb2 as pb
 from tests.helpers import decode_png, metadata, photo, png, square_mask
@@ -132,6 +136,34 @@ async def test_inpaint_keeps_unmasked_pixels_and_fills_the_hole(
     assert error_after < error_before / 3
     stored = await download(edit, events[-1].completed.result_id)
     assert stored == events[-1].completed.data
+
+
+SEND_LIMIT = 64 * 1024
+
+
+async def test_an_inline_result_past_the_send_limit_completes_without_its_bytes(
+    config: ServerConfig, photo_png: bytes, mask_png: bytes
+) -> None:
+    small = dataclasses.replace(
+        config, max_send_message_bytes=SEND_LIMIT, download_chunk_bytes=SEND_LIMIT // 4
+    )
+    small_png = png(photo((64, 64)))
+    small_mask = png(square_mask((64, 64), (24, 24, 40, 40)))
+    async with running(small) as server, aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        edit = image_edit_pb2_grpc.ImageEditStub(ch)
+        inline = common_pb2.OutputOptions(inline=True)
+        large = pb.InpaintRequest(image=image(photo_png), mask=image(mask_png), output=inline)
+        events = await run(edit.Inpaint(large, metadata=metadata()))
+        fits = pb.InpaintRequest(image=image(small_png), mask=image(small_mask), output=inline)
+        fitting = (await run(edit.Inpaint(fits, metadata=metadata())))[-1].completed
+
+        completed = events[-1].completed
+        assert completed.data == b""
+        stored = await download(edit, completed.result_id)
+        assert len(stored) > SEND_LIMIT
+        assert decode_png(stored).shape == (256, 256, 3)
+        assert fitting.data
+        assert fitting.data == await download(edit, fitting.result_id)
 
 
 @pytest.mark.parametrize(

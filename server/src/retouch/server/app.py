@@ -275,6 +275,7 @@ async def _start(
             objects=objects,
             uploads=uploads,
             download_chunk_bytes=config.download_chunk_bytes,
+            max_send_message_bytes=config.max_send_message_bytes,
             links=links,
         ),
         server,

@@ -110,7 +110,8 @@ class Completed:
     cost_credits: int
     provider_ms: int
     data: bytes | None = None
-    """The encoded result, when the edit asked for it inline."""
+    """The encoded result, when the edit asked for it inline and it fitted in one message
+    under the server's send limit; None otherwise (download it by ``result_id``)."""
 
 
 Event: TypeAlias = Accepted | Progress | Completed

@@ -188,7 +188,10 @@ class OutputOptions(_message.Message):
     """1..100 for JPEG and WebP; 0 uses the server default (90). Ignored for PNG."""
     inline: _builtins.bool
     """When true the Completed event also carries the encoded bytes, saving a
-    DownloadResult round trip. The result is stored either way.
+    DownloadResult round trip, unless they would not fit in one message under the
+    server's send limit (max_send_message_bytes, 64 MiB by default): then Completed
+    comes without them. The result is stored either way; fetch it by result_id with
+    DownloadResult (or result_url) when Completed.data is empty.
     """
     previews: _builtins.bool
     """When true, Progress events carry small JPEG previews of the work so far (longest

@@ -478,7 +478,9 @@ class Completed(_message.Message):
     result_id: _builtins.str
     """Id of the stored result, for DownloadResult or as a later job's input."""
     data: _builtins.bytes
-    """The encoded result, when OutputOptions.inline was set (not replayed by WatchJob)."""
+    """The encoded result, when OutputOptions.inline was set and it fits in one message
+    under the server's send limit (not replayed by WatchJob); empty otherwise.
+    """
     seed: _builtins.int
     """The seed used."""
     cost_credits: _builtins.int

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,7 +19,7 @@ from ..jobs import JobStore
 from ..jobs.live import LiveJob
 from ..jobs.manager import JobManager
 from ..jobs.pipeline import EditPipeline
-from ..jobs.records import JobState
+from ..jobs.records import JobState, ResultRecord
 from ..result_links import ResultLinks
 from ..storage import ObjectNotFound, ObjectStore
 from ..uploads import Uploads
@@ -30,7 +31,13 @@ MAX_SEQ = 2**63 - 1
 """The largest sequence number the stores can compare with (a signed 64-bit integer);
 no job has that many events, so a larger ``after_seq`` means "none of the past ones"."""
 
+INLINE_FRAMING_BYTES = 32
+"""More than inline bytes add to a Completed's message beside themselves: the tag and
+length prefix of ``data`` and the longer length prefix of the ``completed`` around it."""
+
 Context = aio.ServicerContext[Any, Any]
+
+log = logging.getLogger(__name__)
 
 
 class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
@@ -45,14 +52,18 @@ class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
         objects: ObjectStore,
         uploads: Uploads,
         download_chunk_bytes: int,
+        max_send_message_bytes: int,
         links: ResultLinks | None = None,
     ) -> None:
+        """``max_send_message_bytes`` is the server's gRPC send limit: a Completed whose
+        inline bytes would pass it goes without them."""
         self._pipeline = pipeline
         self._jobs = jobs
         self._store = store
         self._objects = objects
         self._uploads = uploads
         self._chunk = download_chunk_bytes
+        self._max_send = max_send_message_bytes
         self._links = links
 
     @edit_rpc
@@ -104,7 +115,8 @@ class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
         self, event: pb.JobEvent, *, inline: bool = False, live: LiveJob | None = None
     ) -> pb.JobEvent:
         """``event`` as this stream sends it: a Completed gets its ``result_url`` and,
-        when the request asked for it ``inline``, the encoded result, in one copy."""
+        when the request asked for it ``inline`` and it fits in one message, the encoded
+        result, in one copy."""
         if not event.HasField("completed"):
             return event
         # The job that this stream started still holds its result and bytes; a duplicate
@@ -118,17 +130,37 @@ class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
         url = ""
         if self._links is not None and result is not None:
             url = await self._links.url(result)
-        if inline and data is None and result is not None:
-            data = await self._objects.get(result.object_key)
-        if not url and data is None:
+        if not url and not inline:
             return event
         sent = pb.JobEvent()
         sent.CopyFrom(event)
         if url:
             sent.completed.result_url = url
-        if data is not None:
-            sent.completed.data = data
+        if inline:
+            data = await self._inline_data(sent, data, result)
+            if data is not None:
+                sent.completed.data = data
         return sent
+
+    async def _inline_data(
+        self, sent: pb.JobEvent, data: bytes | None, result: ResultRecord | None
+    ) -> bytes | None:
+        """The result's bytes for ``sent``, or None when they would take it past the send
+        limit: gRPC would end the stream RESOURCE_EXHAUSTED instead, and the caller, charged
+        already, would never hear Completed (result_id and DownloadResult still serve it)."""
+        size = len(data) if data is not None else result.size_bytes if result else 0
+        if sent.ByteSize() + size + INLINE_FRAMING_BYTES > self._max_send:
+            log.info(
+                "job %s: its %d-byte result does not fit in one message under "
+                "max_send_message_bytes (%d); Completed goes without inline data",
+                sent.job_id,
+                size,
+                self._max_send,
+            )
+            return None
+        if data is None and result is not None:
+            data = await self._objects.get(result.object_key)
+        return data
 
     @rpc
     async def Upload(

@@ -81,7 +81,10 @@ export type OutputOptions = Message<"retouch.v1.OutputOptions"> & {
 
   /**
    * When true the Completed event also carries the encoded bytes, saving a
-   * DownloadResult round trip. The result is stored either way.
+   * DownloadResult round trip, unless they would not fit in one message under the
+   * server's send limit (max_send_message_bytes, 64 MiB by default): then Completed
+   * comes without them. The result is stored either way; fetch it by result_id with
+   * DownloadResult (or result_url) when Completed.data is empty.
    *
    * @generated from field: bool inline = 3;
    */

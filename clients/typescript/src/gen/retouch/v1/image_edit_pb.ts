@@ -497,7 +497,8 @@ export type Completed = Message<"retouch.v1.Completed"> & {
   image?: ImageInfo | undefined;
 
   /**
-   * The encoded result, when OutputOptions.inline was set (not replayed by WatchJob).
+   * The encoded result, when OutputOptions.inline was set and it fits in one message
+   * under the server's send limit (not replayed by WatchJob); empty otherwise.
    *
    * @generated from field: bytes data = 3;
    */
