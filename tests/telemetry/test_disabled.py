@@ -10,7 +10,11 @@ import grpc.aio
 import pytest
 
 from retouch.sdk import Operation, trace_headers
-from retouch.server.interceptors import AccessLogInterceptor, AuthInterceptor
+from retouch.server.interceptors import (
+    AccessLogInterceptor,
+    AuthInterceptor,
+    RequestDecodingInterceptor,
+)
 from retouch.server.telemetry import (
     NOOP,
     Telemetry,
@@ -46,7 +50,11 @@ async def test_a_server_without_otel_variables_installs_no_interceptor_and_recor
     assert not telemetry.enabled
     assert telemetry.server_interceptors() == []
     # The access log is not telemetry: it stays on unless the config turns it off.
-    assert [type(i) for i in installed] == [AccessLogInterceptor, AuthInterceptor]
+    assert [type(i) for i in installed] == [
+        AccessLogInterceptor,
+        AuthInterceptor,
+        RequestDecodingInterceptor,
+    ]
     assert fake.scopes == [None]
     assert fake.headers == [{}]
     assert receiver.traces == []

@@ -33,7 +33,7 @@ from .database.backends import Database, open_database
 from .edits import EditPreparer
 from .health import HealthServicer
 from .inputs import InputResolver
-from .interceptors import AccessLogInterceptor, AuthInterceptor
+from .interceptors import AccessLogInterceptor, AuthInterceptor, RequestDecodingInterceptor
 from .jobs import JobStore
 from .jobs.context import InputLinks
 from .jobs.manager import JobManager
@@ -235,6 +235,9 @@ async def _start(
             *telemetry.server_interceptors(),
             *([AccessLogInterceptor(clock)] if config.access_log else []),
             AuthInterceptor(KeyRing(config.tenants)),
+            # Last, so that its refusal of a request that does not parse happens inside
+            # the access log, and after auth has refused an unauthenticated caller.
+            RequestDecodingInterceptor(),
         ],
         options=[
             ("grpc.max_receive_message_length", config.max_receive_message_bytes),

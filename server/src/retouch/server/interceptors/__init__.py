@@ -2,5 +2,6 @@
 
 from .access_log import AccessLogInterceptor
 from .auth import AuthInterceptor
+from .decoding import RequestDecodingInterceptor
 
-__all__ = ["AccessLogInterceptor", "AuthInterceptor"]
+__all__ = ["AccessLogInterceptor", "AuthInterceptor", "RequestDecodingInterceptor"]
