@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 
 import grpc
 import pytest
@@ -12,7 +13,7 @@ from grpc import aio
 
 from retouch.server.app import running
 from retouch.server.config import ServerConfig
-from retouch.server.interceptors.access_log import ACCESS_LOGGER
+from retouch.server.interceptors.access_log import ACCESS_LOGGER, AccessEntry
 from retouch.server.telemetry import JsonFormatter, PlainFormatter, TraceContextFilter
 from retouch.v1 import common_pb2, image_edit_pb2_grpc
 from retouch.v1 import image_edit_pb2 as pb
@@ -22,8 +23,22 @@ TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
 
 
+FORGED_JOB_ID = 'x\n2026-12-03 00:00:00,000 ERROR retouch.server.rpc: FORGED\x00 "q" \\ \u2028'
+"""A job id that, written as it is, would end the access line and forge another."""
+PAIR = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|[^ ]+)(?: |$)')
+
+
 def access_records(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
     return [r.__dict__["access"] for r in caplog.records if r.name == ACCESS_LOGGER]
+
+
+def pairs(line: str) -> dict[str, str]:
+    """A plain access line read back as ``key=value`` pairs, quoted values unescaped."""
+    assert "".join(m.group(0) for m in PAIR.finditer(line)) == line
+    return {
+        m.group(1): json.loads(m.group(2)) if m.group(2).startswith('"') else m.group(2)
+        for m in PAIR.finditer(line)
+    }
 
 
 async def test_every_rpc_gets_one_line(
@@ -94,3 +109,40 @@ async def test_the_access_log_can_be_turned_off(
             await stub.GetJob(pb.GetJobRequest(job_id="job_x"), metadata=metadata())
         assert error.value.code() == grpc.StatusCode.NOT_FOUND
     assert access_records(caplog) == []
+
+
+async def test_a_job_id_cannot_break_the_line_or_forge_another(
+    edit: image_edit_pb2_grpc.ImageEditAsyncStub, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
+    # Metadata cannot hold a line break, but it can hold spaces and quotes.
+    forged_traceparent = "00-" + 'x" status=OK'.ljust(32, "x") + "-00f067aa0ba902b7-01"
+    with pytest.raises(aio.AioRpcError):
+        await edit.GetJob(
+            pb.GetJobRequest(job_id=FORGED_JOB_ID),
+            metadata=(*metadata(), ("traceparent", forged_traceparent)),
+        )
+    (record,) = [r for r in caplog.records if r.name == ACCESS_LOGGER]
+    TraceContextFilter().filter(record)
+    plain = PlainFormatter().format(record)
+    assert plain.splitlines() == [plain]
+    message = record.getMessage()
+    assert message.isascii()
+    assert message.isprintable()
+    fields = pairs(message)
+    assert fields["job_id"] == FORGED_JOB_ID
+    assert "trace_id" not in fields  # not a W3C trace id: not taken
+    assert fields["method"] == "/retouch.v1.ImageEdit/GetJob"
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["job_id"] == FORGED_JOB_ID
+    assert entry["message"] == message
+
+
+def test_plain_values_are_written_as_they_are() -> None:
+    entry = AccessEntry(
+        method="/retouch.v1.ImageEdit/GetJob", subject="user:a.b@c+d-e", job_id="job_é=1"
+    )
+    assert entry.line() == (
+        "method=/retouch.v1.ImageEdit/GetJob status=OK duration_ms=0.0 "
+        "subject=user:a.b@c+d-e job_id=job_é=1"
+    )

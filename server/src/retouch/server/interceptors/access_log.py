@@ -4,8 +4,10 @@ Each line names the method, the status it ended with, its duration, the tenant a
 subject that called, the job it concerned (from the request's ``job_id``, or the first
 event a job stream sent) and the trace id (the active span's, else the caller's W3C
 ``traceparent``). With ``RETOUCH_LOG_FORMAT=json`` the fields are top-level keys of the
-JSON line; otherwise they read as ``key=value`` pairs. ``access_log = false`` in the
-config turns it off.
+JSON line; otherwise they read as ``key=value`` pairs, a value with a space, a quote, a
+backslash or anything unprintable written as a JSON string (ASCII, escaped), so that a
+caller's ``job_id`` can neither break the line nor forge another. ``access_log = false``
+in the config turns it off.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +35,9 @@ ACCESS_LOGGER = "retouch.access"
 log = logging.getLogger(ACCESS_LOGGER)
 
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]
+_BARE = re.compile(r'[^ "\\]+')
+"""What a printable value may hold and still be written as it is."""
+_TRACE_ID = re.compile(r"[0-9a-fA-F]{32}")
 
 
 @dataclass
@@ -61,7 +68,7 @@ class AccessEntry:
 
     def line(self) -> str:
         """The plain-text message: ``key=value`` pairs, empty ones left out."""
-        return " ".join(f"{k}={v}" for k, v in self.fields().items() if v != "")
+        return " ".join(f"{k}={_quoted(v)}" for k, v in self.fields().items() if v != "")
 
 
 class AccessLogInterceptor(aio.ServerInterceptor):
@@ -149,6 +156,15 @@ class AccessLogInterceptor(aio.ServerInterceptor):
         return replace_behaviour(handler, kind, stream)
 
 
+def _quoted(value: object) -> str:
+    """``value`` as it is, or as a JSON string where it would not read as one plain
+    value of one line."""
+    text = str(value)
+    if text.isprintable() and _BARE.fullmatch(text):
+        return text
+    return json.dumps(text)
+
+
 def _job_id(request: Any) -> str:
     value = getattr(request, "job_id", "")
     # Over-long ids are refused by the handler; the log keeps a readable prefix.
@@ -160,7 +176,7 @@ def _trace_id(traceparent: str) -> str:
     if context.is_valid:
         return format(context.trace_id, "032x")
     parts = traceparent.split("-")
-    if len(parts) == 4 and len(parts[1]) == 32:
+    if len(parts) == 4 and _TRACE_ID.fullmatch(parts[1]):
         return parts[1].lower()
     return ""
 
