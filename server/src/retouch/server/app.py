@@ -181,7 +181,11 @@ async def _start(
             configs=config.providers, disabled=config.disabled_providers, entries=entries
         )
         opened.push_async_callback(registry.aclose)
-    database = await open_database(config.database_url, pool_size=config.database_pool_size)
+    database = await open_database(
+        config.database_url,
+        pool_size=config.database_pool_size,
+        timeout_s=config.database_timeout_s,
+    )
     opened.push_async_callback(database.close)
     store = database.jobs
     objects = objects or open_store(config.object_store_url)

@@ -162,6 +162,10 @@ class ServerConfig:
     empty means ``<data_dir>/retouch.db``."""
     database_pool_size: int = 10
     """Most PostgreSQL connections one replica opens (besides one for LISTEN)."""
+    database_timeout_s: float = 4.0
+    """The bound on each PostgreSQL call, waiting for a connection included: past it, or
+    when PostgreSQL cannot be reached, the call fails UNAVAILABLE (reason
+    ``DATABASE_UNAVAILABLE``)."""
     tenants: tuple[TenantConfig, ...] = (DEV_TENANT,)
     providers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Per-provider config tables, passed to each provider's ``start`` (``<name>_env``
@@ -205,6 +209,7 @@ class ServerConfig:
             "upload_ttl_s",
             "download_chunk_bytes",
             "database_pool_size",
+            "database_timeout_s",
             "result_url_expiry_s",
             "rate_limiter_timeout_s",
         ):

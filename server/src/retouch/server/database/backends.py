@@ -16,6 +16,11 @@ from .migrations import migrate_sqlite
 from .sqlite import connect_sqlite
 from .urls import Dialect, dialect_of, sqlite_path
 
+DEFAULT_TIMEOUT_S = 4.0
+"""Bound on each call to PostgreSQL (``database_timeout_s``), waiting for a connection
+and connecting included: a hung database fails the call UNAVAILABLE within it instead of
+holding it for the whole outage. Our statements take milliseconds; this is for outages."""
+
 
 class DatabaseUnavailable(OSError):
     """The database cannot be reached or refused the connection; the message says which."""
@@ -35,8 +40,12 @@ class Database:
         await self.jobs.close()  # the store owns the connections the ledger borrows
 
 
-async def open_database(url: str, *, pool_size: int = 10) -> Database:
-    """Connect to the database at ``url`` and bring its schema up to date."""
+async def open_database(
+    url: str, *, pool_size: int = 10, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> Database:
+    """Connect to the database at ``url`` and bring its schema up to date. For
+    PostgreSQL, each later call is bounded by ``timeout_s``: past it, or when the database
+    cannot be reached, the call fails UNAVAILABLE (reason ``DATABASE_UNAVAILABLE``)."""
     if dialect_of(url) == "sqlite":
         connection = connect_sqlite(sqlite_path(url))
         try:
@@ -52,7 +61,7 @@ async def open_database(url: str, *, pool_size: int = 10) -> Database:
     from ..policy.postgres_ledger import PostgresLedger
 
     try:
-        postgres = await PostgresJobStore.open(url, pool_size=pool_size)
+        postgres = await PostgresJobStore.open(url, pool_size=pool_size, timeout_s=timeout_s)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise DatabaseUnavailable(
             f"cannot open the database {_without_password(url)}: {exc}"

@@ -17,6 +17,7 @@ from typing import TypeAlias, TypeVar
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from ..errors import Unavailable
 from .signals import Signals
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,29 @@ CANCELS_CHANNEL = "retouch_job_cancels"
 TRANSACTION_ATTEMPTS = 5
 _RETRYABLE = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
 
+RETRY_WHEN_UNREACHABLE_S = 1.0
+CONNECTION_ERRORS = (
+    OSError,  # refused or reset connections, and TimeoutError
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # shutting down, cannot connect now
+    asyncpg.TooManyConnectionsError,
+)
+"""What asyncpg raises when PostgreSQL cannot be reached or cannot take the call now, as
+opposed to an error in the statement."""
+
+
+class DatabaseUnreachable(Unavailable):
+    """PostgreSQL could not be reached, or not within the bound: UNAVAILABLE with reason
+    ``DATABASE_UNAVAILABLE``, to retry shortly."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the database is unreachable, so the call could not be served; retry shortly",
+            retry_after=RETRY_WHEN_UNREACHABLE_S,
+            reason="DATABASE_UNAVAILABLE",
+        )
+
 
 async def create_pool(dsn: str, *, max_size: int) -> asyncpg.Pool:
     """A connection pool; a few connections stay open so a call never waits to connect."""
@@ -44,19 +68,77 @@ async def create_pool(dsn: str, *, max_size: int) -> asyncpg.Pool:
     return pool
 
 
-async def in_transaction(pool: asyncpg.Pool, work: Callable[[Connection], Awaitable[T]]) -> T:
-    """Run ``work`` in one READ COMMITTED transaction, again if PostgreSQL aborts it for a
-    deadlock or serialization failure (the ledger's lock order avoids both; this is the
-    safety net, and every ``work`` must be safe to run again)."""
-    for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
+class BoundedPool:
+    """The stores' way to the pool: every use is bounded by ``timeout_s`` and a
+    connection-level failure (:data:`CONNECTION_ERRORS`) becomes
+    :class:`DatabaseUnreachable`, so callers get UNAVAILABLE and no one else needs to know
+    asyncpg's errors. An outage is logged once as a warning, and its end once."""
+
+    def __init__(self, pool: asyncpg.Pool, *, timeout_s: float) -> None:
+        self.raw = pool
+        self.timeout_s = timeout_s
+        self._unreachable = False
+
+    async def run(self, work: Callable[[Connection], Awaitable[T]]) -> T:
+        """``work`` on a connection of the pool, within the bound."""
         try:
-            async with pool.acquire() as connection, connection.transaction():
+            async with asyncio.timeout(self.timeout_s), self.raw.acquire() as connection:
+                result = await _terminated_if_cut_short(connection, work)
+        except CONNECTION_ERRORS as exc:
+            if not self._unreachable:
+                self._unreachable = True
+                log.warning("PostgreSQL is unreachable; calls fail UNAVAILABLE (%r)", exc)
+            raise DatabaseUnreachable() from exc
+        if self._unreachable:
+            self._unreachable = False
+            log.info("PostgreSQL is reachable again")
+        return result
+
+    async def execute(self, sql: str, *args: object) -> str:
+        return await self.run(lambda db: db.execute(sql, *args))
+
+    async def fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:
+        return await self.run(lambda db: db.fetch(sql, *args))
+
+    async def fetchrow(self, sql: str, *args: object) -> asyncpg.Record | None:
+        return await self.run(lambda db: db.fetchrow(sql, *args))
+
+    async def fetchval(self, sql: str, *args: object) -> object:
+        return await self.run(lambda db: db.fetchval(sql, *args))
+
+    async def in_transaction(self, work: Callable[[Connection], Awaitable[T]]) -> T:
+        """Run ``work`` in one READ COMMITTED transaction, again if PostgreSQL aborts it
+        for a deadlock or serialization failure (the ledger's lock order avoids both; this
+        is the safety net, and every ``work`` must be safe to run again). Each attempt is
+        bounded as :meth:`run` is."""
+
+        async def transaction(connection: Connection) -> T:
+            async with connection.transaction():
                 return await work(connection)
-        except _RETRYABLE:
-            if attempt == TRANSACTION_ATTEMPTS:
-                raise
-            log.warning("transaction aborted by a concurrent one; retrying (%d)", attempt)
-    raise AssertionError("unreachable")
+
+        for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
+            try:
+                return await self.run(transaction)
+            except _RETRYABLE:
+                if attempt == TRANSACTION_ATTEMPTS:
+                    raise
+                log.warning("transaction aborted by a concurrent one; retrying (%d)", attempt)
+        raise AssertionError("unreachable")
+
+    async def close(self) -> None:
+        await self.raw.close()
+
+
+async def _terminated_if_cut_short(
+    connection: Connection, work: Callable[[Connection], Awaitable[T]]
+) -> T:
+    try:
+        return await work(connection)
+    except asyncio.CancelledError:
+        # Handing back a connection whose statement was cut short waits for the server to
+        # acknowledge the cancel, which a hung server never does: drop it instead.
+        connection.terminate()
+        raise
 
 
 RECONNECT_FIRST_DELAY_S = 0.1

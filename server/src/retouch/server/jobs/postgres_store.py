@@ -12,10 +12,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
 
-import asyncpg
-
 from ..database.migrations import migrate_postgres
-from ..database.postgres import CANCELS_CHANNEL, EVENTS_CHANNEL, Listener, create_pool
+from ..database.postgres import (
+    CANCELS_CHANNEL,
+    EVENTS_CHANNEL,
+    BoundedPool,
+    Listener,
+    create_pool,
+)
 from ..database.signals import Signals
 from .columns import (
     HAS_REQUEST_ID,
@@ -96,7 +100,7 @@ _REQUEST_CANCEL = (
 )
 
 
-async def _repeat_pending_cancels(pool: asyncpg.Pool, signals: Signals) -> None:
+async def _repeat_pending_cancels(pool: BoundedPool, signals: Signals) -> None:
     """Tell this replica again of every pending cancel request: the NOTIFY of one made
     while its LISTEN connection was down never reached it."""
     for row in await pool.fetch(_PENDING_CANCELS):
@@ -108,7 +112,7 @@ class PostgresJobStore:
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        pool: BoundedPool,
         listener: Listener,
         signals: Signals,
         migrated: tuple[int, ...] = (),
@@ -122,11 +126,13 @@ class PostgresJobStore:
         self._signals = signals
 
     @classmethod
-    async def open(cls, dsn: str, *, pool_size: int = 10) -> PostgresJobStore:
-        """Connect to ``dsn``, migrate its schema, and start listening for wake-ups."""
-        pool = await create_pool(dsn, max_size=pool_size)
+    async def open(cls, dsn: str, *, pool_size: int, timeout_s: float) -> PostgresJobStore:
+        """Connect to ``dsn``, migrate its schema, and start listening for wake-ups; every
+        later use of the pool is bounded by ``timeout_s`` (see :class:`BoundedPool`)."""
+        raw = await create_pool(dsn, max_size=pool_size)
+        pool = BoundedPool(raw, timeout_s=timeout_s)
         try:
-            async with pool.acquire() as connection:
+            async with raw.acquire() as connection:
                 migrated = await migrate_postgres(connection)
             signals = Signals()
             listener = Listener(dsn, signals, resync=lambda: _repeat_pending_cancels(pool, signals))

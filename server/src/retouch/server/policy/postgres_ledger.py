@@ -7,7 +7,8 @@ locks; the second writes the entry, the balances it moves and the reservation's 
 state at once. A concurrent move on the same subject waits for the lock and then reads
 the committed result, so reserves never overspend and a reservation settles once. Two
 statements, not one per row, because each is a round trip and the decision's budget is
-counted in them. The transaction is retried if PostgreSQL aborts it (``in_transaction``).
+counted in them. The transaction is retried if PostgreSQL aborts it
+(``BoundedPool.in_transaction``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable
 
 import asyncpg
 
-from ..database.postgres import Connection, in_transaction
+from ..database.postgres import BoundedPool, Connection
 from .ledger import (
     ENTRY_COLUMNS,
     IDEMPOTENT_GRANT,
@@ -79,7 +80,7 @@ _ENTRY_AND_STATE = _WRITE_ENTRY + "UPDATE reservations SET state = $11 WHERE job
 class PostgresLedger:
     """The shared ledger (see the module docstring for its atomicity)."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: BoundedPool) -> None:
         """Use ``pool`` (owned by the job store) on a migrated database."""
         self._pool = pool
 
@@ -121,7 +122,7 @@ class PostgresLedger:
             await db.execute(_ENTRY_ONLY, *entry.row(now))
             return available + credits
 
-        return await in_transaction(self._pool, work)
+        return await self._pool.in_transaction(work)
 
     async def reserve(
         self,
@@ -151,7 +152,7 @@ class PostgresLedger:
                 balance.available - entry.held, balance.held + entry.held, balance.jobs_used + 1
             )
 
-        return await in_transaction(self._pool, work)
+        return await self._pool.in_transaction(work)
 
     async def adjust(self, job_id: str, credits: int, *, now: float) -> None:
         async def work(db: Connection) -> None:
@@ -163,7 +164,7 @@ class PostgresLedger:
             if entry is not None:
                 await db.execute(_ENTRY_AND_CREDITS, *entry.row(now), credits)
 
-        await in_transaction(self._pool, work)
+        await self._pool.in_transaction(work)
 
     async def commit(self, job_id: str, charged: int, *, now: float) -> None:
         await self._settle(
@@ -185,7 +186,7 @@ class PostgresLedger:
             await db.execute(_ENTRY_AND_STATE, *entry_of(locked[0]).row(now), state)
             return True
 
-        return await in_transaction(self._pool, work)
+        return await self._pool.in_transaction(work)
 
     async def held_reservations(self) -> list[Reservation]:
         rows = await self._pool.fetch(
