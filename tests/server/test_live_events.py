@@ -125,3 +125,58 @@ async def test_settling_waits_for_the_write_under_way(store: CountingStore) -> N
     await live.writes_done()
     assert [seq for seq, _ in live.begin_settling(succeeded=True)] == [2]
     assert store.batches == [[1]]
+
+
+class FlakyStore(CountingStore):
+    """The embedded store, refusing its first ``failures`` appends as a database that is
+    away would."""
+
+    def __init__(self, path: Path, failures: int) -> None:
+        super().__init__(path)
+        self.failures = failures
+        self.failed = asyncio.Event()
+
+    async def append_events(self, job_id: str, events: Sequence[tuple[int, bytes]]) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            self.failed.set()
+            raise ConnectionRefusedError("the database is away")
+        await super().append_events(job_id, events)
+
+
+async def recorded_seqs(store: CountingStore) -> list[int]:
+    return [pb.JobEvent.FromString(p).seq for p in await store.events_after("job_1", 0)]
+
+
+async def test_a_failed_write_is_retried_ahead_of_newer_events(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = FlakyStore(tmp_path / "jobs.db", failures=3)
+    live = LiveJob("job_1", "dev/user:1", store)
+    progress(live, 0.1)
+    async with asyncio.timeout(WAIT_S):
+        await store.failed.wait()
+        progress(live, 0.2)
+        progress(live, 0.3)
+        await store.appended.wait()
+    assert store.batches == [[1, 2, 3]]
+    assert await recorded_seqs(store) == [1, 2, 3]
+    warnings = [r for r in caplog.records if r.name == "retouch.server.jobs.live"]
+    assert len(warnings) == 1
+    assert "ConnectionRefusedError" in warnings[0].getMessage()
+
+
+async def test_events_of_a_failed_write_go_with_the_jobs_end(tmp_path: Path) -> None:
+    store = FlakyStore(tmp_path / "jobs.db", failures=1)
+    live = LiveJob("job_1", "dev/user:1", store)
+    progress(live, 0.1)
+    async with asyncio.timeout(WAIT_S):
+        await store.failed.wait()
+    progress(live, 0.2)
+    live.publish(Completed(result(), 7, 3, 12))
+    await live.writes_done()  # raises nothing: the failure was the recorder's to handle
+    closing = live.begin_settling(succeeded=True)
+    assert [seq for seq, _ in closing] == [1, 2, 3]
+    for _ in range(3):
+        await asyncio.sleep(0)  # turns of the loop, in which a retry would have run
+    assert store.batches == []

@@ -4,6 +4,7 @@ every stream here that follows it."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 from google.rpc import status_pb2
@@ -16,9 +17,15 @@ from .events import Completed, JobEventData
 from .records import ResultRecord
 from .store import JobStore
 
+log = logging.getLogger(__name__)
+
 RECORD_WINDOW_S = 0.02
 """How long a new event may wait for others to be written with it: a job's burst of
 progress costs one write, and a follower on another replica is at most this far behind."""
+RETRY_FIRST_DELAY_S = 0.05
+RETRY_MAX_DELAY_S = 1.0
+"""A write of events that failed (the database away) is tried again after delays
+doubling from the first to the most, until it goes in or the job ends."""
 
 
 class LiveJob:
@@ -27,7 +34,9 @@ class LiveJob:
     Each event is written to the store as it happens, so a follower on another replica
     reads the same sequence, and all of them are written before the job ends: the events
     of one :data:`RECORD_WINDOW_S` go in one write, and those still unwritten when the
-    job ends go in the write that records its end (:meth:`begin_settling`). Followers
+    job ends go in the write that records its end (:meth:`begin_settling`). A write that
+    fails is kept, ahead of newer events, and tried again with them (see
+    :data:`RETRY_MAX_DELAY_S`); at the end it goes with the others. Followers
     here replay what happened so far and then wait for more: the events are one shared
     list and each follower keeps only its index into it, so a follower that attaches late
     or reads slowly holds no buffer of its own and never blocks the job.
@@ -64,6 +73,8 @@ class LiveJob:
         self._recorder: asyncio.Task[None] | None = None
         self._record_later: asyncio.TimerHandle | None = None
         self._record_window_s = record_window_s
+        self._retry_delay_s = 0.0
+        """How long the next retry of a failed write waits; 0 while writes succeed."""
         self._changed = asyncio.Event()
 
     @property
@@ -120,16 +131,44 @@ class LiveJob:
         # waits for the store per event.
         while self._unrecorded:
             batch, self._unrecorded = self._unrecorded, []
-            await self._store.append_events(self.job_id, batch)
+            try:
+                await self._store.append_events(self.job_id, batch)
+            except asyncio.CancelledError:
+                self._unrecorded = batch + self._unrecorded
+                raise
+            except Exception as exc:
+                self._unrecorded = batch + self._unrecorded
+                self._retry_later(exc)
+                return
+            self._retry_delay_s = 0.0
 
-    async def writes_done(self) -> None:
-        """Wait for the store write under way, if any, leaving events not yet sent to the
-        store for :meth:`begin_settling`; raises what the store raised."""
+    def _retry_later(self, exc: Exception) -> None:
+        if self._retry_delay_s == 0.0:
+            log.warning(
+                "job %s: writing its events failed; retrying until it ends (%r)",
+                self.job_id,
+                exc,
+            )
+            self._retry_delay_s = RETRY_FIRST_DELAY_S
+        else:
+            self._retry_delay_s = min(self._retry_delay_s * 2, RETRY_MAX_DELAY_S)
+        self._record_later = asyncio.get_running_loop().call_later(
+            self._retry_delay_s, self._start_recording
+        )
+
+    def _stop_waiting_to_record(self) -> None:
         if self._record_later is not None:
             self._record_later.cancel()
             self._record_later = None
+
+    async def writes_done(self) -> None:
+        """Wait for the store write under way, if any, leaving events not yet in the
+        store, those of a failed write included, for :meth:`begin_settling`."""
+        self._stop_waiting_to_record()
         while (recorder := self._recorder) is not None and not recorder.done():
             await asyncio.shield(recorder)
+            # A write that failed just now scheduled its retry: the end's write takes over.
+            self._stop_waiting_to_record()
         if recorder is not None:
             recorder.result()
 
