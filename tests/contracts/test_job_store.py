@@ -248,6 +248,16 @@ async def test_a_running_job_names_its_last_recorded_event(backend: Backend) -> 
     assert [j.last_seq for j in await reader.expired_jobs(131.0)] == [3]
 
 
+async def test_a_retried_write_of_events_records_each_once(backend: Backend) -> None:
+    # The first write went in, but its caller saw a timeout and tries again.
+    store = (await backend.open()).jobs
+    await store.create_or_get(job("job_1"))
+    await store.append_events("job_1", [(1, b"one"), (2, b"two")])
+    await store.append_events("job_1", [(1, b"one"), (2, b"two"), (3, b"three")])
+    assert await store.finish(failed(job("job_1")), events=[(3, b"three"), (4, b"four")])
+    assert await store.events_after("job_1", 0) == [b"one", b"two", b"three", b"four"]
+
+
 async def test_a_watcher_wakes_for_each_event_and_for_the_end(backend: Backend) -> None:
     writer = (await backend.open()).jobs
     watcher = backend.peer(writer, (await backend.open()).jobs)

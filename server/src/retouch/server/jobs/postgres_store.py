@@ -51,6 +51,8 @@ _INSERT_JOB_ONCE = (
 FIND_BY_REQUEST = (
     f"SELECT {JOB_COLUMNS} FROM jobs WHERE owner = $1 AND request_id = $2 AND {HAS_REQUEST_ID}"
 )
+_EVENT_WRITTEN_BEFORE = "ON CONFLICT (job_id, seq) DO NOTHING"
+"""A write of events retried after a timeout may find them in: the first had committed."""
 _SET_MUTABLE = ", ".join(f"{name} = ${i}" for i, name in enumerate(MUTABLE_FIELDS, 1))
 _JOB_ID = f"${len(MUTABLE_FIELDS) + 1}"
 _HOLDER = f"${len(MUTABLE_FIELDS) + 2}"
@@ -65,7 +67,7 @@ _FINISH = (
     "appended AS (INSERT INTO job_events (job_id, seq, payload) "
     f"SELECT finished.job_id, e.seq, e.payload FROM finished, "
     f"unnest(${len(MUTABLE_FIELDS) + 3}::integer[], ${len(MUTABLE_FIELDS) + 4}::bytea[]) "
-    "AS e (seq, payload)) "
+    f"AS e (seq, payload) {_EVENT_WRITTEN_BEFORE}) "
     f"SELECT job_id, pg_notify('{EVENTS_CHANNEL}', job_id) FROM finished"
 )
 _RENEW_LEASES = (
@@ -81,14 +83,14 @@ _PENDING_CANCELS = f"SELECT job_id FROM jobs WHERE cancel_requested AND {UNFINIS
 # failed after its replica died, names the last event recorded.
 _APPEND_EVENT = (
     "WITH appended AS (INSERT INTO job_events (job_id, seq, payload) VALUES ($1, $2, $3) "
-    "RETURNING job_id), "
+    f"{_EVENT_WRITTEN_BEFORE} RETURNING job_id), "
     "advanced AS (UPDATE jobs SET last_seq = GREATEST(last_seq, $2) WHERE job_id = $1) "
     f"SELECT pg_notify('{EVENTS_CHANNEL}', job_id) FROM appended"
 )
 _APPEND_EVENTS = (
     "WITH appended AS (INSERT INTO job_events (job_id, seq, payload) "
     "SELECT $1, seq, payload FROM unnest($2::integer[], $3::bytea[]) AS e (seq, payload) "
-    "RETURNING job_id), "
+    f"{_EVENT_WRITTEN_BEFORE} RETURNING job_id), "
     "advanced AS (UPDATE jobs SET last_seq = GREATEST(last_seq, "
     "(SELECT max(seq) FROM unnest($2::integer[]) AS e (seq))) WHERE job_id = $1) "
     f"SELECT pg_notify('{EVENTS_CHANNEL}', $1) WHERE EXISTS (SELECT 1 FROM appended)"

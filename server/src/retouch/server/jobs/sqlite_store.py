@@ -44,7 +44,8 @@ _SET_MUTABLE = ", ".join(f"{name} = ?" for name in MUTABLE_FIELDS)
 _UPDATE_HELD = (
     f"UPDATE jobs SET {_SET_MUTABLE} WHERE job_id = ? AND {UNFINISHED} AND replica_id = ?"
 )
-_INSERT_EVENT = "INSERT INTO job_events (job_id, seq, payload) VALUES (?, ?, ?)"
+# OR IGNORE: a write retried after one that went in unbeknown to the caller adds nothing.
+_INSERT_EVENT = "INSERT OR IGNORE INTO job_events (job_id, seq, payload) VALUES (?, ?, ?)"
 _ADVANCE_LAST_SEQ = "UPDATE jobs SET last_seq = max(last_seq, ?) WHERE job_id = ?"
 """Run with each append, so that GetJob of a running job, or of one failed after its
 replica died, names the last event recorded."""
