@@ -8,6 +8,7 @@ import grpc
 import numpy as np
 import pytest
 from grpc import aio
+from numpy.typing import NDArray
 from PIL import Image
 
 from retouch.v1 import common_pb2, image_edit_pb2_grpc
@@ -211,3 +212,88 @@ async def test_a_bad_subject_is_refused(
     )
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert bad_fields(error) == ["x-retouch-subject"]
+
+
+def jpeg(pixels: NDArray[np.uint8], *, progressive: bool = False) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90, progressive=progressive)
+    return buffer.getvalue()
+
+
+def cut_in_half(data: bytes) -> bytes:
+    """The first half of the file with an end-of-image marker put back: libjpeg only
+    warns about the missing scan data and fills the rest of the picture with grey."""
+    return data[: len(data) // 2] + b"\xff\xd9"
+
+
+def frame_taller_than_data(data: bytes) -> bytes:
+    """The start-of-frame header claims more rows than the scan data holds."""
+    import struct
+
+    frame = data.index(b"\xff\xc0")
+    height, width = struct.unpack_from(">HH", data, frame + 5)
+    return data[: frame + 5] + struct.pack(">HH", height + 72, width) + data[frame + 9 :]
+
+
+def noise_in_scan(data: bytes) -> bytes:
+    scan = data.index(b"\xff\xda")
+    noise = np.random.default_rng(7).integers(0, 256, 400, dtype=np.uint8).tobytes()
+    start = scan + 300
+    return data[:start] + noise + data[start + len(noise) :]
+
+
+DAMAGES = [cut_in_half, frame_taller_than_data, noise_in_scan]
+DAMAGE_IDS = ["truncated", "frame-taller-than-data", "noise-in-scan"]
+
+
+async def events_until_refused(
+    call: aio.UnaryStreamCall,  # type: ignore[type-arg]
+) -> tuple[list[object], aio.AioRpcError]:
+    """The events a call sent before it failed, and how it failed."""
+    events: list[object] = []
+    try:
+        async for event in call:
+            events.append(event)
+    except aio.AioRpcError as error:
+        return events, error
+    raise AssertionError(f"the call succeeded after {len(events)} events")
+
+
+@pytest.mark.parametrize("damage", DAMAGES, ids=DAMAGE_IDS)
+async def test_a_damaged_jpeg_image_is_refused_before_the_job_starts(
+    edit: image_edit_pb2_grpc.ImageEditAsyncStub, damage: object
+) -> None:
+    assert callable(damage)
+    request = pb.EnhanceRequest(image=image(damage(jpeg(photo()))), kind=pb.ENHANCE_KIND_SHARPEN)
+    events, error = await events_until_refused(edit.Enhance(request, metadata=metadata()))
+    assert events == []
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_fields(error) == ["image"]
+    assert "the JPEG data is truncated or corrupt" in (error.details() or "")
+
+
+@pytest.mark.parametrize("damage", DAMAGES, ids=DAMAGE_IDS)
+async def test_a_damaged_jpeg_mask_is_refused_before_the_job_starts(
+    edit: image_edit_pb2_grpc.ImageEditAsyncStub, damage: object
+) -> None:
+    assert callable(damage)
+    mask = damage(jpeg(np.dstack([square_mask((256, 256), (64, 64, 192, 192))] * 3)))
+    with Image.open(io.BytesIO(mask)) as declared:
+        size = declared.size  # the size check passes, so the scan itself is judged
+    request = pb.InpaintRequest(image=image(png(photo(size))), mask=image(mask))
+    events, error = await events_until_refused(edit.Inpaint(request, metadata=metadata()))
+    assert events == []
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_fields(error) == ["mask"]
+    assert "the JPEG data is truncated or corrupt" in (error.details() or "")
+
+
+@pytest.mark.parametrize("progressive", [False, True], ids=["baseline", "progressive"])
+async def test_a_whole_jpeg_photo_is_accepted(
+    edit: image_edit_pb2_grpc.ImageEditAsyncStub, progressive: bool
+) -> None:
+    request = pb.EnhanceRequest(
+        image=image(jpeg(photo(), progressive=progressive)), kind=pb.ENHANCE_KIND_SHARPEN
+    )
+    events = [event async for event in edit.Enhance(request, metadata=metadata())]
+    assert events[-1].WhichOneof("event") == "completed"
