@@ -297,3 +297,13 @@ async def test_a_whole_jpeg_photo_is_accepted(
     )
     events = [event async for event in edit.Enhance(request, metadata=metadata())]
     assert events[-1].WhichOneof("event") == "completed"
+
+
+async def test_an_unknown_enhance_kind_is_reported_once(
+    edit: image_edit_pb2_grpc.ImageEditAsyncStub, photo_png: bytes
+) -> None:
+    request = pb.EnhanceRequest(image=image(photo_png), kind=99)  # type: ignore[arg-type]
+    error = await refused(edit.Enhance(request, metadata=metadata()))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_fields(error) == ["kind"]
+    assert "kind = 99 is not a known value" in (error.details() or "")

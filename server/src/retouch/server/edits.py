@@ -608,8 +608,13 @@ def _scale(request: pb.EnhanceRequest) -> int:
 
 
 def _raise_if(violations: list[FieldViolation]) -> None:
-    if violations:
-        raise InvalidArgument.of(violations)
+    # A field that fails the generic check (an unknown enum value) fails the specific
+    # one too ("kind is required"); the first, more precise, reason is the one to keep.
+    first: dict[str, FieldViolation] = {}
+    for violation in violations:
+        first.setdefault(violation.field, violation)
+    if first:
+        raise InvalidArgument.of(list(first.values()))
 
 
 def _padding(request: pb.OutpaintRequest) -> Padding:
