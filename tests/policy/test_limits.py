@@ -187,3 +187,19 @@ async def test_a_bad_max_cost_names_the_field(harness: Any) -> None:
         assert isinstance(error, aio.AioRpcError)
         assert bad_fields(error) == ["provider.max_cost_credits"]
         assert fake.calls == 0
+
+
+async def test_a_max_cost_no_provider_meets_names_each_provider_and_its_price(
+    harness: Any,
+) -> None:
+    cheap = FakeProvider("cheap", [Operation.INPAINT], cost=CostModel(credits_per_job=4))
+    dear = FakeProvider("dear", [Operation.INPAINT], cost=CostModel(credits_per_job=5))
+    async with harness(plans=[Plan("paid", credits=True)], providers=[cheap, dear]) as h:
+        error = await outcome(
+            h.edit, inpaint(provider=common_pb2.ProviderChoice(max_cost_credits=1))
+        )
+        assert isinstance(error, aio.AioRpcError)
+        assert bad_fields(error) == ["provider.max_cost_credits"]
+        details = error.details() or ""
+        assert "provider 'cheap' costs 4 credits, more than max_cost_credits 1" in details
+        assert "provider 'dear' costs 5 credits, more than max_cost_credits 1" in details

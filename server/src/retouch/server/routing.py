@@ -174,7 +174,7 @@ class Router:
                     f"more than max_cost_credits {request.max_cost}"
                 )
                 excluded.append((loaded.name, reason))
-                too_dear.append(reason)
+                too_dear.append(f"provider {loaded.name!r} {reason}")
                 continue
             outage = _outage(loaded, breaker)
             if outage is not None:
