@@ -203,3 +203,54 @@ async def test_a_max_cost_no_provider_meets_names_each_provider_and_its_price(
         details = error.details() or ""
         assert "provider 'cheap' costs 4 credits, more than max_cost_credits 1" in details
         assert "provider 'dear' costs 5 credits, more than max_cost_credits 1" in details
+
+
+def outpaint(**fields: Any) -> pb.OutpaintRequest:
+    return pb.OutpaintRequest(image=common_pb2.ImageInput(data=png(photo())), **fields)
+
+
+async def outpaint_outcome(edit: Any, request: pb.OutpaintRequest) -> Any:
+    """The events of an outpaint, or the AioRpcError it ended with."""
+    try:
+        return [e async for e in edit.Outpaint(request, metadata=metadata(subject=SUBJECT))]
+    except aio.AioRpcError as error:
+        return error
+
+
+async def test_an_outpaint_too_large_for_every_provider_is_refused_at_admission(
+    harness: Any,
+) -> None:
+    from retouch.v1 import account_pb2
+
+    # 256x256 padded to 768x256 is 196,608 pixels, over the provider's 131,072.
+    small = FakeProvider("small", [Operation.OUTPAINT], max_pixels=256 * 512)
+    async with harness(plans=[Plan("free")], providers=[small]) as h:
+        request = outpaint(left=256, right=256)
+        error = await outpaint_outcome(h.edit, request)
+        assert isinstance(error, aio.AioRpcError)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert bad_fields(error) == ["left", "right"]
+        assert "provider 'small' takes at most 131072" in (error.details() or "")
+        with pytest.raises(aio.AioRpcError) as quoted:
+            await h.account.Quote(
+                account_pb2.QuoteRequest(outpaint=request), metadata=metadata(subject=SUBJECT)
+            )
+        assert quoted.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert bad_fields(quoted.value) == ["left", "right"]
+        named = await outpaint_outcome(
+            h.edit, outpaint(top=300, provider=common_pb2.ProviderChoice(provider="small"))
+        )
+        assert isinstance(named, aio.AioRpcError)
+        assert bad_fields(named) == ["top"]
+        assert small.calls == 0
+
+
+async def test_an_outpaint_over_the_servers_output_limit_names_the_padding_sides(
+    harness: Any,
+) -> None:
+    fake = FakeProvider("fake", [Operation.OUTPAINT])
+    async with harness(plans=[Plan("free")], providers=[fake], max_output_pixels=256 * 500) as h:
+        error = await outpaint_outcome(h.edit, outpaint(top=128, bottom=128))
+        assert isinstance(error, aio.AioRpcError)
+        assert bad_fields(error) == ["top", "bottom"]
+        assert fake.calls == 0

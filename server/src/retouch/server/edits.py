@@ -288,7 +288,7 @@ class EditPreparer:
                         "left", "add pixels on at least one side (left/right/top/bottom)"
                     )
                 )
-            for side in ("left", "right", "top", "bottom"):
+            for side in SIDES:
                 if getattr(request, side) > MAX_PADDING:
                     violations.append(
                         FieldViolation(side, f"{side} must be 0..{MAX_PADDING} pixels")
@@ -336,7 +336,8 @@ class EditPreparer:
                 width + padding.left + padding.right,
                 height + padding.top + padding.bottom,
             )
-            self._check_output(out_w, out_h)
+            sides = tuple(side for side in SIDES if getattr(request, side))
+            self._check_output(out_w, out_h, sides)
             route = _route(
                 Operation.OUTPAINT,
                 width,
@@ -345,6 +346,7 @@ class EditPreparer:
                 mask_fraction=1 - (width * height) / (out_w * out_h),
                 prompt=bool(request.params.prompt.strip()),
             )
+            route = dataclasses.replace(route, output_fields=sides)
             return InspectedEdit(
                 Operation.OUTPAINT,
                 route,
@@ -517,16 +519,19 @@ class EditPreparer:
     def _seed(self, params: common_pb2.GenerationParams) -> int:
         return params.seed if params.HasField("seed") else self._rng.randrange(2**32)
 
-    def _check_output(self, width: int, height: int) -> None:
+    def _check_output(self, width: int, height: int, fields: tuple[str, ...] = ("image",)) -> None:
+        """Refuse a result over max_output_pixels, naming the ``fields`` that set its size."""
         limit = self._config.max_output_pixels
         if width * height > limit:
-            raise InvalidArgument(
-                "image",
+            raise InvalidArgument.on(
+                fields,
                 f"the result would be {width}x{height} = {width * height} pixels; "
                 f"the limit is {limit}",
             )
 
 
+SIDES = ("left", "right", "top", "bottom")
+"""An outpaint's padding fields."""
 SMALL_INPUT_BYTES = 32 * 1024
 """Work on this few bytes takes well under a millisecond: cheaper inline than a thread hop."""
 MASK, RGB, RGBA = 1, 3, 4

@@ -103,6 +103,14 @@ class InvalidArgument(RetouchError):
         error.violations = tuple(violations)
         return error
 
+    @classmethod
+    def on(cls, fields: Sequence[str], description: str) -> InvalidArgument:
+        """One reason that several fields share, such as the padding sides that
+        together make an outpaint too large."""
+        error = cls(fields[0], description)
+        error.violations = tuple(FieldViolation(field, description) for field in fields)
+        return error
+
     @property
     def field(self) -> str:
         return self.violations[0].field

@@ -47,6 +47,10 @@ class RouteRequest:
     """Share of the output to be generated (mask or new margin), 0..1; None for enhance."""
     prompt: bool = False
     """Whether the caller gave a prompt."""
+    output_fields: tuple[str, ...] = ()
+    """The request fields that make the output larger than the input (an outpaint's
+    padding sides). When set, a provider must also take the output's size, and a job
+    no provider can take for that size is refused naming these fields."""
     enhance_kind: str = ""
     """For enhance, the kind (``"upscale"``): only providers offering it qualify, and
     providers may name a model per kind."""
@@ -146,7 +150,7 @@ class Router:
         if request.provider:
             return self._named(request, output_size, policy)
         excluded: list[tuple[str, str]] = []
-        incapable: list[str] = []
+        incapable: list[FieldViolation] = []
         forbidden: list[str] = []
         too_dear: list[str] = []
         waits: list[float] = []
@@ -154,10 +158,10 @@ class Router:
         breakers: dict[str, BreakerSnapshot] = {}
         candidates = []
         for loaded in self._registry.providers.values():
-            problem = _incapable(loaded, request)
+            problem = _incapable(loaded, request, output_size)
             if problem:
                 excluded.append((loaded.name, problem.description))
-                incapable.append(problem.description)
+                incapable.append(problem)
                 continue
             breaker = self._breaker(loaded.name)
             if breaker is not None:
@@ -211,10 +215,10 @@ class Router:
             raise Unavailable(
                 "no provider is loaded on this server", retry_after=UNAVAILABLE_RETRY_S
             )
-        raise InvalidArgument(
-            "provider.model" if request.model else "image",
-            "no provider can take this job: " + "; ".join(incapable),
-        )
+        reasons = "no provider can take this job: " + "; ".join(p.description for p in incapable)
+        if request.output_fields and all(p.field == _OUTPUT_SIZE for p in incapable):
+            raise InvalidArgument.on(request.output_fields, reasons)
+        raise InvalidArgument("provider.model" if request.model else "image", reasons)
 
     def _named(
         self, request: RouteRequest, output_size: tuple[int, int], policy: RoutePolicy
@@ -226,7 +230,9 @@ class Router:
                 "provider.provider",
                 f"unknown provider {request.provider!r}; available providers: {known}",
             )
-        problem = _incapable(loaded, request)
+        problem = _incapable(loaded, request, output_size)
+        if problem and problem.field == _OUTPUT_SIZE:
+            raise InvalidArgument.on(request.output_fields, problem.description)
         if problem:
             raise InvalidArgument(problem.field, problem.description)
         reason = policy.exclusion(loaded.manifest)
@@ -371,7 +377,13 @@ def _all_down(down: list[tuple[str, str, float]]) -> Unavailable:
     )
 
 
-def _incapable(loaded: LoadedProvider, route: RouteRequest) -> FieldViolation | None:
+_OUTPUT_SIZE = "<output size>"
+"""Stands for ``RouteRequest.output_fields`` in a provider's refusal of the output's size."""
+
+
+def _incapable(
+    loaded: LoadedProvider, route: RouteRequest, output_size: tuple[int, int]
+) -> FieldViolation | None:
     manifest = loaded.manifest
     if not manifest.can(route.operation):
         return FieldViolation(
@@ -382,6 +394,13 @@ def _incapable(loaded: LoadedProvider, route: RouteRequest) -> FieldViolation | 
             "image",
             f"the image has {route.width * route.height} pixels; provider {manifest.name!r} "
             f"takes at most {manifest.max_pixels}",
+        )
+    out_w, out_h = output_size
+    if route.output_fields and out_w * out_h > manifest.max_pixels:
+        return FieldViolation(
+            _OUTPUT_SIZE,
+            f"the result would be {out_w}x{out_h} = {out_w * out_h} pixels; provider "
+            f"{manifest.name!r} takes at most {manifest.max_pixels}",
         )
     models = manifest.models_for(route.task)
     if route.model and route.model not in models:
