@@ -11,8 +11,14 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from retouch.server.app import RunningServer
-from retouch.v1 import common_pb2, image_edit_pb2, providers_pb2, providers_pb2_grpc
-from tests.helpers import metadata, rpc_details
+from retouch.v1 import (
+    common_pb2,
+    image_edit_pb2,
+    image_edit_pb2_grpc,
+    providers_pb2,
+    providers_pb2_grpc,
+)
+from tests.helpers import bad_fields, metadata, rpc_details
 
 
 async def test_health_needs_no_credentials(channel: aio.Channel) -> None:
@@ -42,6 +48,34 @@ async def test_bad_credentials_get_unauthenticated_with_error_info(
     assert isinstance(info, error_details_pb2.ErrorInfo)
     assert info.reason == reason
     assert info.domain == "retouch.v1"
+
+
+BAD_KEY = ("authorization", "Bearer wrong")
+GOOD_KEY = metadata()[0]
+
+
+@pytest.mark.parametrize("pairs", [(BAD_KEY, GOOD_KEY), (GOOD_KEY, BAD_KEY), (GOOD_KEY, GOOD_KEY)])
+async def test_more_than_one_authorization_header_is_refused_in_either_order(
+    providers: providers_pb2_grpc.ProvidersAsyncStub, pairs: tuple[tuple[str, str], ...]
+) -> None:
+    with pytest.raises(aio.AioRpcError) as refused:
+        await providers.ListProviders(providers_pb2.ListProvidersRequest(), metadata=pairs)
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    (info,) = rpc_details(refused.value)
+    assert isinstance(info, error_details_pb2.ErrorInfo)
+    assert info.reason == "DUPLICATE_CREDENTIALS"
+    assert info.domain == "retouch.v1"
+
+
+@pytest.mark.parametrize("subjects", [("user:alice", "user:eve"), ("user:eve", "user:alice")])
+async def test_more_than_one_subject_header_is_refused_in_either_order(
+    edit: image_edit_pb2_grpc.ImageEditAsyncStub, subjects: tuple[str, str]
+) -> None:
+    pairs = (*metadata(), *(("x-retouch-subject", subject) for subject in subjects))
+    with pytest.raises(aio.AioRpcError) as refused:
+        await edit.ListJobs(image_edit_pb2.ListJobsRequest(), metadata=pairs)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_fields(refused.value) == ["x-retouch-subject"]
 
 
 async def test_list_providers_shows_the_opencv_manifest(

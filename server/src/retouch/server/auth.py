@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from .config import TenantConfig, hash_key
 from .errors import InvalidArgument, Unauthenticated, echo
 
+AUTHORIZATION_HEADER = "authorization"
 SUBJECT_HEADER = "x-retouch-subject"
 SERVICE_SUBJECT = "service"
 """The subject of calls a tenant makes for itself rather than for one of its users."""
@@ -56,8 +58,25 @@ class KeyRing:
     def __init__(self, tenants: Iterable[TenantConfig]) -> None:
         self._by_hash = {t.key_sha256.lower(): t for t in tenants}
 
-    def authenticate(self, authorization: str | None, subject: str | None) -> Caller:
-        """The caller for an ``authorization`` header value and optional subject header."""
+    def authenticate(self, authorization: Sequence[str], subject: Sequence[str]) -> Caller:
+        """The caller for the values of the ``authorization`` header and the optional
+        subject header, as sent: more than one of either is refused, never resolved by
+        picking one (a proxy that appends its own header must not decide who calls)."""
+        if len(authorization) > 1:
+            raise Unauthenticated(
+                f"{len(authorization)} authorization headers were sent: send exactly one",
+                reason="DUPLICATE_CREDENTIALS",
+            )
+        caller = self._caller(authorization[0] if authorization else None)
+        if len(subject) > 1:
+            raise InvalidArgument(
+                SUBJECT_HEADER,
+                f"{len(subject)} {SUBJECT_HEADER} headers were sent: send at most one",
+            )
+        return dataclasses.replace(caller, subject=parse_subject(subject[0] if subject else None))
+
+    def _caller(self, authorization: str | None) -> Caller:
+        """The tenant's caller, acting for itself, for one ``authorization`` value."""
         if not authorization:
             raise Unauthenticated(
                 "missing credentials: send metadata 'authorization: Bearer <api key>'",
@@ -75,7 +94,7 @@ class KeyRing:
                 "the API key is not valid: check the key or ask for a new one",
                 reason="INVALID_API_KEY",
             )
-        return Caller(tenant=tenant.name, subject=parse_subject(subject), admin=tenant.admin)
+        return Caller(tenant=tenant.name, subject=SERVICE_SUBJECT, admin=tenant.admin)
 
 
 def parse_subject(value: str | None) -> str:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 
 import grpc
 from grpc import aio
 
-from ..auth import SUBJECT_HEADER, KeyRing, set_current_caller
+from ..auth import AUTHORIZATION_HEADER, SUBJECT_HEADER, KeyRing, set_current_caller
 from ..errors import RetouchError
 from ._handlers import Handler, kind_of, replace_behaviour
 
@@ -44,10 +44,10 @@ class AuthInterceptor(aio.ServerInterceptor):
         service = str(details.method).lstrip("/").rsplit("/", 1)[0]
         if handler is None or service in self._public:
             return handler
-        metadata = dict(details.invocation_metadata or ())
+        metadata = tuple(details.invocation_metadata or ())
         try:
             caller = self._keys.authenticate(
-                _text(metadata.get("authorization")), _text(metadata.get(SUBJECT_HEADER))
+                _values(metadata, AUTHORIZATION_HEADER), _values(metadata, SUBJECT_HEADER)
             )
         except RetouchError as error:
             return _refusing(handler, error)
@@ -55,9 +55,13 @@ class AuthInterceptor(aio.ServerInterceptor):
         return handler
 
 
-def _text(value: object) -> str | None:
-    if value is None:
-        return None
+def _values(metadata: Sequence[tuple[str, object]], key: str) -> list[str]:
+    """Every value sent under ``key``, in order: a caller may repeat a header, and the
+    key ring refuses that rather than let one of them win."""
+    return [_text(value) for name, value in metadata if name == key]
+
+
+def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
