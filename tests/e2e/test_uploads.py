@@ -16,15 +16,17 @@ from retouch.server.clock import ManualClock
 from retouch.server.config import ServerConfig
 from retouch.v1 import common_pb2, image_edit_pb2_grpc
 from retouch.v1 import image_edit_pb2 as pb
-from tests.helpers import metadata
+from tests.helpers import bad_fields, metadata
 
 if TYPE_CHECKING:
     Stub = image_edit_pb2_grpc.ImageEditAsyncStub
 
 
-async def chunks(data: bytes, size: int = 64 * 1024) -> AsyncIterator[pb.UploadChunk]:
+async def chunks(
+    data: bytes, size: int = 64 * 1024, *, content_type: str = "image/png"
+) -> AsyncIterator[pb.UploadChunk]:
     for start in range(0, len(data), size):
-        yield pb.UploadChunk(data=data[start : start + size], content_type="image/png")
+        yield pb.UploadChunk(data=data[start : start + size], content_type=content_type)
 
 
 async def test_an_upload_is_an_input_for_its_owner(
@@ -68,6 +70,44 @@ async def test_empty_and_oversized_uploads_are_refused(tmp_path: Path, photo_png
             with pytest.raises(aio.AioRpcError) as refused:
                 await edit.Upload(chunks(data, 100), metadata=metadata())
             assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "image/png\r\nX-Evil: 1\x00",
+        "image/" + "p" * (1024 * 1024),
+        "image/png; charset=utf-8",
+        "png",
+        "image/pñg",
+        "/png",
+    ],
+)
+async def test_a_malformed_content_type_is_refused_and_nothing_is_kept(
+    tmp_path: Path, photo_png: bytes, content_type: str
+) -> None:
+    config = ServerConfig(listen="127.0.0.1:0", data_dir=tmp_path)
+    async with (
+        running(config) as server,
+        aio.insecure_channel(f"127.0.0.1:{server.port}") as channel,
+    ):
+        edit = image_edit_pb2_grpc.ImageEditStub(channel)
+        with pytest.raises(aio.AioRpcError) as refused:
+            await edit.Upload(chunks(photo_png, content_type=content_type), metadata=metadata())
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert bad_fields(refused.value) == ["content_type"]
+        assert await server.store.expired_uploads(float("inf")) == []
+    assert not [p for p in (tmp_path / "objects").rglob("*") if p.is_file()]
+
+
+async def test_a_well_formed_content_type_is_accepted_whatever_the_bytes(
+    edit: Stub, photo_png: bytes
+) -> None:
+    upload = await edit.Upload(
+        chunks(photo_png, content_type="application/vnd.example+octet-stream"),
+        metadata=metadata(),
+    )
+    assert upload.size_bytes == len(photo_png)
 
 
 async def test_expired_uploads_are_swept(tmp_path: Path, photo_png: bytes, mask_png: bytes) -> None:

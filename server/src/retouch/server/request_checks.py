@@ -11,13 +11,14 @@ default.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from .auth import MAX_SUBJECT_CHARS
-from .errors import FieldViolation, InvalidArgument
+from .errors import FieldViolation, InvalidArgument, echo
 
 MAX_ID_CHARS = 128
 """Longest id a caller may send: request ids (chosen by callers) and the ids the server
@@ -38,6 +39,11 @@ LENGTH_LIMITS: dict[str, int] = {
 }
 """String fields, by name wherever they appear in a request, and their longest value."""
 
+MAX_MEDIA_TYPE_CHARS = 127
+"""Longest media type a caller may declare (RFC 6838 bounds each half to 127)."""
+_RESTRICTED_NAME = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*"
+_MEDIA_TYPE = re.compile(rf"{_RESTRICTED_NAME}/{_RESTRICTED_NAME}")
+
 
 def check_request(request: object) -> None:
     """Raise :class:`InvalidArgument` naming every over-long id or name and every
@@ -47,6 +53,25 @@ def check_request(request: object) -> None:
     violations = request_violations(request)
     if violations:
         raise InvalidArgument.of(violations)
+
+
+def check_media_type(value: str, field: str) -> None:
+    """Refuse ``value`` unless it is a bare ``type/subtype`` of RFC 6838 name characters,
+    at most :data:`MAX_MEDIA_TYPE_CHARS` long. A caller's media type is stored and may
+    be sent on as a header (an S3 object's Content-Type), so a control character, a
+    parameter or a megabyte of text must never get that far."""
+    if len(value) > MAX_MEDIA_TYPE_CHARS:
+        raise InvalidArgument(
+            field,
+            f"{field} is {len(value):,} characters long; at most "
+            f"{MAX_MEDIA_TYPE_CHARS} are allowed",
+        )
+    if not _MEDIA_TYPE.fullmatch(value):
+        raise InvalidArgument(
+            field,
+            f"{field} {echo(value)} is not a media type: use type/subtype, for example "
+            "'image/png', with letters, digits and ! # $ & ^ _ . + - only",
+        )
 
 
 def request_violations(request: Message) -> list[FieldViolation]:
@@ -87,7 +112,9 @@ def _is_map(descriptor: FieldDescriptor) -> bool:
 __all__ = [
     "LENGTH_LIMITS",
     "MAX_ID_CHARS",
+    "MAX_MEDIA_TYPE_CHARS",
     "MAX_NAME_CHARS",
+    "check_media_type",
     "check_request",
     "request_violations",
 ]

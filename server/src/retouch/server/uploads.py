@@ -16,6 +16,7 @@ from .errors import InvalidArgument
 from .ids import new_id
 from .jobs.records import UploadRecord
 from .jobs.store import JobStore
+from .request_checks import check_media_type
 from .storage import ObjectStore, StorageError
 
 log = logging.getLogger(__name__)
@@ -119,8 +120,14 @@ class _Received:
         self.digest = hashlib.sha256()
 
     async def content_type(self) -> str:
+        """The first chunk's declared media type, checked; empty when none is declared.
+        It is not matched against the bytes: an upload is sniffed and decoded by its
+        bytes when used, so the declared type never decides how it is read."""
         self._first = await anext(self._chunks, None)
-        return self._first.content_type if self._first is not None else ""
+        declared = self._first.content_type if self._first is not None else ""
+        if declared:
+            check_media_type(declared, "content_type")
+        return declared
 
     async def data(self) -> AsyncIterator[bytes]:
         if self._first is not None:
