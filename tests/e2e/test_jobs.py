@@ -60,6 +60,34 @@ async def test_list_jobs_pages_newest_first(edit: Stub, photo_png: bytes, mask_p
     assert list(failed.jobs) == []
 
 
+@pytest.mark.parametrize(
+    "page_token",
+    ["../../etc/passwd", "job_\x00", "jöb_ünicode", "job_" + "0" * 28, "job_" + "F" * 28],
+)
+async def test_list_jobs_refuses_a_page_token_it_did_not_issue(edit: Stub, page_token: str) -> None:
+    with pytest.raises(aio.AioRpcError) as refused:
+        await edit.ListJobs(pb.ListJobsRequest(page_token=page_token), metadata=metadata())
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_fields(refused.value) == ["page_token"]
+
+
+async def test_another_callers_page_token_is_refused_like_a_made_up_one(
+    edit: Stub, photo_png: bytes, mask_png: bytes
+) -> None:
+    for _ in range(2):
+        await read_all(edit.Inpaint(inpaint(photo_png, mask_png), metadata=metadata()))
+    first = await edit.ListJobs(pb.ListJobsRequest(page_size=1), metadata=metadata())
+    refusals = []
+    for page_token in (first.next_page_token, "job_" + "0" * 28):
+        with pytest.raises(aio.AioRpcError) as refused:
+            await edit.ListJobs(
+                pb.ListJobsRequest(page_token=page_token), metadata=metadata(subject="user:eve")
+            )
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        refusals.append(refused.value.details())
+    assert refusals[0] == refusals[1]
+
+
 async def test_watch_replays_a_finished_job_after_a_seq(
     edit: Stub, photo_png: bytes, mask_png: bytes
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -36,6 +37,10 @@ INLINE_FRAMING_BYTES = 32
 length prefix of ``data`` and the longer length prefix of the ``completed`` around it."""
 
 Context = aio.ServicerContext[Any, Any]
+
+_JOB_ID = re.compile(r"job_[0-9a-f]{28}")
+"""What :func:`~retouch.server.ids.new_id` makes for a job: checked before a page token
+reaches the database."""
 
 log = logging.getLogger(__name__)
 
@@ -207,10 +212,11 @@ class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
         if request.state and request.state not in JOB_STATES_FROM_PROTO:
             raise InvalidArgument("state", "unknown job state")
         limit = request.page_size or DEFAULT_PAGE_SIZE
+        owner = current_caller().owner
         records = await self._store.list_jobs(
-            current_caller().owner,
+            owner,
             state=JOB_STATES_FROM_PROTO.get(request.state),
-            before_id=request.page_token or None,
+            before_id=await self._page_start(request.page_token, owner),
             limit=limit + 1,
         )
         page = records[:limit]
@@ -218,6 +224,24 @@ class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
             jobs=[job(r) for r in page],
             next_page_token=page[-1].job_id if len(records) > limit else "",
         )
+
+    async def _page_start(self, page_token: str, owner: str) -> str | None:
+        """The job id a ``page_token`` continues after, or None for the first page.
+
+        A token is the id of the last job of the page before, so only an id of one of
+        the caller's own jobs is one this server issued to them: anything else, another
+        caller's job id included, gets the same refusal, which tells nothing about it.
+        """
+        if not page_token:
+            return None
+        record = await self._store.get_job(page_token) if _JOB_ID.fullmatch(page_token) else None
+        if record is None or record.owner != owner:
+            raise InvalidArgument(
+                "page_token",
+                "page_token is not one ListJobs returned to this caller, or its job has "
+                "since been deleted: list again without a page_token",
+            )
+        return page_token
 
     @rpc
     async def CancelJob(self, request: pb.CancelJobRequest, context: Context) -> pb.Job:
