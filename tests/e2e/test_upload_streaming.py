@@ -8,7 +8,10 @@ and 7 (the first large Upload peaked at ~2.8x its size in server memory).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
+import sqlite3
 import tracemalloc
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
@@ -18,7 +21,7 @@ import pytest
 from google.rpc.error_details_pb2 import RetryInfo
 from grpc import aio
 
-from retouch.server.app import RunningServer, running
+from retouch.server.app import RunningServer, running, start_server
 from retouch.server.clock import ManualClock
 from retouch.server.config import ServerConfig
 from retouch.server.storage import FilesystemObjectStore, ObjectStore, open_store
@@ -135,6 +138,82 @@ async def test_an_upload_cancelled_midway_leaves_no_object_and_no_record(
             await objects.deleted.wait()
         assert await leftovers(objects.inner) == []
         assert await upload_records(server) == []
+
+
+class HeldDeletes(WatchedStore):
+    """Holds every delete until released, so that a stop can begin while a refused
+    upload is still cleaning up."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        super().__init__(inner)
+        self.deleting = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def delete(self, key: str) -> None:
+        self.deleting.set()
+        await self.release.wait()
+        await super().delete(key)
+
+
+async def over_the_limit(data: bytes) -> AsyncIterator[pb.UploadChunk]:
+    for start in range(0, len(data), 100):
+        yield pb.UploadChunk(data=data[start : start + 100], content_type="image/png")
+
+
+def upload_rows(data_dir: Path) -> int:
+    """Upload records, pending ones included, read from the database file itself."""
+    with contextlib.closing(sqlite3.connect(data_dir / "retouch.db")) as db:
+        (count,) = db.execute("SELECT count(*) FROM uploads").fetchone()
+    return int(count)
+
+
+async def test_an_upload_refused_midway_is_cleaned_up_before_its_status(
+    tmp_path: Path, photo_png: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    objects = WatchedStore(FilesystemObjectStore(tmp_path / "objects"))
+    config = ServerConfig(listen="127.0.0.1:0", data_dir=tmp_path / "data", max_upload_bytes=1000)
+    async with (
+        running(config, objects=objects) as server,
+        aio.insecure_channel(f"127.0.0.1:{server.port}") as channel,
+    ):
+        edit = image_edit_pb2_grpc.ImageEditStub(channel)
+        with pytest.raises(aio.AioRpcError) as refused:
+            await edit.Upload(over_the_limit(photo_png), metadata=metadata())
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert await leftovers(objects.inner) == []
+        assert await upload_records(server) == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_an_upload_refused_while_the_server_stops_still_cleans_up(
+    tmp_path: Path, photo_png: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """gRPC cancels the calls still under way when a stop's grace is spent, and does
+    not wait for their handlers: the clean-up must still finish, before the database
+    closes, and nothing is logged as an unexpected error or a second abort."""
+    objects = HeldDeletes(FilesystemObjectStore(tmp_path / "objects"))
+    config = ServerConfig(
+        listen="127.0.0.1:0",
+        data_dir=tmp_path / "data",
+        max_upload_bytes=1000,
+        shutdown_grace_s=0,
+    )
+    server = await start_server(config, objects=objects)
+    async with aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        edit = image_edit_pb2_grpc.ImageEditStub(channel)
+        call = edit.Upload(over_the_limit(photo_png), metadata=metadata())
+        async with asyncio.timeout(GUARD_S):
+            await objects.deleting.wait()
+        stopping = asyncio.ensure_future(server.stop())
+        with pytest.raises(aio.AioRpcError):
+            async with asyncio.timeout(GUARD_S):
+                await call
+        objects.release.set()
+        async with asyncio.timeout(GUARD_S):
+            await stopping
+    assert await leftovers(objects.inner) == []
+    assert upload_rows(tmp_path / "data") == 0
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 async def test_what_a_crash_leaves_of_an_upload_is_swept_when_it_expires(

@@ -114,6 +114,9 @@ class RunningServer:
         await self.jobs.shutdown(grace)
         left = stop_by - asyncio.get_running_loop().time()
         await self.server.stop(max(left, STREAMS_FLUSH_S))
+        # gRPC's stop does not wait for the handlers it cancelled: an upload's
+        # clean-up must still reach the database before it closes.
+        await self.uploads.drain()
         if self.results_http is not None:
             await self.results_http.stop()
         for task in self._background:

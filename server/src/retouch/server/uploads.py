@@ -6,7 +6,8 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
 from retouch.v1 import image_edit_pb2 as pb
 
@@ -38,6 +39,7 @@ class Uploads:
         self._clock = clock
         self._max_bytes = max_bytes
         self._ttl_s = ttl_s
+        self._cleanups: set[asyncio.Task[None]] = set()
 
     async def receive(self, chunks: AsyncIterator[pb.UploadChunk], caller: Caller) -> UploadRecord:
         """Stream the bytes to the object store as they arrive; refuse empty or
@@ -46,7 +48,10 @@ class Uploads:
         A pending record (owned by nobody, so no caller can use it) is written first
         and expires with the upload, so that whatever a crash leaves mid-upload is
         removed by :meth:`sweep`. A failed or cancelled upload removes its partial
-        object and its pending record before the error propagates.
+        object and its pending record before the error propagates, so the caller has
+        its status only once that is done, and a cancellation (gRPC cancelling calls at
+        the end of a graceful stop) waits for it too; :meth:`drain` waits for any
+        still running before the database closes.
         """
         upload_id = new_id("upl", self._clock)
         key = f"uploads/{caller.tenant}/{caller.subject}/{upload_id}"
@@ -79,11 +84,34 @@ class Uploads:
             )
             await self._store.add_upload(stored)
         finally:
-            # Shielded: a cancelled upload must still clean up after itself.
-            await asyncio.shield(self._settle(pending, keep_object=stored is not None))
+            await self._finish(self._settle(pending, keep_object=stored is not None))
         return stored
 
+    async def drain(self) -> None:
+        """Wait for the clean-ups of uploads that were cancelled mid-way."""
+        while self._cleanups:
+            await asyncio.wait(set(self._cleanups))
+
+    async def _finish(self, cleanup: Coroutine[Any, Any, None]) -> None:
+        """Run ``cleanup`` to its end even if this task is cancelled meanwhile, once or
+        again, then re-raise the cancellation."""
+        task = asyncio.ensure_future(cleanup)
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+        cancelled = False
+        while not task.done():
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                cancelled = True
+        if cancelled:
+            raise asyncio.CancelledError
+        task.result()
+
     async def _settle(self, pending: UploadRecord, *, keep_object: bool) -> None:
+        """Remove the pending record, and the object unless it is kept. Failures are
+        logged, not raised: the caller's status is the upload's own error, and what
+        is left behind expires with the pending record and is swept."""
         if not keep_object:
             try:
                 await self._objects.delete(pending.object_key)
@@ -95,7 +123,14 @@ class Uploads:
                     exc_info=True,
                 )
                 return
-        await self._store.delete_upload(pending.upload_id)
+        try:
+            await self._store.delete_upload(pending.upload_id)
+        except Exception:
+            log.warning(
+                "could not remove the pending upload record %s; it will be swept",
+                pending.upload_id,
+                exc_info=True,
+            )
 
     async def sweep(self) -> int:
         """Delete expired uploads; returns how many."""

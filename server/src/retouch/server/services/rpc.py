@@ -9,6 +9,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar, cast
 
+import grpc
 from grpc import aio
 
 from ..errors import Internal, RetouchError
@@ -51,12 +52,12 @@ def _wrap(method: F, *, check: bool) -> F:
                 async for response in method(self, request, context):
                     yield response
             except RetouchError as error:
-                await context.abort_with_status(error.to_status())
+                await _end(context, error.to_status())
             except (asyncio.CancelledError, aio.AbortError):
                 raise
             except Exception:
                 log.exception("unexpected error in %s", method.__qualname__)
-                await context.abort_with_status(_UNEXPECTED.to_status())
+                await _end(context, _UNEXPECTED.to_status())
 
         return cast(F, stream)
 
@@ -69,11 +70,20 @@ def _wrap(method: F, *, check: bool) -> F:
                 check_request(request)
             return await call(self, request, context)
         except RetouchError as error:
-            await context.abort_with_status(error.to_status())
+            await _end(context, error.to_status())
         except (asyncio.CancelledError, aio.AbortError):
             raise
         except Exception:
             log.exception("unexpected error in %s", method.__qualname__)
-            await context.abort_with_status(_UNEXPECTED.to_status())
+            await _end(context, _UNEXPECTED.to_status())
 
     return cast(F, unary)
+
+
+async def _end(context: aio.ServicerContext[Any, Any], status: grpc.Status) -> None:
+    """End the call with ``status``, unless it has already ended (cancelled by the
+    caller or by a stopping server, or aborted): gRPC refuses a second abort with an
+    error of its own, and the caller has its status already."""
+    if context.done():
+        return
+    await context.abort_with_status(status)
