@@ -224,7 +224,9 @@ async def test_an_outpaint_too_large_for_every_provider_is_refused_at_admission(
 
     # 256x256 padded to 768x256 is 196,608 pixels, over the provider's 131,072.
     small = FakeProvider("small", [Operation.OUTPAINT], max_pixels=256 * 512)
-    async with harness(plans=[Plan("free")], providers=[small]) as h:
+    # One that cannot outpaint at all, like patchmatch, does not hide why the other refused.
+    inpainter = FakeProvider("inpainter", [Operation.INPAINT])
+    async with harness(plans=[Plan("free")], providers=[small, inpainter]) as h:
         request = outpaint(left=256, right=256)
         error = await outpaint_outcome(h.edit, request)
         assert isinstance(error, aio.AioRpcError)

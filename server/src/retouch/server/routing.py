@@ -216,7 +216,9 @@ class Router:
                 "no provider is loaded on this server", retry_after=UNAVAILABLE_RETRY_S
             )
         reasons = "no provider can take this job: " + "; ".join(p.description for p in incapable)
-        if request.output_fields and all(p.field == _OUTPUT_SIZE for p in incapable):
+        # Providers that cannot do the operation at all say nothing about the request.
+        able = [p for p in incapable if p.field != _OPERATION]
+        if request.output_fields and able and all(p.field == _OUTPUT_SIZE for p in able):
             raise InvalidArgument.on(request.output_fields, reasons)
         raise InvalidArgument("provider.model" if request.model else "image", reasons)
 
@@ -377,6 +379,8 @@ def _all_down(down: list[tuple[str, str, float]]) -> Unavailable:
     )
 
 
+_OPERATION = "provider.provider"
+"""The field of a provider's refusal of the operation itself."""
 _OUTPUT_SIZE = "<output size>"
 """Stands for ``RouteRequest.output_fields`` in a provider's refusal of the output's size."""
 
@@ -387,7 +391,7 @@ def _incapable(
     manifest = loaded.manifest
     if not manifest.can(route.operation):
         return FieldViolation(
-            "provider.provider", f"provider {manifest.name!r} cannot {route.operation.value}"
+            _OPERATION, f"provider {manifest.name!r} cannot {route.operation.value}"
         )
     if route.width * route.height > manifest.max_pixels:
         return FieldViolation(
