@@ -258,6 +258,22 @@ async def test_a_retried_write_of_events_records_each_once(backend: Backend) -> 
     assert await store.events_after("job_1", 0) == [b"one", b"two", b"three", b"four"]
 
 
+async def test_a_refunded_success_reads_as_charging_nothing(backend: Backend) -> None:
+    store = (await backend.open()).jobs
+    for job_id in ("job_ok", "job_failed"):
+        await store.create_or_get(job(job_id, cost_credits=5))
+    assert await store.finish(job("job_ok", state=JobState.SUCCEEDED, cost_credits=5))
+    assert await store.finish(failed(job("job_failed", cost_credits=5)))
+    running = job("job_running", cost_credits=5)
+    await store.create_or_get(running)
+
+    for job_id in ("job_ok", "job_failed", "job_running"):
+        await store.clear_charge(job_id)
+
+    records = [await store.get_job(j) for j in ("job_ok", "job_failed", "job_running")]
+    assert [r.cost_credits if r else None for r in records] == [0, 5, 5]
+
+
 async def test_a_watcher_wakes_for_each_event_and_for_the_end(backend: Backend) -> None:
     writer = (await backend.open()).jobs
     watcher = backend.peer(writer, (await backend.open()).jobs)

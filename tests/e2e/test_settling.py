@@ -57,6 +57,12 @@ async def test_a_result_that_cannot_be_flushed_is_told_but_refunded(
         balance = await server.ledger.balance(OWNER, server.pipeline._policy.period())
         assert (balance.available, balance.held, balance.jobs_used) == (10, 0, 0)
         assert await server.ledger.audit(OWNER)
+        # GetJob tells what was charged: nothing.
+        async with aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            edit = image_edit_pb2_grpc.ImageEditStub(channel)
+            told = await edit.GetJob(pb.GetJobRequest(job_id=job.job_id), metadata=metadata())
+        assert told.state == pb.JOB_STATE_SUCCEEDED
+        assert told.cost_credits == 0
 
 
 @pytest.mark.parametrize("result_on_disk", [True, False], ids=["result-kept", "result-lost"])
@@ -108,4 +114,7 @@ async def test_a_dead_replicas_success_is_charged_only_if_its_result_survived(
         expected = (8, 0, 1) if result_on_disk else (10, 0, 0)
         assert (balance.available, balance.held, balance.jobs_used) == expected
         assert await ledger.audit(OWNER)
+        settled = await server.store.get_job(result.job_id)
+        assert settled is not None
+        assert settled.cost_credits == (2 if result_on_disk else 0)
         assert await server.jobs.settle_orphans() == 0

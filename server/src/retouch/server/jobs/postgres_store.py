@@ -238,6 +238,11 @@ class PostgresJobStore:
     def watch_events(self, job_id: str) -> AsyncGenerator[None, None]:
         return self._signals.watch(job_id)
 
+    async def clear_charge(self, job_id: str) -> None:
+        await self.pool.execute(
+            "UPDATE jobs SET cost_credits = 0 WHERE job_id = $1 AND state = 'succeeded'", job_id
+        )
+
     async def request_cancel(self, job_id: str) -> bool:
         return bool(await self.pool.fetch(_REQUEST_CANCEL, job_id))
 

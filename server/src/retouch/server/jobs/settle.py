@@ -146,6 +146,7 @@ class Settlement:
             await self._ledger.commit(final.job_id, final.cost_credits, now=self._clock.now())
         else:
             await self._ledger.release(final.job_id, now=self._clock.now(), note="result lost")
+            await self._store.clear_charge(final.job_id)
 
     async def _durable(self, result: ResultRecord) -> bool:
         try:

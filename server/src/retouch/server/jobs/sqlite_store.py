@@ -46,6 +46,7 @@ _UPDATE_HELD = (
 )
 # OR IGNORE: a write retried after one that went in unbeknown to the caller adds nothing.
 _INSERT_EVENT = "INSERT OR IGNORE INTO job_events (job_id, seq, payload) VALUES (?, ?, ?)"
+_CLEAR_CHARGE = "UPDATE jobs SET cost_credits = 0 WHERE job_id = ? AND state = 'succeeded'"
 _ADVANCE_LAST_SEQ = "UPDATE jobs SET last_seq = max(last_seq, ?) WHERE job_id = ?"
 """Run with each append, so that GetJob of a running job, or of one failed after its
 replica died, names the last event recorded."""
@@ -171,6 +172,9 @@ class SqliteJobStore:
 
     def watch_events(self, job_id: str) -> AsyncGenerator[None, None]:
         return self._signals.watch(job_id)
+
+    async def clear_charge(self, job_id: str) -> None:
+        self._db.execute(_CLEAR_CHARGE, (job_id,))
 
     async def request_cancel(self, job_id: str) -> bool:
         cursor = self._db.execute(

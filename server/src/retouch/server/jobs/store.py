@@ -119,6 +119,10 @@ class JobStore(Protocol):
         is terminal, and close it (``contextlib.aclosing``) to unsubscribe.
         """
 
+    async def clear_charge(self, job_id: str) -> None:
+        """Record that a succeeded job was refunded after all (its result was lost before
+        it could be charged): its ``cost_credits`` become 0. Other jobs are left alone."""
+
     async def request_cancel(self, job_id: str) -> bool:
         """Set the job's ``cancel_requested`` and tell the replica that runs it (through
         :meth:`cancel_requests`). False when the job is unknown or already finished."""
