@@ -20,6 +20,7 @@ from retouch.sdk.testing import FakeProvider
 from retouch.server.app import RunningServer, running
 from retouch.server.clock import ManualClock
 from retouch.server.config import DEV_TENANT, ServerConfig
+from retouch.server.errors import Unavailable
 from retouch.server.jobs import JobRecord, JobState
 from retouch.server.policy import Plan, PlanBook
 from retouch.server.registry import LoadedProvider, ProviderRegistry
@@ -114,6 +115,59 @@ async def test_a_live_replicas_job_outlasts_its_first_lease_and_another_replicas
     job = await second.store.get_job(accepted.job_id)
     assert job is not None
     assert job.state is JobState.SUCCEEDED
+
+
+async def test_leases_that_ran_out_during_a_store_outage_are_not_failed_at_once(
+    replicas: tuple[RunningServer, RunningServer, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second, (clock, release) = replicas
+    await first.ledger.grant(OWNER, 10, request_id="", note="test", now=clock.now())
+    now = clock.now()
+    # A job of a replica that really died, beside the live one's.
+    await second.store.create_or_get(
+        left_behind(
+            "job_orphan",
+            now,
+            state=JobState.RUNNING,
+            replica_id="a-replica-that-died",
+            lease_until=now + LEASE_S,
+        )
+    )
+    async with aio.insecure_channel(f"127.0.0.1:{first.port}") as channel:
+        edit = image_edit_pb2_grpc.ImageEditStub(channel)
+        call = edit.Inpaint(
+            pb.InpaintRequest(
+                image=common_pb2.ImageInput(data=png(photo((64, 64)))),
+                mask=common_pb2.ImageInput(data=png(square_mask((64, 64), (8, 8, 24, 24)))),
+            ),
+            metadata=metadata(),
+        )
+        accepted = await read_one(call)
+
+        async def unreachable(*_: object, **__: object) -> None:
+            raise Unavailable("the database is unreachable", reason="DATABASE_UNAVAILABLE")
+
+        with monkeypatch.context() as outage:
+            # Neither replica can reach the store, so neither can renew, for longer than
+            # a lease.
+            outage.setattr(second.store, "expired_jobs", unreachable)
+            clock.advance(LEASE_S * 1.5)
+            with pytest.raises(Unavailable):
+                await second.jobs.heartbeat()
+        # The store is back: the second replica is the first to notice.
+        await second.jobs.heartbeat()
+        job = await second.store.get_job(accepted.job_id)
+        assert job is not None
+        assert job.state is JobState.RUNNING
+        await first.jobs.heartbeat()  # renews its lease
+        clock.advance(LEASE_S)
+        await second.jobs.heartbeat()
+        release.set()
+        events = await read_all(call)
+    assert events[-1].HasField("completed")
+    orphan = await second.store.get_job("job_orphan")
+    assert orphan is not None
+    assert orphan.state is JobState.FAILED
 
 
 @pytest.mark.parametrize("past_deadline", [False, True], ids=["lease-expired", "deadline-passed"])

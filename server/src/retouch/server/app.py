@@ -31,6 +31,7 @@ from .clock import Clock, SystemClock
 from .config import ServerConfig
 from .database.backends import Database, open_database
 from .edits import EditPreparer
+from .errors import Unavailable
 from .health import HealthServicer
 from .inputs import InputResolver
 from .interceptors import AccessLogInterceptor, AuthInterceptor, RequestDecodingInterceptor
@@ -308,18 +309,20 @@ async def _start(
     for name in SERVICE_NAMES:
         await health.set(name, serving)
     background = [
-        asyncio.create_task(_every(config.job_heartbeat_s, jobs.heartbeat), name="job leases"),
+        asyncio.create_task(run_every(config.job_heartbeat_s, jobs.heartbeat), name="job leases"),
         asyncio.create_task(jobs.follow_cancel_requests(), name="cancel requests"),
-        asyncio.create_task(_every(config.sweep_interval_s, uploads.sweep), name="upload sweeper"),
         asyncio.create_task(
-            _every(config.sweep_interval_s, jobs.settle_orphans), name="reservation sweeper"
+            run_every(config.sweep_interval_s, uploads.sweep), name="upload sweeper"
         ),
         asyncio.create_task(
-            _every(config.sweep_interval_s, retention.sweep), name="result retention"
+            run_every(config.sweep_interval_s, jobs.settle_orphans), name="reservation sweeper"
+        ),
+        asyncio.create_task(
+            run_every(config.sweep_interval_s, retention.sweep), name="result retention"
         ),
         # The router skips providers marked unavailable; keep their health current.
         asyncio.create_task(
-            _every(config.health_interval_s, registry.refresh_health), name="provider health"
+            run_every(config.health_interval_s, registry.refresh_health), name="provider health"
         ),
     ]
     log.info(
@@ -394,15 +397,27 @@ def _bracketed(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-async def _every(interval_s: float, work: Callable[[], Awaitable[object]]) -> None:
+async def run_every(interval_s: float, work: Callable[[], Awaitable[object]]) -> None:
+    name = getattr(work, "__name__", "work")
+    unavailable = False
     while True:
         await asyncio.sleep(interval_s)
         try:
             await work()
         except asyncio.CancelledError:
             raise
+        except Unavailable as exc:
+            # An engine that is down: said once, not at every turn of every loop.
+            if not unavailable:
+                log.warning("periodic %s skipped until it can run again: %s", name, exc)
+            unavailable = True
+            continue
         except Exception:
-            log.exception("periodic %s failed; will retry", getattr(work, "__name__", "work"))
+            log.exception("periodic %s failed; will retry", name)
+        else:
+            if unavailable:
+                log.info("periodic %s runs again", name)
+        unavailable = False
 
 
 @contextlib.asynccontextmanager

@@ -42,6 +42,8 @@ CONNECTION_ERRORS = (
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,  # shutting down, cannot connect now
     asyncpg.TooManyConnectionsError,
+    # A connection cut off mid-statement ("another operation is in progress").
+    asyncpg.InternalClientError,
 )
 """What asyncpg raises when PostgreSQL cannot be reached or cannot take the call now, as
 opposed to an error in the statement."""

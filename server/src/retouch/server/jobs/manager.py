@@ -79,6 +79,8 @@ class JobManager:
         self._pending: dict[tuple[str, str], tuple[str, asyncio.Future[str]]] = {}
         self._requests: set[asyncio.Task[bool]] = set()
         self.closing = False
+        self._store_was_lost = False
+        self._failing_held_until = 0.0
 
     # -- submission ------------------------------------------------------------------
 
@@ -248,7 +250,31 @@ class JobManager:
         connection — and leaves out the jobs this replica no longer holds: taken over
         and failed by another replica after this one stalled past a lease. Those stop
         here too, uncharged.
+
+        After a heartbeat that failed (the store could not be reached, so no replica
+        could renew its leases), this replica fails no other replica's jobs for one
+        lease: every live replica renews within that time once the store is back, and
+        a job whose lease ran out only because of the outage is not failed by whichever
+        replica reconnected first.
         """
+        try:
+            await self._renew()
+            now = self._clock.now()
+            if self._store_was_lost:
+                self._store_was_lost = False
+                self._failing_held_until = now + self.lease_s
+                log.warning(
+                    "the job store answers again; expired leases are failed from %.1f s "
+                    "on, once the other replicas have renewed theirs",
+                    self.lease_s,
+                )
+            if now >= self._failing_held_until:
+                await self.fail_expired()
+        except Exception:
+            self._store_was_lost = True
+            raise
+
+    async def _renew(self) -> None:
         running = list(self._live)
         if running:
             until = self._clock.now() + self.lease_s
@@ -265,7 +291,6 @@ class JobManager:
                 live.lease_until = until
                 if job_id in renewal.cancel_requested:
                     live.cancel(Cancelled(CANCELLED_BY_CANCEL_JOB))
-        await self.fail_expired()
 
     async def fail_expired(self) -> int:
         """Take over, fail and refund the jobs whose lease expired: the replica that ran
