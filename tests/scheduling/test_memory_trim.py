@@ -94,3 +94,27 @@ async def test_jobs_one_after_another_trim_only_when_they_stop(trims: Trims) -> 
         await turns(1)
     await turns()
     assert trims.count == 0, "the wait starts again at each drain: no trim between jobs"
+
+
+async def test_a_stream_that_ends_after_the_trim_lets_its_memory_go_too(trims: Trims) -> None:
+    scheduler = Scheduler(ManualClock(), trim_after_idle_s=0.0)
+    slot = scheduler.claim(candidate())
+    assert slot is not None
+    slot.release()
+    await trims.next()
+    # The burst's last stream finishes sending its result after that trim.
+    scheduler.stream_ended()
+    await trims.next()
+    assert trims.count == 2
+
+
+async def test_a_stream_that_ends_while_a_job_runs_trims_nothing(trims: Trims) -> None:
+    scheduler = Scheduler(ManualClock(), trim_after_idle_s=0.0)
+    slot = scheduler.claim(candidate())
+    assert slot is not None
+    scheduler.stream_ended()
+    await turns()
+    assert trims.count == 0
+    slot.release()
+    await trims.next()
+    assert trims.count == 1

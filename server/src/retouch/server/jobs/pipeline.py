@@ -118,6 +118,11 @@ class EditPipeline:
         self._default_deadline_s = default_deadline_s
         self._scheduler = scheduler or Scheduler(clock)
 
+    @property
+    def scheduler(self) -> Scheduler:
+        """The queues in front of the providers' capacity."""
+        return self._scheduler
+
     async def submit(self, request: EditMessage, caller: Caller, *, time_left: float | None) -> str:
         """Start the job ``request`` asks for and return its id — or the id of the job
         an earlier call with the same request_id started, charging nothing again.

@@ -84,6 +84,13 @@ class Scheduler:
             self._trim_after_idle_s, self._trim_if_idle
         )
 
+    def stream_ended(self) -> None:
+        """A job's stream has ended, letting go of what it sent (a result's bytes): as
+        after a drain, the freed heap goes back once every queue has stayed empty for
+        ``trim_after_idle_s`` from now. The streams of a burst end well after its last
+        job when their caller reads slowly, and a trim before that returned none of it."""
+        self._idle()
+
     def _busy(self) -> bool:
         return any(queue.running or queue.waiting for queue in self._queues.values())
 

@@ -106,6 +106,7 @@ class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
                 yield await self._as_sent(event, inline=request.output.inline, live=started_here)
             finished = True
         finally:
+            self._pipeline.scheduler.stream_ended()
             if not finished and request.cancel_on_disconnect:
                 remaining: float | None = context.time_remaining()
                 expired = remaining is not None and remaining <= 0
