@@ -4,6 +4,7 @@ gaps between jobs and not while a job runs."""
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 
@@ -118,3 +119,32 @@ async def test_a_stream_that_ends_while_a_job_runs_trims_nothing(trims: Trims) -
     slot.release()
     await trims.next()
     assert trims.count == 1
+
+
+async def test_a_trim_asked_for_while_one_runs_follows_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    loop = asyncio.get_running_loop()
+    running, finish = asyncio.Event(), threading.Event()
+    count = 0
+
+    def slow_trim() -> bool:  # runs in a worker thread, as memory.trim does
+        nonlocal count
+        count += 1
+        loop.call_soon_threadsafe(running.set)
+        return finish.wait(WAIT_S)
+
+    monkeypatch.setattr(memory, "trim", slow_trim)
+    scheduler = Scheduler(ManualClock(), trim_after_idle_s=0.0)
+    slot = scheduler.claim(candidate(), pixels=1)
+    assert slot is not None
+    slot.release()
+    async with asyncio.timeout(WAIT_S):
+        await running.wait()
+    running.clear()
+    scheduler.stream_ended()  # while the first trim still runs
+    await turns()
+    finish.set()
+    async with asyncio.timeout(WAIT_S):
+        await running.wait()
+    assert count == 2

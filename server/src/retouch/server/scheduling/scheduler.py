@@ -73,6 +73,7 @@ class Scheduler:
         self._trim_after_idle_s = trim_after_idle_s
         self._trim_later: asyncio.TimerHandle | None = None
         self._trimming: asyncio.Task[bool] | None = None
+        self._trim_again = False
 
     def queue(self, candidate: Candidate) -> ProviderQueue:
         """The queue of ``candidate``'s provider."""
@@ -112,7 +113,11 @@ class Scheduler:
     def _trim_if_idle(self) -> None:
         # A job that started meanwhile re-arms the wait when its queue drains again.
         self._trim_later = None
-        if self._busy() or self._trimming is not None:
+        if self._busy():
+            return
+        if self._trimming is not None:
+            # What was freed since that trim began may have come too late for it.
+            self._trim_again = True
             return
         self._trimming = asyncio.get_running_loop().create_task(
             asyncio.to_thread(memory.trim), name="return freed memory"
@@ -123,6 +128,9 @@ class Scheduler:
         self._trimming = None
         if not task.cancelled() and task.exception() is not None:
             log.warning("returning freed memory failed", exc_info=task.exception())
+        if self._trim_again:
+            self._trim_again = False
+            self._idle()
 
     def units(self, candidate: Candidate, pixels: int) -> int:
         """The units a job of ``pixels`` (its input or its output, the larger) takes of
