@@ -72,6 +72,13 @@ def left_behind(job_id: str, now: float, **fields: Any) -> JobRecord:
     )
 
 
+def small_inpaint() -> pb.InpaintRequest:
+    return pb.InpaintRequest(
+        image=common_pb2.ImageInput(data=png(photo((64, 64)))),
+        mask=common_pb2.ImageInput(data=png(square_mask((64, 64), (8, 8, 24, 24)))),
+    )
+
+
 @pytest.fixture
 async def replicas(tmp_path: Path) -> AsyncIterator[tuple[RunningServer, RunningServer, Any]]:
     """Two replicas on one database and clock; the first's provider waits for ``release``."""
@@ -96,13 +103,7 @@ async def test_a_live_replicas_job_outlasts_its_first_lease_and_another_replicas
     await first.ledger.grant(OWNER, 10, request_id="", note="test", now=clock.now())
     async with aio.insecure_channel(f"127.0.0.1:{first.port}") as channel:
         edit = image_edit_pb2_grpc.ImageEditStub(channel)
-        call = edit.Inpaint(
-            pb.InpaintRequest(
-                image=common_pb2.ImageInput(data=png(photo((64, 64)))),
-                mask=common_pb2.ImageInput(data=png(square_mask((64, 64), (8, 8, 24, 24)))),
-            ),
-            metadata=metadata(),
-        )
+        call = edit.Inpaint(small_inpaint(), metadata=metadata())
         accepted = await read_one(call)
         assert first.jobs.replica_id != second.jobs.replica_id
         for _ in range(4):  # 24 s in all: more than twice the lease, renewed throughout
@@ -135,13 +136,7 @@ async def test_leases_that_ran_out_during_a_store_outage_are_not_failed_at_once(
     )
     async with aio.insecure_channel(f"127.0.0.1:{first.port}") as channel:
         edit = image_edit_pb2_grpc.ImageEditStub(channel)
-        call = edit.Inpaint(
-            pb.InpaintRequest(
-                image=common_pb2.ImageInput(data=png(photo((64, 64)))),
-                mask=common_pb2.ImageInput(data=png(square_mask((64, 64), (8, 8, 24, 24)))),
-            ),
-            metadata=metadata(),
-        )
+        call = edit.Inpaint(small_inpaint(), metadata=metadata())
         accepted = await read_one(call)
 
         async def unreachable(*_: object, **__: object) -> None:
