@@ -30,10 +30,6 @@ from retouch.sdk import (
     Result,
 )
 from retouch.sdk.testing import CHECKS, Check, sample_context, sample_image, sample_mask
-from retouch.server.clock import ManualClock
-from retouch.server.registry import ProviderRegistry
-from retouch.server.routing import Candidate
-from retouch.server.scheduling.scheduler import Scheduler
 
 
 @pytest.fixture
@@ -241,19 +237,6 @@ async def test_config_is_validated_and_applied() -> None:
     assert (await provider.health()).health is Health.HEALTHY
     await provider.aclose()
     await provider.aclose()
-
-
-async def test_the_scheduler_runs_two_small_jobs_per_worker_and_one_large() -> None:
-    registry = await ProviderRegistry.discover(
-        configs={"opencv": {"max_workers": 3}},
-        entries=entry_points(group=ENTRY_POINT_GROUP, name="opencv"),
-    )
-    opencv = Candidate(registry.providers["opencv"], "telea", 1)
-    scheduler = Scheduler(ManualClock())
-    assert scheduler.queue(opencv).capacity == 6
-    assert scheduler.units(opencv, 1024 * 1024) == 1
-    assert scheduler.units(opencv, 2048 * 2048) == 2
-    await registry.aclose()
 
 
 @pytest.mark.parametrize(

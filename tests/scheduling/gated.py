@@ -23,14 +23,7 @@ class GatedProvider:
     """Runs one job at a time (``capacity``); each call records its job, then waits
     for :meth:`finish_one` before it answers with its input."""
 
-    def __init__(
-        self,
-        name: str = "gated",
-        *,
-        capacity: int = 1,
-        credits_per_job: int = 0,
-        small_job_pixels: int | None = None,
-    ) -> None:
+    def __init__(self, name: str = "gated", *, capacity: int = 1, credits_per_job: int = 0) -> None:
         self.name = name
         self.manifest = Manifest(
             name=name,
@@ -41,7 +34,6 @@ class GatedProvider:
             max_pixels=16_777_216,
             enhance_kinds=frozenset({EnhanceKind.DENOISE}),
             capacity=capacity,
-            small_job_pixels=small_job_pixels,
             cost=CostModel(credits_per_job=credits_per_job),
         )
         self.started: list[str] = []

@@ -60,7 +60,7 @@ async def turns(count: int = 5) -> None:
 
 async def test_a_drained_scheduler_trims_once_the_wait_has_passed(trims: Trims) -> None:
     scheduler = Scheduler(ManualClock(), trim_after_idle_s=0.0)
-    slot = scheduler.claim(candidate(), 1)
+    slot = scheduler.claim(candidate())
     assert slot is not None
     await turns()
     assert trims.count == 0, "nothing is trimmed while a job holds a slot"
@@ -72,11 +72,11 @@ async def test_a_drained_scheduler_trims_once_the_wait_has_passed(trims: Trims) 
 async def test_a_job_that_starts_before_the_wait_ends_puts_the_trim_off(trims: Trims) -> None:
     scheduler = Scheduler(ManualClock(), trim_after_idle_s=0.0)
     provider = candidate()
-    first = scheduler.claim(provider, 1)
+    first = scheduler.claim(provider)
     assert first is not None
     first.release()
     # The next job starts before the loop runs the pending trim: it finds a job running.
-    second = scheduler.claim(provider, 1)
+    second = scheduler.claim(provider)
     assert second is not None
     await turns()
     assert trims.count == 0
@@ -89,7 +89,7 @@ async def test_jobs_one_after_another_trim_only_when_they_stop(trims: Trims) -> 
     scheduler = Scheduler(ManualClock(), trim_after_idle_s=WAIT_S * 10)
     provider = candidate()
     for _ in range(20):
-        slot = scheduler.claim(provider, 1)
+        slot = scheduler.claim(provider)
         assert slot is not None
         slot.release()
         await turns(1)
@@ -99,7 +99,7 @@ async def test_jobs_one_after_another_trim_only_when_they_stop(trims: Trims) -> 
 
 async def test_a_stream_that_ends_after_the_trim_lets_its_memory_go_too(trims: Trims) -> None:
     scheduler = Scheduler(ManualClock(), trim_after_idle_s=0.0)
-    slot = scheduler.claim(candidate(), 1)
+    slot = scheduler.claim(candidate())
     assert slot is not None
     slot.release()
     await trims.next()
@@ -111,7 +111,7 @@ async def test_a_stream_that_ends_after_the_trim_lets_its_memory_go_too(trims: T
 
 async def test_a_stream_that_ends_while_a_job_runs_trims_nothing(trims: Trims) -> None:
     scheduler = Scheduler(ManualClock(), trim_after_idle_s=0.0)
-    slot = scheduler.claim(candidate(), 1)
+    slot = scheduler.claim(candidate())
     assert slot is not None
     scheduler.stream_ended()
     await turns()
@@ -136,7 +136,7 @@ async def test_a_trim_asked_for_while_one_runs_follows_it(
 
     monkeypatch.setattr(memory, "trim", slow_trim)
     scheduler = Scheduler(ManualClock(), trim_after_idle_s=0.0)
-    slot = scheduler.claim(candidate(), pixels=1)
+    slot = scheduler.claim(candidate())
     assert slot is not None
     slot.release()
     async with asyncio.timeout(WAIT_S):

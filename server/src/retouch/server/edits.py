@@ -197,13 +197,6 @@ class InspectedEdit:
     mask: InpaintMask | None = None
     decoded: PreparedEdit | None = None
 
-    @property
-    def pixels(self) -> int:
-        """The pixels of its input or its output, whichever is larger: what the
-        scheduler weighs the job by."""
-        (width, height), route = self.output_size, self.route
-        return max(route.width * route.height, width * height)
-
     def encoded_only(self) -> InspectedEdit:
         """This edit without any pixels: what a job waiting for a slot keeps."""
         if self.mask is None and self.decoded is None:

@@ -140,13 +140,6 @@ class Manifest:
     """Jobs the provider runs at once: a local provider's worker count, a hosted one's
     upstream concurrency limit. The server queues jobs beyond it (``max_concurrency`` in
     the provider's config overrides it); ``None`` leaves it to the server."""
-    small_job_pixels: int | None = None
-    """A local provider may let jobs of at most this many pixels take half a slot, so
-    twice :attr:`capacity` of them run at once while larger ones stay at
-    :attr:`capacity`: worth it when the pixel work runs in the provider's own
-    ``capacity`` threads, and a small job's decoding and encoding in the server can
-    overlap the others' work. ``None``: every job takes a whole slot (hosted providers
-    always: their upstream limits count calls, not pixels)."""
     task_models: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
     """Models for a task where they differ from :attr:`models`, keyed by task
     (``"enhance"``, or one kind: ``"enhance.upscale"``); the first is the default. The
@@ -171,10 +164,6 @@ class Manifest:
             problems.append("requests_per_minute must be positive")
         if self.capacity is not None and self.capacity < 1:
             problems.append("capacity must be at least 1")
-        if self.small_job_pixels is not None and self.small_job_pixels < 1:
-            problems.append("small_job_pixels must be positive")
-        if self.small_job_pixels is not None and self.remote:
-            problems.append("small_job_pixels is for local providers only")
         for task, task_models in self.task_models.items():
             if task not in TASKS:
                 problems.append(f"task_models key {task!r} must be one of {', '.join(TASKS)}")

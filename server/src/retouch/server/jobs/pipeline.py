@@ -143,11 +143,10 @@ class EditPipeline:
             plan = await self.admit(request, caller, dry_run=True)  # admit
             inspected = await self._edits.inspect(request, caller, plan)  # prepare: headers
             # Refused here, when the provider's queue is full, before anything is held.
-            pixels = inspected.pixels
-            route = self._scheduler.choose(await self.route(inspected, plan), pixels)  # route
-            route = await self._take_tokens(caller, plan, route, pixels)
+            route = self._scheduler.choose(await self.route(inspected, plan))  # route
+            route = await self._take_tokens(caller, plan, route)
             # Taken before any await, so callers arriving together cannot all see it free.
-            slot = self._scheduler.claim(route.candidates[0], pixels)
+            slot = self._scheduler.claim(route.candidates[0])
             claim.job_id = await self._admit_job(
                 request, caller, plan, inspected, route, fingerprint, time_left, slot=slot
             )
@@ -213,7 +212,7 @@ class EditPipeline:
         raises), without taking a token or holding credits."""
         plan = await self.admit(request, caller, dry_run=True)
         edit = await self._edits.inspect(request, caller, plan)
-        route = self._scheduler.choose(await self.route(edit, plan), edit.pixels)
+        route = self._scheduler.choose(await self.route(edit, plan))
         await self._policy.would_reserve(caller, plan, route.candidates[0].price)
         return route
 
@@ -245,7 +244,7 @@ class EditPipeline:
                 ),
             )
 
-    async def _take_tokens(self, caller: Caller, plan: Plan, route: Route, pixels: int) -> Route:
+    async def _take_tokens(self, caller: Caller, plan: Plan, route: Route) -> Route:
         """The subject's, the tenant's and the first candidate's upstream tokens, in
         one atomic acquire; returns the route whose first candidate's token was taken.
 
@@ -272,8 +271,7 @@ class EditPipeline:
                 route = self._scheduler.choose(
                     dataclasses.replace(
                         route, candidates=route.candidates[1:], notes=[*route.notes, note]
-                    ),
-                    pixels,
+                    )
                 )
 
     async def _reserve(self, job: JobRecord, caller: Caller, plan: Plan, route: Route) -> Balance:
@@ -386,7 +384,6 @@ class EditPipeline:
             tenant=caller.tenant,
             subject=caller.subject,
             weight=admission.plan.queue_weight,
-            pixels=admission.inspected.pixels,
         )
         if admission.slot is not None:
             # At the head of the queue and starting now: every stream hears its place.

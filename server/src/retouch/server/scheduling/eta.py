@@ -27,9 +27,7 @@ class ServiceTimes:
     def per_job(self, provider: str) -> float:
         return self._average.get(provider, self._default_s)
 
-    def wait(self, provider: str, units_ahead: int, units: int, capacity: int) -> float:
-        """Seconds until a job of ``units`` starts, with jobs of ``units_ahead`` in all
-        ahead of it in the queue, when ``capacity`` units are busy: a turn of the whole
-        capacity per :meth:`per_job` (jobs that take more units run longer, but fewer
-        run at once)."""
-        return math.ceil((units_ahead + units) / capacity) * self.per_job(provider)
+    def wait(self, provider: str, position: int, capacity: int) -> float:
+        """Seconds until the job with ``position`` jobs ahead of it in the queue starts,
+        when ``capacity`` jobs run at once and all slots are busy."""
+        return math.ceil((position + 1) / capacity) * self.per_job(provider)

@@ -64,19 +64,12 @@ class FairQueue(Generic[T]):
         state.subjects.setdefault(subject, deque()).append(item)
         self._size += 1
 
-    def peek(self) -> T:
-        """The item :meth:`pop` would take next, left in place; raises IndexError when
-        none waits."""
-        if not self._size:
-            raise IndexError("peek at an empty FairQueue")
-        _, tenant = self._next()
-        return next(iter(tenant.subjects.values()))[0]
-
     def pop(self) -> T:
         """The next item in fair order; raises IndexError when none waits."""
         if not self._size:
             raise IndexError("pop from an empty FairQueue")
-        name, tenant = self._next()
+        # The earliest start; among equals, the tenant that has waited longest.
+        name, tenant = min(self._tenants.items(), key=lambda entry: entry[1].start)
         item = tenant.take()
         self._size -= 1
         self._virtual = tenant.start
@@ -84,10 +77,6 @@ class FairQueue(Generic[T]):
         if not tenant.subjects:
             del self._tenants[name]
         return item
-
-    def _next(self) -> tuple[str, _Tenant[T]]:
-        # The earliest start; among equals, the tenant that has waited longest.
-        return min(self._tenants.items(), key=lambda entry: entry[1].start)
 
     def remove(self, item: T) -> bool:
         """Take ``item`` (that very object) out wherever it waits; False when it was

@@ -1,11 +1,6 @@
 """The scheduler between admission and the providers: one :class:`ProviderQueue` per
 provider, sized by the capacity its manifest declares (or ``max_concurrency`` in its
-config), and the backpressure that refuses a job before anything is reserved for it.
-
-A queue counts capacity in units. Most providers' jobs take one unit each, one per
-slot of their capacity; a local provider whose manifest sets ``small_job_pixels`` has
-:data:`UNITS_PER_SLOT` units per slot, and a job of at most that many pixels takes one
-of them, a larger job a whole slot."""
+config), and the backpressure that refuses a job before anything is reserved for it."""
 
 from __future__ import annotations
 
@@ -32,9 +27,6 @@ milliseconds), and late enough that the last streams have let go of their result
 
 DEFAULT_REMOTE_CAPACITY = 8
 """Concurrent calls to a hosted provider whose manifest and config declare none."""
-UNITS_PER_SLOT = 2
-"""Units of a slot on a provider that weighs jobs by their pixels: small jobs run two
-to a slot."""
 
 
 def default_capacity(candidate: Candidate) -> int:
@@ -43,12 +35,6 @@ def default_capacity(candidate: Candidate) -> int:
     if manifest.capacity is not None:
         return manifest.capacity
     return DEFAULT_REMOTE_CAPACITY if manifest.remote else os.cpu_count() or 1
-
-
-def units_per_slot(candidate: Candidate) -> int:
-    """How many units one slot of ``candidate``'s provider holds."""
-    manifest = candidate.loaded.manifest
-    return 1 if manifest.small_job_pixels is None or manifest.remote else UNITS_PER_SLOT
 
 
 class Scheduler:
@@ -81,8 +67,7 @@ class Scheduler:
         queue = self._queues.get(name)
         if queue is None:
             limits = self._limits.get(name, QueueLimits())
-            slots = limits.max_concurrency or default_capacity(candidate)
-            capacity = slots * units_per_slot(candidate)
+            capacity = limits.max_concurrency or default_capacity(candidate)
             queue = ProviderQueue(
                 name, capacity, limits, self._times, self._clock, on_idle=self._idle
             )
@@ -132,25 +117,16 @@ class Scheduler:
             self._trim_again = False
             self._idle()
 
-    def units(self, candidate: Candidate, pixels: int) -> int:
-        """The units a job of ``pixels`` (its input or its output, the larger) takes of
-        ``candidate``'s provider: a whole slot, or one unit when the provider counts
-        that few pixels as a small job."""
-        per_slot = units_per_slot(candidate)
-        small = candidate.loaded.manifest.small_job_pixels
-        return 1 if small is not None and pixels <= small else per_slot
-
-    def choose(self, route: Route, pixels: int) -> Route:
-        """``route`` with a provider whose queue has room for a job of ``pixels`` first:
-        the route's own first choice when it has room, else the next capable one that
-        has (the route's notes say why). Raises the first choice's RESOURCE_EXHAUSTED
-        when none has room."""
+    def choose(self, route: Route) -> Route:
+        """``route`` with a provider whose queue has room first: the route's own first
+        choice when it has room, else the next capable one that has (the route's notes
+        say why). Raises the first choice's RESOURCE_EXHAUSTED when none has room."""
         first = route.candidates[0]
-        refusal = self.queue(first).refusal(self.units(first, pixels))
+        refusal = self.queue(first).refusal()
         if refusal is None:
             return route
         for index, other in enumerate(route.candidates[1:], start=1):
-            if self.queue(other).refusal(self.units(other, pixels)) is None:
+            if self.queue(other).refusal() is None:
                 rest = route.candidates[:index] + route.candidates[index + 1 :]
                 note = (
                     f"chose {other.name!r} because {first.name!r} is at capacity: "
@@ -161,10 +137,10 @@ class Scheduler:
                 )
         raise refusal
 
-    def claim(self, candidate: Candidate, pixels: int) -> Slot | None:
-        """The units a job of ``pixels`` takes of ``candidate``'s provider, taken now,
-        or None when the job would wait (see :meth:`ProviderQueue.claim`)."""
-        return self.queue(candidate).claim(self.units(candidate, pixels))
+    def claim(self, candidate: Candidate) -> Slot | None:
+        """A free slot of ``candidate``'s provider taken now, or None when a job for
+        it would wait (see :meth:`ProviderQueue.claim`)."""
+        return self.queue(candidate).claim()
 
     @contextlib.asynccontextmanager
     async def slot(
@@ -175,26 +151,18 @@ class Scheduler:
         subject: str,
         weight: float,
         listener: PlaceListener,
-        pixels: int,
         held: Slot | None = None,
     ) -> AsyncIterator[None]:
-        """Hold the units a job of ``pixels`` takes of ``candidate``'s provider for the
-        body, ``held`` or waited for (see :meth:`ProviderQueue.slot`); for a hosted
-        provider, also one of the permits all replicas share, waited for at the head
-        of this replica's queue."""
+        """Hold a slot of ``candidate``'s provider for the body, ``held`` or waited for
+        (see :meth:`ProviderQueue.slot`); for a hosted provider, also one of the permits
+        all replicas share, waited for at the head of this replica's queue."""
         queue = self.queue(candidate)
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(
                 queue.slot(
-                    tenant=tenant,
-                    subject=subject,
-                    weight=weight,
-                    listener=listener,
-                    held=held,
-                    units=self.units(candidate, pixels),
+                    tenant=tenant, subject=subject, weight=weight, listener=listener, held=held
                 )
             )
             if candidate.loaded.manifest.remote:
-                # A hosted provider's jobs take one unit each: its capacity counts calls.
                 await stack.enter_async_context(permit(self._permits, queue.name, queue.capacity))
             yield

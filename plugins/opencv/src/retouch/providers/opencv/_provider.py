@@ -44,12 +44,6 @@ INLINE_MAX_COST = 1024 * 3**2
 are at most this runs on the event loop, not in a worker thread: cv2.inpaint's work
 grows with both, and this much of it takes 0.3-0.9 ms on a 2-core host, about what
 the hop to a worker thread and back costs a job in latency there."""
-SMALL_JOB_PIXELS = 2 * 1024 * 1024
-"""Jobs up to this size (1448 x 1448) take half a worker's slot in the server's queue:
-while the workers inpaint, further small jobs decode and encode in the server. With
-one job per worker that CPU went idle (8 clients of 1024 x 1024 inpaints on 2 cores:
-throughput 8-10% below the server without queues; within 4% with this). Larger jobs
-still run one per worker, which bounds the pixels a burst of 2048 x 2048 jobs holds."""
 UPSCALE_MODEL = "lanczos4+unsharp"
 DENOISE_MODEL = "fast-nl-means"
 SHARPEN_MODEL = "unsharp-mask"
@@ -81,7 +75,6 @@ MANIFEST = Manifest(
     max_pixels=MAX_PIXELS,
     # Until start() reads the config; then the configured worker count.
     capacity=DEFAULT_MAX_WORKERS,
-    small_job_pixels=SMALL_JOB_PIXELS,
     supports_mask=True,
     supports_outpaint=True,
     upscale_factors=(2, 4),
@@ -109,8 +102,8 @@ class OpenCVProvider:
     @property
     def manifest(self) -> Manifest:
         """What this provider offers; its capacity is the configured worker count, so
-        the scheduler admits no more large jobs than there are workers (small ones,
-        two per worker, decode and encode while others hold the workers)."""
+        the scheduler admits no job that would wait inside the pool while reported
+        running."""
         return self._manifest
 
     @property
