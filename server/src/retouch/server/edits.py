@@ -345,8 +345,8 @@ class EditPreparer:
                 request.provider,
                 mask_fraction=1 - (width * height) / (out_w * out_h),
                 prompt=bool(request.params.prompt.strip()),
+                output_fields=sides,
             )
-            route = dataclasses.replace(route, output_fields=sides)
             return InspectedEdit(
                 Operation.OUTPAINT,
                 route,
@@ -647,6 +647,7 @@ def _route(
     *,
     mask_fraction: float | None = None,
     prompt: bool = False,
+    output_fields: tuple[str, ...] = (),
 ) -> RouteRequest:
     return RouteRequest(
         operation,
@@ -658,6 +659,7 @@ def _route(
         max_cost=choice.max_cost_credits if choice.HasField("max_cost_credits") else None,
         mask_fraction=mask_fraction,
         prompt=prompt,
+        output_fields=output_fields,
     )
 
 

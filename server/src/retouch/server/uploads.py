@@ -12,6 +12,7 @@ from typing import Any
 from retouch.v1 import image_edit_pb2 as pb
 
 from .auth import Caller
+from .cancellation import finish_even_if_cancelled
 from .clock import Clock
 from .errors import InvalidArgument
 from .ids import new_id
@@ -93,20 +94,12 @@ class Uploads:
             await asyncio.wait(set(self._cleanups))
 
     async def _finish(self, cleanup: Coroutine[Any, Any, None]) -> None:
-        """Run ``cleanup`` to its end even if this task is cancelled meanwhile, once or
-        again, then re-raise the cancellation."""
+        """Run ``cleanup`` to its end even if this task is cancelled meanwhile, where
+        :meth:`drain` can wait for it."""
         task = asyncio.ensure_future(cleanup)
         self._cleanups.add(task)
         task.add_done_callback(self._cleanups.discard)
-        cancelled = False
-        while not task.done():
-            try:
-                await asyncio.shield(task)
-            except asyncio.CancelledError:
-                cancelled = True
-        if cancelled:
-            raise asyncio.CancelledError
-        task.result()
+        await finish_even_if_cancelled(task)
 
     async def _settle(self, pending: UploadRecord, *, keep_object: bool) -> None:
         """Remove the pending record, and the object unless it is kept. Failures are

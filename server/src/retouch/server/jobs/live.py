@@ -169,8 +169,6 @@ class LiveJob:
             await asyncio.shield(recorder)
             # A write that failed just now scheduled its retry: the end's write takes over.
             self._stop_waiting_to_record()
-        if recorder is not None:
-            recorder.result()
 
     def begin_settling(self, *, succeeded: bool) -> list[tuple[int, bytes]]:
         """The job is ending: from now on it cannot be cancelled. Returns the events the

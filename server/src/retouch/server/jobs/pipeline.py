@@ -406,12 +406,9 @@ class EditPipeline:
         is durable) or refunded."""
         status = OK if error is None else error.to_status_proto()
         try:
-            try:
-                # Every event is in the store before the job reads as ended anywhere:
-                # those not yet written go in the write that records its end.
-                await live.writes_done()
-            except Exception:
-                log.exception("job %s: recording its events failed", job.job_id)
+            # Every event is in the store before the job reads as ended anywhere: those
+            # not yet written, a failed write's included, go in the write of its end.
+            await live.writes_done()
             status = await self._settlement.settle(job, error, live)
         finally:
             live.finish(status)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +15,7 @@ from ..auth import current_caller
 from ..convert import JOB_STATES_FROM_PROTO, job, timestamp
 from ..edits import EditMessage
 from ..errors import Cancelled, DeadlineExceeded, InvalidArgument, NotFound, echo
+from ..ids import is_id
 from ..jobs import JobStore
 from ..jobs.live import LiveJob
 from ..jobs.manager import JobManager
@@ -37,10 +37,6 @@ INLINE_FRAMING_BYTES = 32
 length prefix of ``data`` and the longer length prefix of the ``completed`` around it."""
 
 Context = aio.ServicerContext[Any, Any]
-
-_JOB_ID = re.compile(r"job_[0-9a-f]{28}")
-"""What :func:`~retouch.server.ids.new_id` makes for a job: checked before a page token
-reaches the database."""
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +231,7 @@ class ImageEditService(image_edit_pb2_grpc.ImageEditServicer):
         """
         if not page_token:
             return None
-        record = await self._store.get_job(page_token) if _JOB_ID.fullmatch(page_token) else None
+        record = await self._store.get_job(page_token) if is_id("job", page_token) else None
         if record is None or record.owner != owner:
             raise InvalidArgument(
                 "page_token",

@@ -14,10 +14,11 @@ import hashlib
 import os
 import stat
 import tempfile
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable
+from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO
 
+from ..cancellation import finish_even_if_cancelled
 from .base import ObjectNotFound, StorageError, validate_chunk_size, validate_key
 
 # A key that names a directory of other keys, or runs through an object as if it
@@ -27,8 +28,6 @@ _READ_AHEAD = 1024 * 1024
 _INLINE_WRITE = 64 * 1024
 """Without a flush, writing this much takes tens of microseconds: less than a thread hop."""
 _PARTIAL_SUFFIX = ".part"
-
-T = TypeVar("T")
 
 
 class FilesystemObjectStore:
@@ -84,11 +83,11 @@ class FilesystemObjectStore:
                 pending += chunk
                 size += len(chunk)
                 if len(pending) >= _READ_AHEAD:
-                    await _finish_even_if_cancelled(asyncio.to_thread(file.write, pending))
+                    await finish_even_if_cancelled(asyncio.to_thread(file.write, pending))
                     pending = bytearray()
             if pending:
-                await _finish_even_if_cancelled(asyncio.to_thread(file.write, pending))
-            await _finish_even_if_cancelled(
+                await finish_even_if_cancelled(asyncio.to_thread(file.write, pending))
+            await finish_even_if_cancelled(
                 asyncio.to_thread(_commit, file, temporary, path, self._durable)
             )
         except BaseException as exc:
@@ -220,18 +219,6 @@ def _delete_with_partials(path: Path) -> None:
         if name.startswith(prefix) and name.endswith(_PARTIAL_SUFFIX):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path.parent / name)
-
-
-async def _finish_even_if_cancelled(work: Awaitable[T]) -> T:
-    """Await ``work``; if cancelled meanwhile, let it finish before re-raising, so
-    that a worker thread is never left writing to a file being cleaned up."""
-    task = asyncio.ensure_future(work)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        with contextlib.suppress(BaseException):
-            await task
-        raise
 
 
 def _read_chunks(file: BinaryIO, chunk_size: int, count: int) -> list[bytes]:
